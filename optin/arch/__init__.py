@@ -1,0 +1,23 @@
+"""One adapter per model family: the only code that knows module names.
+
+``adapter_for(model)`` picks the adapter registered for the model's class.
+"""
+
+from __future__ import annotations
+
+from optin.arch.base import EncoderAdapter, Kept
+from optin.arch.bert import BertAdapter
+
+ADAPTERS: dict[str, type[EncoderAdapter]] = {BertAdapter.family: BertAdapter}
+
+
+def adapter_for(model) -> EncoderAdapter:
+    for adapter_cls in ADAPTERS.values():
+        if adapter_cls.handles(model):
+            return adapter_cls(model)
+    raise TypeError(
+        f"no optin adapter handles {type(model).__name__}; known families: {sorted(ADAPTERS)}"
+    )
+
+
+__all__ = ["ADAPTERS", "EncoderAdapter", "Kept", "adapter_for"]

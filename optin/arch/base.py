@@ -1,0 +1,156 @@
+"""The protocol between the scoring engine and a model family.
+
+A transformer layer is seen as two residual sub-blocks with a resume point after each:
+
+    x --attention--> attn_resid --after_attention--> a --ffn--> ffn_out --after_ffn--> next x
+
+``attention`` can also return every head's additive contribution to ``attn_resid``, and
+``neuron_directions`` gives each FFN neuron's direction in ``ffn_out``; the engine removes one unit
+by subtracting its contribution and resumes there, which is exact and skips the matmuls before it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+UNIT_KINDS = ("head", "neuron")
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Indices kept per layer for each unit kind (what a mask file holds)."""
+
+    heads: tuple[tuple[int, ...], ...]
+    neurons: tuple[tuple[int, ...], ...]
+
+    def counts(self) -> tuple[list[int], list[int]]:
+        return [len(h) for h in self.heads], [len(n) for n in self.neurons]
+
+    def to_json(self) -> dict:
+        return {"head": [list(h) for h in self.heads], "neuron": [list(n) for n in self.neurons]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Kept:
+        return cls(
+            heads=tuple(tuple(int(i) for i in h) for h in data["head"]),
+            neurons=tuple(tuple(int(i) for i in n) for n in data["neuron"]),
+        )
+
+
+class EncoderAdapter(ABC):
+    family: str
+    model: Any
+
+    @classmethod
+    @abstractmethod
+    def handles(cls, model) -> bool: ...
+
+    # -- structure --------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def num_layers(self) -> int: ...
+
+    @abstractmethod
+    def unit_counts(self, kind: str) -> list[int]:
+        """Number of units of ``kind`` in each layer of the (possibly slimmed) model."""
+
+    @property
+    @abstractmethod
+    def hidden_size(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def head_dim(self) -> int: ...
+
+    @abstractmethod
+    def layer_linear_shapes(self) -> list[dict]:
+        """Per layer: the (out, in) shapes of the prunable Linear layers present and the total
+        attention width (kept heads x head dim), read from the modules themselves."""
+
+    # -- functional forward pieces -----------------------------------------------------------
+    @abstractmethod
+    def embed(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
+        """Layer-0 input and the context every layer needs (e.g. the attention mask)."""
+
+    @abstractmethod
+    def repeat_context(self, ctx: Any, times: int) -> Any:
+        """Context for ``times`` stacked copies of the batch (variant-major)."""
+
+    @abstractmethod
+    def attention(
+        self, layer: int, x: torch.Tensor, ctx: Any, head_mask: torch.Tensor | None = None,
+        per_head: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Residual sum after attention; with ``per_head`` also [H, N, T, D] head contributions."""
+
+    @abstractmethod
+    def after_attention(self, layer: int, attn_resid: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def ffn(
+        self, layer: int, a: torch.Tensor, neuron_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """FFN output (before the residual) and the activations [N, T, D_ff]."""
+
+    @abstractmethod
+    def neuron_directions(self, layer: int) -> torch.Tensor:
+        """[D_ff, D]: neuron j adds act_j * row j to the FFN output."""
+
+    @abstractmethod
+    def after_ffn(self, layer: int, a: torch.Tensor, ffn_out: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def layer_tap(self, layer: int, x: torch.Tensor, a: torch.Tensor, ffn_out: torch.Tensor) -> torch.Tensor:
+        """The feature tapped at ``layer`` (the trajectory point of optin-method.md §3)."""
+
+    @abstractmethod
+    def logits(self, h: torch.Tensor, ctx: Any) -> torch.Tensor: ...
+
+    @abstractmethod
+    def slim(self, kept: Kept):
+        """A new model with the pruned units physically removed."""
+
+    # -- generic composition -----------------------------------------------------------------
+    def layer(
+        self, layer: int, x: torch.Tensor, ctx: Any,
+        head_mask: torch.Tensor | None = None, neuron_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        attn_resid, _ = self.attention(layer, x, ctx, head_mask)
+        a = self.after_attention(layer, attn_resid)
+        ffn_out, _ = self.ffn(layer, a, neuron_mask)
+        return self.after_ffn(layer, a, ffn_out), self.layer_tap(layer, x, a, ffn_out)
+
+    @torch.no_grad()
+    def forward(
+        self, batch: dict[str, torch.Tensor],
+        head_masks: list[torch.Tensor | None] | None = None,
+        neuron_masks: list[torch.Tensor | None] | None = None,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Masked forward: (layer inputs 0..L, taps 0..L-1, logits). Masks are per layer, [H] / [D_ff]."""
+        x, ctx = self.embed(batch)
+        inputs, taps = [x], []
+        for layer in range(self.num_layers):
+            hm = head_masks[layer] if head_masks is not None else None
+            nm = neuron_masks[layer] if neuron_masks is not None else None
+            x, tap = self.layer(layer, x, ctx, hm, nm)
+            inputs.append(x)
+            taps.append(tap)
+        return inputs, taps, self.logits(x, ctx)
+
+    def kept_masks(self, kept: Kept) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """0/1 mask tensors per layer for a Kept selection on the unpruned model."""
+        head_masks, neuron_masks = [], []
+        for layer, (n_heads, n_neurons) in enumerate(
+            zip(self.unit_counts("head"), self.unit_counts("neuron"), strict=True)
+        ):
+            hm = torch.zeros(n_heads)
+            hm[list(kept.heads[layer])] = 1.0
+            nm = torch.zeros(n_neurons)
+            nm[list(kept.neurons[layer])] = 1.0
+            head_masks.append(hm)
+            neuron_masks.append(nm)
+        return head_masks, neuron_masks

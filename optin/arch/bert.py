@@ -1,0 +1,201 @@
+"""Adapter for BERT-style HF encoders (`BertForSequenceClassification`, post-LayerNorm).
+
+Tap (authors' code): output of `encoder.layer.k.output.dense`, the FFN down-projection before
+dropout, residual and LayerNorm. Head h masked = its attention probabilities times 0, i.e. its
+context vector is zero; neuron j masked = its activation is zero.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from optin.arch import bert_slim_model
+from optin.arch.base import EncoderAdapter, Kept
+
+SLIM_MODEL_FILE = "modeling_optin_bert.py"
+
+
+class BertAdapter(EncoderAdapter):
+    family = "bert"
+
+    def __init__(self, model):
+        self.model = model.eval()
+        self.bert = model.bert
+        self.layers = self.bert.encoder.layer
+        self.config = model.config
+
+    @classmethod
+    def handles(cls, model) -> bool:
+        return hasattr(model, "bert") and hasattr(getattr(model.bert, "encoder", None), "layer")
+
+    # -- structure --------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.config.hidden_size // self.config.num_attention_heads
+
+    def _has_attention(self, layer) -> bool:
+        return not isinstance(layer.attention, bert_slim_model.AttentionBypass)
+
+    def _has_ffn(self, layer) -> bool:
+        return not isinstance(layer.output, bert_slim_model.FeedForwardBypass)
+
+    def unit_counts(self, kind: str) -> list[int]:
+        if kind == "head":
+            return [
+                layer.attention.self.query.out_features // self.head_dim if self._has_attention(layer) else 0
+                for layer in self.layers
+            ]
+        if kind == "neuron":
+            return [
+                layer.intermediate.dense.out_features if self._has_ffn(layer) else 0 for layer in self.layers
+            ]
+        raise ValueError(f"unit kind must be 'head' or 'neuron', got {kind!r}")
+
+    def layer_linear_shapes(self) -> list[dict]:
+        shapes = []
+        for layer in self.layers:
+            linears, width = [], 0
+            if self._has_attention(layer):
+                attn = layer.attention.self
+                for lin in (attn.query, attn.key, attn.value, layer.attention.output.dense):
+                    linears.append((lin.out_features, lin.in_features))
+                width = attn.query.out_features
+            if self._has_ffn(layer):
+                for lin in (layer.intermediate.dense, layer.output.dense):
+                    linears.append((lin.out_features, lin.in_features))
+            shapes.append({"linears": linears, "attention_width": width})
+        return shapes
+
+    # -- functional forward pieces -----------------------------------------------------------
+    def embed(self, batch):
+        x = self.bert.embeddings(
+            input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids")
+        )
+        keep = batch["attention_mask"].to(x.dtype)
+        additive = (1.0 - keep)[:, None, None, :] * torch.finfo(x.dtype).min
+        return x, additive
+
+    def repeat_context(self, ctx, times):
+        return ctx.repeat(times, 1, 1, 1)
+
+    def attention(self, layer, x, ctx, head_mask=None, per_head=False):
+        block = self.layers[layer]
+        if not self._has_attention(block):
+            return x + block.attention.bias, None
+        attn = block.attention.self
+        n, t, d = x.shape
+        dh = self.head_dim
+        q = attn.query(x).view(n, t, -1, dh).transpose(1, 2)
+        k = attn.key(x).view(n, t, -1, dh).transpose(1, 2)
+        v = attn.value(x).view(n, t, -1, dh).transpose(1, 2)
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx, scale=attn.scaling)
+        if head_mask is not None:
+            context = context * head_mask.view(1, -1, 1, 1)
+        out_proj = block.attention.output.dense
+        merged = context.transpose(1, 2).reshape(n, t, -1)
+        resid = x + out_proj(merged)
+        head_out = None
+        if per_head:
+            w = out_proj.weight.view(d, -1, dh)  # [D, H, dh]
+            head_out = torch.einsum("nhtc,dhc->hntd", context, w)
+        return resid, head_out
+
+    def after_attention(self, layer, attn_resid):
+        block = self.layers[layer]
+        norm = block.attention.output.LayerNorm if self._has_attention(block) else block.attention.LayerNorm
+        return norm(attn_resid)
+
+    def ffn(self, layer, a, neuron_mask=None):
+        block = self.layers[layer]
+        if not self._has_ffn(block):
+            return torch.zeros_like(a), a.new_zeros(*a.shape[:-1], 0)
+        act = block.intermediate.intermediate_act_fn(block.intermediate.dense(a))
+        if neuron_mask is not None:
+            act = act * neuron_mask
+        down = block.output.dense
+        return F.linear(act, down.weight), act
+
+    def neuron_directions(self, layer):
+        return self.layers[layer].output.dense.weight.t()
+
+    def after_ffn(self, layer, a, ffn_out):
+        block = self.layers[layer]
+        if not self._has_ffn(block):
+            return block.output.LayerNorm(a + block.output.bias)
+        return block.output.LayerNorm(a + ffn_out + block.output.dense.bias)
+
+    def layer_tap(self, layer, x, a, ffn_out):
+        # FFN down-projection output, bias included (the hooked nn.Linear's output).
+        block = self.layers[layer]
+        if not self._has_ffn(block):
+            return ffn_out + block.output.bias
+        return ffn_out + block.output.dense.bias
+
+    def logits(self, h, ctx):
+        pooled = self.bert.pooler(h) if self.bert.pooler is not None else h[:, 0]
+        return self.model.classifier(pooled)
+
+    # -- physical slimming -------------------------------------------------------------------
+    def slim(self, kept: Kept):
+        """A `OptinSlimBertForSequenceClassification` holding only the kept heads and neurons."""
+        config = copy.deepcopy(self.config)
+        heads, neurons = kept.counts()
+        config.optin_heads_per_layer = heads
+        config.optin_neurons_per_layer = neurons
+        config.architectures = ["OptinSlimBertForSequenceClassification"]
+        config.auto_map = {
+            "AutoModelForSequenceClassification": f"{SLIM_MODEL_FILE[:-3]}.OptinSlimBertForSequenceClassification"
+        }
+        slim = bert_slim_model.OptinSlimBertForSequenceClassification(config).eval()
+        source = self.model.state_dict()
+        target = {}
+        dh = self.head_dim
+        for name in slim.state_dict():
+            target[name] = source.get(name)
+        for index, (block_heads, block_neurons) in enumerate(zip(kept.heads, kept.neurons, strict=True)):
+            p = f"bert.encoder.layer.{index}."
+            if block_heads:
+                cols = torch.tensor([h * dh + c for h in block_heads for c in range(dh)])
+                for proj in ("query", "key", "value"):
+                    target[p + f"attention.self.{proj}.weight"] = source[p + f"attention.self.{proj}.weight"][cols]
+                    target[p + f"attention.self.{proj}.bias"] = source[p + f"attention.self.{proj}.bias"][cols]
+                target[p + "attention.output.dense.weight"] = source[p + "attention.output.dense.weight"][:, cols]
+            else:
+                target[p + "attention.bias"] = source[p + "attention.output.dense.bias"]
+                target[p + "attention.LayerNorm.weight"] = source[p + "attention.output.LayerNorm.weight"]
+                target[p + "attention.LayerNorm.bias"] = source[p + "attention.output.LayerNorm.bias"]
+            if block_neurons:
+                rows = torch.tensor(block_neurons)
+                target[p + "intermediate.dense.weight"] = source[p + "intermediate.dense.weight"][rows]
+                target[p + "intermediate.dense.bias"] = source[p + "intermediate.dense.bias"][rows]
+                target[p + "output.dense.weight"] = source[p + "output.dense.weight"][:, rows]
+            else:
+                target[p + "output.bias"] = source[p + "output.dense.bias"]
+        missing = [k for k, v in target.items() if v is None]
+        if missing:
+            raise RuntimeError(f"slimming left parameters without a source: {missing[:5]}")
+        slim.load_state_dict({k: v.clone() for k, v in target.items()}, strict=True)
+        return slim
+
+    @staticmethod
+    def save_slim(slim_model, tokenizer, path: str | Path) -> None:
+        """Save so that AutoModelForSequenceClassification.from_pretrained(path,
+        trust_remote_code=True) rebuilds it."""
+        path = Path(path)
+        slim_model.save_pretrained(path)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(path)
+        shutil.copyfile(bert_slim_model.__file__, path / SLIM_MODEL_FILE)

@@ -1,0 +1,122 @@
+"""OPTIN method settings: the paper's text and the authors' released code ("reference").
+
+optin-method.md §4 lists where the code departs from the paper; each departure is a field here so
+that an ablation can switch one alone. ``OptinMethod.from_config`` starts from the semantics' defaults
+and applies overrides; unknown keys are an error naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class OptinMethod:
+    semantics: str = "paper"
+    lambda_c: float = 0.1                 # fixed KL weight (paper)
+    temperature: float = 4.0
+    md_rows: int = 768                    # K token rows per Gram matrix
+    md_fresh_subsets: bool = False        # §4.8: a new random row subset per unit and tap
+    include_final_layer_tap: bool = False  # §3: last-layer units also compare their own tap
+    kl_divide_logits: bool = True         # §4.3: softmax(z / T) (paper) or softmax(z) (code)
+    kl_reduction: str = "batchmean"       # §4.3: "sum" over the batch in the code
+    kl_float64: bool = True               # §4.3: the code computes in float32
+    kl_clamp: bool = False                # §4.3: the code clamps KL >= 0
+    dynamic_lambda: bool = False          # §4.2: per-unit power-of-ten KL scaling
+    lambda_contribution: float = 10.0
+    positional_weighting: bool = False    # §4.4
+    head_metric_decay: float = 1.0        # §4.5
+    neuron_metric_decay: float = 1.0
+    fin_decay: float = 1.0
+    cumulative_head_mask: bool = False    # §4.6 (opt-in even in reference mode)
+    same_batch: bool = True               # §4.7: heads and neurons on one calibration batch
+
+    @classmethod
+    def from_config(cls, config: dict) -> OptinMethod:
+        config = dict(config)
+        semantics = config.pop("semantics", "paper")
+        if semantics not in SEMANTICS:
+            raise ValueError(f"method key 'semantics' must be one of {sorted(SEMANTICS)}, got {semantics!r}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - fields)
+        if unknown:
+            raise ValueError(f"unknown OPTIN method setting(s) {unknown}; known: {sorted(fields)}")
+        return dataclasses.replace(SEMANTICS[semantics], **config)
+
+    def trajectory(self, layer: int, num_layers: int) -> list[int]:
+        """Tap indices whose drift counts for a unit of ``layer``."""
+        if layer == num_layers - 1 and self.include_final_layer_tap:
+            return [layer]
+        return list(range(layer + 1, num_layers))
+
+
+SEMANTICS = {
+    "paper": OptinMethod(),
+    "reference": OptinMethod(
+        semantics="reference",
+        md_fresh_subsets=True,
+        include_final_layer_tap=True,
+        kl_divide_logits=False,
+        kl_reduction="sum",
+        kl_float64=False,
+        kl_clamp=True,
+        dynamic_lambda=True,
+        positional_weighting=True,
+        head_metric_decay=0.5,
+        neuron_metric_decay=1.0,
+        fin_decay=0.5,
+        cumulative_head_mask=False,
+        same_batch=False,
+    ),
+}
+
+
+def dynamic_kl_scaling(md: np.ndarray, kl: np.ndarray, lambda_contribution: float) -> np.ndarray:
+    """§4.2: the authors' per-unit power-of-ten KL scaling, in scoring order.
+
+    The running list of scales is shared across the units of one pass, so the result depends on
+    the order of ``md``/``kl`` (layer-major, unit-minor).
+    """
+    scales: list[float] = []
+    scaled = np.empty_like(kl, dtype=np.float64)
+    for i, (m, k) in enumerate(zip(md, kl, strict=True)):
+        mean_scale = float(np.mean(scales)) if scales else 1.0
+        if m > k:
+            if k == 0.0:
+                scale = mean_scale
+            else:
+                scale = 10.0 ** int(math.log10(m) - math.log10(k) - math.log10(lambda_contribution))
+                scales.append(scale)
+        else:
+            scale = mean_scale
+        scaled[i] = scale * k
+    return scaled
+
+
+def combine(raw: pd.DataFrame, method: OptinMethod, num_layers: int) -> pd.DataFrame:
+    """Turn per-unit (md, kl) into ``importance`` (larger = more important)."""
+    parts = []
+    for kind, decay in (("head", method.head_metric_decay), ("neuron", method.neuron_metric_decay)):
+        part = raw[raw["kind"] == kind].sort_values(["layer", "index"], kind="stable").copy()
+        md = part["md"].to_numpy(dtype=np.float64)
+        kl = part["kl"].to_numpy(dtype=np.float64)
+        if method.dynamic_lambda:
+            kl_term = dynamic_kl_scaling(md, kl, method.lambda_contribution)
+        else:
+            kl_term = method.lambda_c * kl
+        weight = np.full(len(part), decay, dtype=np.float64)
+        if method.positional_weighting:
+            index = part["index"].to_numpy()
+            width = int(index.max()) + 1 if len(index) else 0
+            stop = 10.0 if kind == "head" else 100.0
+            weight *= np.geomspace(1.0, stop, width)[::-1][index]
+        weight[part["layer"].to_numpy() == num_layers - 1] *= method.fin_decay
+        part["kl_term"] = kl_term
+        part["importance"] = (md + kl_term) * weight
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)

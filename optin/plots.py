@@ -1,0 +1,70 @@
+"""Figures from the tidy metrics table; deterministic files (no timestamps in metadata)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+STYLE = Path(__file__).with_name("optin.mplstyle")
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None, "Producer": None}}
+
+
+def save(fig, stem: Path) -> list[Path]:
+    """Write stem.png and stem.pdf without timestamps, so reruns are byte-identical."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        path = stem.with_suffix(f".{ext}")
+        fig.savefig(path, metadata=METADATA[ext])
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _wide(metrics: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    keys = ["experiment", "method", "seed", "budget"]
+    part = metrics[metrics["metric"].isin(names)]
+    return part.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
+
+
+def accuracy_vs_flops(metrics: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    data = _wide(metrics, ["relative_macs", "accuracy", "unpruned_accuracy"])
+    with plt.style.context(STYLE):
+        fig, ax = plt.subplots()
+        for color, ((experiment, method), group) in zip(PALETTE, data.groupby(["experiment", "method"])):
+            curve = group.groupby("budget").agg(x=("relative_macs", "mean"), y=("accuracy", "mean"),
+                                               err=("accuracy", "std")).sort_values("x")
+            ax.errorbar(curve["x"], 100 * curve["y"], yerr=100 * curve["err"].fillna(0.0), marker="o",
+                        color=color, label=f"{experiment} · {method}", capsize=2)
+            ax.axhline(100 * group["unpruned_accuracy"].iloc[0], color=color, linestyle=":", linewidth=1)
+        ax.set_xlabel("relative FLOPs (MACs kept / unpruned)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(title)
+        ax.legend(title="dotted: unpruned")
+        return save(fig, stem)
+
+
+def speedup_vs_flops(metrics: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    data = _wide(metrics, ["relative_macs", "latency_speedup"])
+    with plt.style.context(STYLE):
+        fig, ax = plt.subplots()
+        xs = sorted(data["relative_macs"].unique())
+        if xs:
+            grid = [min(xs) + (1.0 - min(xs)) * i / 50 for i in range(51)]
+            ax.plot(grid, [1 / x for x in grid], color="0.5", linestyle="--", label="ideal 1 / FLOPs")
+        for color, ((experiment, method), group) in zip(PALETTE, data.groupby(["experiment", "method"])):
+            curve = group.groupby("budget").agg(x=("relative_macs", "mean"), y=("latency_speedup", "mean")).sort_values("x")
+            ax.plot(curve["x"], curve["y"], marker="o", color=color, label=f"{experiment} · {method}")
+        ax.axhline(1.0, color="0.8", linewidth=1)
+        ax.set_xlabel("relative FLOPs (MACs kept / unpruned)")
+        ax.set_ylabel("measured CPU speed-up (dense / slim)")
+        ax.set_title(title)
+        ax.legend()
+        return save(fig, stem)

@@ -1,0 +1,22 @@
+rule calibrate:
+    input:
+        checkpoint=lambda w: checkpoint_dir(w.model),
+        data=lambda w: dataset_files(w.dataset),
+    output:
+        teacher="results/calibration/{model}/{dataset}/calib{n}-seed{seed}/teacher.pt",
+        indices="results/calibration/{model}/{dataset}/calib{n}-seed{seed}/indices.json",
+    params:
+        n=lambda w: int(w.n),
+        seed=lambda w: int(w.seed),
+        draws=CALIB_DRAWS,
+        max_length=CALIB["max_length"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    log:
+        "logs/calibrate/{model}/{dataset}/calib{n}-seed{seed}.log",
+    benchmark:
+        "benchmarks/calibrate/{model}/{dataset}/calib{n}-seed{seed}.tsv"
+    script:
+        "../scripts/calibrate.py"

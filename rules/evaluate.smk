@@ -1,0 +1,39 @@
+rule evaluate:
+    input:
+        checkpoint=lambda w: checkpoint_dir(w.model),
+        info=lambda w: model_info(w.model),
+        masks="results/masks/" + RUN_DIR + "/budget{budget}.json",
+        data=lambda w: dataset_files(w.dataset),
+    output:
+        metrics="results/eval/" + RUN_DIR + "/budget{budget}.json",
+        slim=directory("results/slim/" + RUN_DIR + "/budget{budget}"),
+    params:
+        max_length=lambda w: config["datasets"][w.dataset]["max_length"],
+        verify_atol=config["evaluation"]["verify_atol"],
+        latency=config["evaluation"]["latency"],
+    # Latency is measured on all cores: nothing else may run beside it.
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    log:
+        "logs/evaluate/" + RUN_DIR + "/budget{budget}.log",
+    benchmark:
+        "benchmarks/evaluate/" + RUN_DIR + "/budget{budget}.tsv"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule collect:
+    input:
+        evals=eval_files(),
+        infos=lambda w: sorted({model_info(m) for m, _ in run_pairs()}),
+    output:
+        "results/tables/metrics.csv",
+    log:
+        "logs/collect/collect.log",
+    benchmark:
+        "benchmarks/collect/collect.tsv"
+    localrule: True
+    script:
+        "../scripts/collect.py"

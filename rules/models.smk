@@ -1,0 +1,51 @@
+def prepare_inputs(w):
+    model = config["models"][w.model]
+    inputs = {}
+    if model.get("finetune"):
+        inputs["data"] = dataset_files(model["finetune"]["dataset"])
+    if model["source"]["kind"] == "hub":
+        inputs["hub"] = f"results/hub/{w.model}"
+    return inputs
+
+
+rule download_model:
+    # The only rule that reaches a model hub; the revision is pinned in the config.
+    output:
+        directory("results/hub/{model}"),
+    params:
+        repo_id=lambda w: config["models"][w.model]["source"]["id"],
+        revision=lambda w: config["models"][w.model]["source"]["revision"],
+    log:
+        "logs/download_model/{model}.log",
+    benchmark:
+        "benchmarks/download_model/{model}.tsv"
+    localrule: True
+    script:
+        "../scripts/download_model.py"
+
+
+rule prepare_model:
+    input:
+        unpack(prepare_inputs),
+    output:
+        checkpoint=directory("results/models/{model}/checkpoint"),
+        info="results/models/{model}/model_info.json",
+    params:
+        source=lambda w: config["models"][w.model]["source"],
+        num_layers=lambda w: config["models"][w.model]["num_layers"],
+        num_labels=lambda w: config["models"][w.model]["num_labels"],
+        finetune=lambda w: config["models"][w.model].get("finetune"),
+        max_length=lambda w: config["datasets"][(config["models"][w.model].get("finetune") or {}).get("dataset", "")]["max_length"]
+        if config["models"][w.model].get("finetune")
+        else None,
+        seed=config["seed"],
+    threads: workflow.cores
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    log:
+        "logs/prepare_model/{model}.log",
+    benchmark:
+        "benchmarks/prepare_model/{model}.tsv"
+    script:
+        "../scripts/prepare_model.py"

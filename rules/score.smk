@@ -1,0 +1,46 @@
+# One scoring job per layer: a unit of layer l needs only the cached layer-l input and the
+# unpruned taps/logits, so the shards are independent jobs on a cluster.
+
+
+rule score_shard:
+    input:
+        checkpoint=lambda w: checkpoint_dir(w.model),
+        teacher="results/calibration/{model}/{dataset}/calib{n}-seed{seed}/teacher.pt",
+    output:
+        "results/scores/" + RUN_DIR + "/shards/layer{layer}.parquet",
+    params:
+        method=lambda w: config["methods"][w.method],
+        layer=lambda w: int(w.layer),
+        seed=lambda w: int(w.seed),
+        chunk=config["scoring"]["chunk"],
+    threads: workflow.cores
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    log:
+        "logs/score_shard/" + RUN_DIR + "/layer{layer}.log",
+    benchmark:
+        "benchmarks/score_shard/" + RUN_DIR + "/layer{layer}.tsv"
+    script:
+        "../scripts/score_shard.py"
+
+
+rule merge_scores:
+    input:
+        lambda w: expand(
+            "results/scores/" + RUN_DIR + "/shards/layer{layer}.parquet",
+            **w,
+            layer=range(config["models"][w.model]["num_layers"]),
+        ),
+    output:
+        "results/scores/" + RUN_DIR + "/scores.parquet",
+    params:
+        method=lambda w: config["methods"][w.method],
+        num_layers=lambda w: config["models"][w.model]["num_layers"],
+    log:
+        "logs/merge_scores/" + RUN_DIR + ".log",
+    benchmark:
+        "benchmarks/merge_scores/" + RUN_DIR + ".tsv"
+    localrule: True
+    script:
+        "../scripts/merge_scores.py"

@@ -1,0 +1,12 @@
+from pathlib import Path
+
+import pandas as pd
+
+from optin import plots
+from optin.runtime import start_job
+
+start_job(snakemake.log[0], threads=1)
+metrics = pd.read_csv(snakemake.input[0])
+out = snakemake.output
+plots.accuracy_vs_flops(metrics, Path(out.accuracy_png).with_suffix(""), "Accuracy of the slimmed classifier vs relative FLOPs")
+plots.speedup_vs_flops(metrics, Path(out.speedup_png).with_suffix(""), "Measured CPU speed-up vs relative FLOPs")
