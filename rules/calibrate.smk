@@ -8,12 +8,14 @@ rule calibrate:
     params:
         n=lambda w: int(w.n),
         seed=lambda w: int(w.seed),
-        draws=CALIB_DRAWS,
+        draws=CALIBRATION_DRAWS,
         max_length=CALIB["max_length"],
     threads: 1
     resources:
         mem_mb=4000,
         runtime=10,
+    conda:
+        "../envs/optin.yaml"
     log:
         "logs/calibrate/{model}/{dataset}/calib{n}-seed{seed}.log",
     benchmark:

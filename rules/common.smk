@@ -2,7 +2,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from optin.config import budget_label, calibration_draws, check
+from optin.config import CALIBRATION_DRAWS, budget_label, check
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 check(config, base_dir=Path(workflow.basedir).parent)
@@ -10,7 +10,6 @@ check(config, base_dir=Path(workflow.basedir).parent)
 RUN = config["run"]
 BUDGETS = [budget_label(b) for b in RUN["budgets"]]
 CALIB = config["calibration"]
-CALIB_DRAWS = calibration_draws({m: config["methods"][m] for m in RUN["methods"]})
 
 
 wildcard_constraints:
@@ -46,9 +45,6 @@ def dataset_files(dataset):
     return multiext(f"results/data/{dataset}/", "sentences.csv", "split.json")
 
 
-RUN_DIR = "{model}/{dataset}/{method}/calib{n}-seed{seed}"
-
-
 def eval_files():
     return [
         f"results/eval/{m}/{d}/{method}/calib{CALIB['n']}-seed{seed}/budget{b}.json"
@@ -57,3 +53,13 @@ def eval_files():
         for seed in RUN["seeds"]
         for b in BUDGETS
     ]
+
+
+def prepare_inputs(w):
+    model = config["models"][w.model]
+    inputs = {}
+    if model.get("finetune"):
+        inputs["data"] = dataset_files(model["finetune"]["dataset"])
+    if model["source"]["kind"] == "hub":
+        inputs["hub"] = f"results/hub/{w.model}"
+    return inputs

@@ -5,6 +5,8 @@ rule download_dataset:
     params:
         source=lambda w: config["datasets"][w.dataset]["source"],
         split=lambda w: config["datasets"][w.dataset]["split"],
+    conda:
+        "../envs/optin.yaml"
     log:
         "logs/download_dataset/{dataset}.log",
     benchmark:

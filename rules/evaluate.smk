@@ -2,24 +2,26 @@ rule evaluate:
     input:
         checkpoint=lambda w: checkpoint_dir(w.model),
         info=lambda w: model_info(w.model),
-        masks="results/masks/" + RUN_DIR + "/budget{budget}.json",
+        masks="results/masks/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json",
         data=lambda w: dataset_files(w.dataset),
     output:
-        metrics="results/eval/" + RUN_DIR + "/budget{budget}.json",
-        slim=directory("results/slim/" + RUN_DIR + "/budget{budget}"),
+        metrics="results/eval/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json",
+        slim=directory("results/slim/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}"),
     params:
         max_length=lambda w: config["datasets"][w.dataset]["max_length"],
         verify_atol=config["evaluation"]["verify_atol"],
         latency=config["evaluation"]["latency"],
     # Latency is measured on all cores: nothing else may run beside it.
-    threads: workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=4000,
         runtime=20,
+    conda:
+        "../envs/optin.yaml"
     log:
-        "logs/evaluate/" + RUN_DIR + "/budget{budget}.log",
+        "logs/evaluate/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.log",
     benchmark:
-        "benchmarks/evaluate/" + RUN_DIR + "/budget{budget}.tsv"
+        "benchmarks/evaluate/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.tsv"
     script:
         "../scripts/evaluate.py"
 
@@ -30,6 +32,8 @@ rule collect:
         infos=lambda w: sorted({model_info(m) for m, _ in run_pairs()}),
     output:
         "results/tables/metrics.csv",
+    conda:
+        "../envs/optin.yaml"
     log:
         "logs/collect/collect.log",
     benchmark:

@@ -19,6 +19,8 @@ rule figures:
             category="Text arm",
         ),
         speedup_pdf="results/figures/speedup_vs_flops.pdf",
+    conda:
+        "../envs/optin.yaml"
     log:
         "logs/figures/figures.log",
     benchmark:

@@ -1,13 +1,3 @@
-def prepare_inputs(w):
-    model = config["models"][w.model]
-    inputs = {}
-    if model.get("finetune"):
-        inputs["data"] = dataset_files(model["finetune"]["dataset"])
-    if model["source"]["kind"] == "hub":
-        inputs["hub"] = f"results/hub/{w.model}"
-    return inputs
-
-
 rule download_model:
     # The only rule that reaches a model hub; the revision is pinned in the config.
     output:
@@ -15,6 +5,8 @@ rule download_model:
     params:
         repo_id=lambda w: config["models"][w.model]["source"]["id"],
         revision=lambda w: config["models"][w.model]["source"]["revision"],
+    conda:
+        "../envs/optin.yaml"
     log:
         "logs/download_model/{model}.log",
     benchmark:
@@ -39,10 +31,12 @@ rule prepare_model:
         if config["models"][w.model].get("finetune")
         else None,
         seed=config["seed"],
-    threads: workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=6000,
         runtime=60,
+    conda:
+        "../envs/optin.yaml"
     log:
         "logs/prepare_model/{model}.log",
     benchmark:

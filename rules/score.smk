@@ -7,20 +7,22 @@ rule score_shard:
         checkpoint=lambda w: checkpoint_dir(w.model),
         teacher="results/calibration/{model}/{dataset}/calib{n}-seed{seed}/teacher.pt",
     output:
-        "results/scores/" + RUN_DIR + "/shards/layer{layer}.parquet",
+        "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/shards/layer{layer}.parquet",
     params:
         method=lambda w: config["methods"][w.method],
         layer=lambda w: int(w.layer),
         seed=lambda w: int(w.seed),
         chunk=config["scoring"]["chunk"],
-    threads: workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=6000,
         runtime=60,
+    conda:
+        "../envs/optin.yaml"
     log:
-        "logs/score_shard/" + RUN_DIR + "/layer{layer}.log",
+        "logs/score_shard/{model}/{dataset}/{method}/calib{n}-seed{seed}/layer{layer}.log",
     benchmark:
-        "benchmarks/score_shard/" + RUN_DIR + "/layer{layer}.tsv"
+        "benchmarks/score_shard/{model}/{dataset}/{method}/calib{n}-seed{seed}/layer{layer}.tsv"
     script:
         "../scripts/score_shard.py"
 
@@ -28,19 +30,21 @@ rule score_shard:
 rule merge_scores:
     input:
         lambda w: expand(
-            "results/scores/" + RUN_DIR + "/shards/layer{layer}.parquet",
+            "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/shards/layer{layer}.parquet",
             **w,
             layer=range(config["models"][w.model]["num_layers"]),
         ),
     output:
-        "results/scores/" + RUN_DIR + "/scores.parquet",
+        "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/scores.parquet",
     params:
         method=lambda w: config["methods"][w.method],
         num_layers=lambda w: config["models"][w.model]["num_layers"],
+    conda:
+        "../envs/optin.yaml"
     log:
-        "logs/merge_scores/" + RUN_DIR + ".log",
+        "logs/merge_scores/{model}/{dataset}/{method}/calib{n}-seed{seed}.log",
     benchmark:
-        "benchmarks/merge_scores/" + RUN_DIR + ".tsv"
+        "benchmarks/merge_scores/{model}/{dataset}/{method}/calib{n}-seed{seed}.tsv"
     localrule: True
     script:
         "../scripts/merge_scores.py"

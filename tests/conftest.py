@@ -1,0 +1,45 @@
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+
+from optin.arch import adapter_for  # noqa: E402
+
+
+def tiny_bert(seed: int = 0, layers: int = 3, heads: int = 4, hidden: int = 32, ffn: int = 48, labels: int = 3):
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=100, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=ffn, num_labels=labels, max_position_embeddings=64)
+    model = BertForSequenceClassification(config).eval()
+    # Untrained BERT has tiny LayerNorm-dominated logits; spread the classifier so KL is not ~0.
+    with torch.no_grad():
+        model.classifier.weight.mul_(20.0)
+    return model
+
+
+def padded_batch(seed: int = 0, batch: int = 4, length: int = 9):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 100, (batch, length), generator=g)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[1, 6:] = 0
+    mask[3, 4:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
+@pytest.fixture
+def model():
+    return tiny_bert()
+
+
+@pytest.fixture
+def adapter(model):
+    return adapter_for(model)
+
+
+@pytest.fixture
+def batch():
+    return padded_batch()

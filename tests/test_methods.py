@@ -1,0 +1,58 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from optin.methods import OptinMethod, combine, dynamic_kl_scaling
+
+
+def test_unknown_method_setting_is_named():
+    with pytest.raises(ValueError, match="md_rowz"):
+        OptinMethod.from_config({"semantics": "paper", "md_rowz": 5})
+    with pytest.raises(ValueError, match="semantics"):
+        OptinMethod.from_config({"semantics": "papr"})
+
+
+def test_reference_switches_can_be_toggled_alone():
+    method = OptinMethod.from_config({"semantics": "reference", "positional_weighting": False})
+    assert method.dynamic_lambda and not method.positional_weighting
+
+
+def test_dynamic_kl_scaling_follows_the_authors_rule():
+    md = np.array([1000.0, 5.0, 3.0, 0.5, 2.0])
+    kl = np.array([0.01, 0.0, 0.002, 1.0, 0.02])
+    scaled = dynamic_kl_scaling(md, kl, lambda_contribution=10.0)
+    # unit 0: int(log10(1000) - log10(0.01) - 1) = int(4.0) -> 1e4
+    assert scaled[0] == pytest.approx(0.01 * 1e4)
+    # unit 1: KL == 0 falls back to the running mean, which leaves 0
+    assert scaled[1] == 0.0
+    # unit 2: int(log10(3) - log10(0.002) - 1) = int(2.176) -> 1e2; running list now [1e4, 1e2]
+    assert scaled[2] == pytest.approx(0.002 * 1e2)
+    # unit 3: MD <= KL -> KL times mean(1e4, 1e2)
+    assert scaled[3] == pytest.approx(1.0 * 5050.0)
+    # unit 4: int(log10(2) - log10(0.02) - 1) = int(1.0) -> 10 (log10 rounding would give 1e0 on 0.999..)
+    assert scaled[4] == pytest.approx(0.02 * 10 ** int(np.log10(2.0) - np.log10(0.02) - 1.0))
+
+
+def raw_scores():
+    rows = []
+    for layer in range(2):
+        rows += [{"layer": layer, "kind": "head", "index": h, "md": 1.0 + h, "kl": 2.0} for h in range(3)]
+        rows += [{"layer": layer, "kind": "neuron", "index": j, "md": 0.5, "kl": 1.0 + j} for j in range(4)]
+    return pd.DataFrame(rows)
+
+
+def test_paper_importance_is_md_plus_lambda_kl():
+    scores = combine(raw_scores(), OptinMethod.from_config({}), num_layers=2)
+    np.testing.assert_allclose(scores["importance"], scores["md"] + 0.1 * scores["kl"])
+
+
+def test_reference_weights_and_decays():
+    method = OptinMethod.from_config({"semantics": "reference", "dynamic_lambda": False, "lambda_c": 0.0})
+    scores = combine(raw_scores(), method, num_layers=2).set_index(["kind", "layer", "index"])
+    head_w = np.geomspace(1, 10, 3)[::-1]
+    # layer 0 head 0: md 1 x position weight 10 x head decay 0.5
+    assert scores.loc[("head", 0, 0), "importance"] == pytest.approx(1.0 * head_w[0] * 0.5)
+    # last layer: also x fin decay 0.5
+    assert scores.loc[("head", 1, 2), "importance"] == pytest.approx(3.0 * head_w[2] * 0.5 * 0.5)
+    neuron_w = np.geomspace(1, 100, 4)[::-1]
+    assert scores.loc[("neuron", 0, 0), "importance"] == pytest.approx(0.5 * neuron_w[0])

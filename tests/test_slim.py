@@ -1,0 +1,35 @@
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from optin.arch import Kept, adapter_for
+
+KEPT = [
+    Kept(heads=((0, 2), (), (1, 2, 3)), neurons=((), tuple(range(10)), (5, 7))),
+    Kept(heads=((), (), ()), neurons=((3,), (), ())),
+    Kept(heads=((0, 1, 2, 3),) * 3, neurons=(tuple(range(48)),) * 3),
+]
+
+
+def test_slim_model_is_the_masked_model(adapter, batch):
+    for kept in KEPT:
+        head_masks, neuron_masks = adapter.kept_masks(kept)
+        _, _, masked = adapter.forward(batch, head_masks, neuron_masks)
+        slim = adapter.slim(kept)
+        with torch.no_grad():
+            torch.testing.assert_close(slim(**batch).logits, masked, rtol=0, atol=1e-5)
+        assert adapter_for(slim).unit_counts("head") == [len(h) for h in kept.heads]
+        assert adapter_for(slim).unit_counts("neuron") == [len(n) for n in kept.neurons]
+
+
+def test_slim_model_has_fewer_parameters(adapter):
+    slim = adapter.slim(KEPT[0])
+    assert sum(p.numel() for p in slim.parameters()) < sum(p.numel() for p in adapter.model.parameters())
+
+
+def test_slim_model_reloads_with_from_pretrained(adapter, batch, tmp_path):
+    slim = adapter.slim(KEPT[0])
+    adapter.save_slim(slim, None, tmp_path / "slim")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "slim", trust_remote_code=True).eval()
+    assert type(reloaded).__name__ == "OptinSlimBertForSequenceClassification"
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, slim(**batch).logits, rtol=0, atol=0)

