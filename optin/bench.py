@@ -45,18 +45,19 @@ def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
-def executed_macs(adapter, layer: int, kind: str, batch: int, tokens: int, taps: int) -> float:
+def executed_macs(adapter, teacher, layer: int, kind: str, taps: int) -> float:
     """Matmul MACs the engine runs for one masked variant (the MD Gram products included)."""
     shapes = adapter.layer_linear_shapes()
-    n = batch * tokens
+    sizes = [tuple(g["input_ids"].shape) for g in teacher.groups]
+    tokens = sum(b * t for b, t in sizes)
+    square = sum(b * t * t for b, t in sizes)
     d = adapter.hidden_size
 
     def full(k):
-        return sum(o * i for o, i in shapes[k]["linears"]) * n + 2 * batch * tokens**2 * shapes[k]["attention_width"]
+        return sum(o * i for o, i in shapes[k]["linears"]) * tokens + 2 * square * shapes[k]["attention_width"]
 
-    ffn_l = sum(o * i for o, i in shapes[layer]["linears"][-2:]) * n
-    own = ffn_l if kind == "head" else 0
-    rows = min(n, 768)
+    own = sum(o * i for o, i in shapes[layer]["linears"][-2:]) * tokens if kind == "head" else 0
+    rows = min(len(teacher.row_order), 768)
     md = taps * 2 * min(rows * d * d, rows * rows * d)
     return own + sum(full(k) for k in range(layer + 1, adapter.num_layers)) + md
 
@@ -94,11 +95,13 @@ def main(argv: list[str] | None = None) -> None:
         texts = FALLBACK_SENTENCES[: args.calibration_size]
     batch = tokenize(tokenizer, texts, 64)
     adapter = adapter_for(model)
-    teacher = run_teacher(adapter, batch)
-    b, t = batch["input_ids"].shape
     method = OptinMethod.from_config({"semantics": "paper"})
+    teacher = run_teacher(adapter, batch, include_padding=method.md_include_padding)
+    b, t = batch["input_ids"].shape
     peak = matmul_peak()
-    print(f"model {source} | calibration {b} x {t} tokens | threads {args.threads} | fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+    groups = " + ".join(f"{g['input_ids'].shape[0]}x{g['input_ids'].shape[1]}" for g in teacher.groups)
+    print(f"model {source} | calibration {b} sentences, {len(teacher.row_order)} tokens, padded {b}x{t}, "
+          f"engine buckets {groups} | threads {args.threads} | fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
     print(f"{'layer':>5} {'kind':>6} {'units':>5} {'fast ms/unit':>12} {'naive ms/unit':>13} {'speed-up':>8} {'GFLOP/s':>8} {'max rel diff':>12}")
     totals = {"fast": 0.0, "naive": 0.0, "macs": 0.0}
     for layer in range(adapter.num_layers):
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
             score_fast = fast["md"] + method.lambda_c * fast["kl"]
             score_naive_ = naive["md"] + method.lambda_c * naive["kl"]
             rel = float(((score_fast - score_naive_).abs() / score_naive_.abs().clip(lower=1e-30)).max())
-            macs = executed_macs(adapter, layer, kind, b, t, len(method.trajectory(layer, adapter.num_layers)))
+            macs = executed_macs(adapter, teacher, layer, kind, len(method.trajectory(layer, adapter.num_layers)))
             totals["fast"] += t_fast * count
             totals["naive"] += t_naive * count
             totals["macs"] += macs * count

@@ -15,12 +15,6 @@ from __future__ import annotations
 import torch
 
 
-def token_rows(features: torch.Tensor) -> torch.Tensor:
-    """[..., B, T, D] -> [..., B*T, D] with unit-norm rows."""
-    rows = features.reshape(*features.shape[:-3], -1, features.shape[-1])
-    return torch.nn.functional.normalize(rows, dim=-1)
-
-
 def manifold_distance_direct(teacher_rows: torch.Tensor, student_rows: torch.Tensor) -> torch.Tensor:
     """Oracle: ||F_t F_t^T - F_s F_s^T||_F^2 in float64, straight from the definition."""
     ft = teacher_rows.double()
@@ -53,15 +47,12 @@ def manifold_distance(
         return (delta.double() ** 2).sum(dim=(-1, -2))
     if teacher_dd is None or teacher_rows.dim() == 3:
         teacher_dd = teacher_gram_dd(teacher_rows)
-    x = (teacher_rows.transpose(-1, -2) @ diff).double()
-    y = (diff.transpose(-1, -2) @ diff).double()
-    a = teacher_dd.double()
-    total = (
-        2.0 * (a * y).sum(dim=(-1, -2))
-        + 2.0 * (x * x.transpose(-1, -2)).sum(dim=(-1, -2))
-        + 4.0 * (x * y).sum(dim=(-1, -2))
-        + (y * y).sum(dim=(-1, -2))
-    )
+    x = teacher_rows.transpose(-1, -2) @ diff
+    y = diff.transpose(-1, -2) @ diff
+    # 2<A,Y> + 4<X,Y> + ||Y||^2 = <Y, 2A + 4X + Y>; float32 products, float64 sums.
+    weights = torch.add(y, x, alpha=4.0).add_(teacher_dd, alpha=2.0)
+    total = (y * weights).sum(dim=(-1, -2), dtype=torch.float64)
+    total += 2.0 * (x * x.transpose(-1, -2)).sum(dim=(-1, -2), dtype=torch.float64)
     return total.clamp_min(0.0)
 
 

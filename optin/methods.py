@@ -22,6 +22,7 @@ class OptinMethod:
     temperature: float = 4.0
     md_rows: int = 768                    # K token rows per Gram matrix
     md_fresh_subsets: bool = False        # §4.8: a new random row subset per unit and tap
+    md_include_padding: bool = False      # §4.9: the code's Gram rows include padding positions
     include_final_layer_tap: bool = False  # §3: last-layer units also compare their own tap
     kl_divide_logits: bool = True         # §4.3: softmax(z / T) (paper) or softmax(z) (code)
     kl_reduction: str = "batchmean"       # §4.3: "sum" over the batch in the code
@@ -60,6 +61,7 @@ SEMANTICS = {
     "reference": OptinMethod(
         semantics="reference",
         md_fresh_subsets=True,
+        md_include_padding=True,
         include_final_layer_tap=True,
         kl_divide_logits=False,
         kl_reduction="sum",

@@ -22,11 +22,14 @@ draws = draw_calibration(pool, params.n, params.seed, params.draws)
 model = BertForSequenceClassification.from_pretrained(snakemake.input.checkpoint).eval()
 tokenizer = AutoTokenizer.from_pretrained(snakemake.input.checkpoint)
 adapter = adapter_for(model)
+# Per draw, the teacher with padding positions as MD rows (the authors' code) and without (length
+# buckets); each method picks the one its md_include_padding asks for.
 teachers = []
 for positions in draws:
     batch = tokenize(tokenizer, pool["text"].iloc[positions].tolist(), params.max_length)
-    teachers.append(run_teacher(adapter, batch).to_dict())
-    print(f"calibration batch of {len(positions)} sentences padded to {batch['input_ids'].shape[1]} tokens")
+    teachers.append({padding: run_teacher(adapter, batch, include_padding=padding).to_dict() for padding in (True, False)})
+    real = int(batch["attention_mask"].sum())
+    print(f"calibration batch of {len(positions)} sentences: {real} tokens, padded to {batch['input_ids'].numel()}")
 torch.save({"teachers": teachers}, snakemake.output.teacher)
 Path(snakemake.output.indices).write_text(json.dumps(
     {"dataset_rows": [[split["calib_pool"][p] for p in positions] for positions in draws],

@@ -16,7 +16,8 @@ params = snakemake.params
 method = OptinMethod.from_config(params.method)
 model = BertForSequenceClassification.from_pretrained(snakemake.input.checkpoint).eval()
 adapter = adapter_for(model)
-teachers = [Teacher.from_dict(t) for t in torch.load(snakemake.input.teacher, weights_only=False)["teachers"]]
+draws = torch.load(snakemake.input.teacher, weights_only=False)["teachers"]
+teachers = [Teacher.from_dict(draw[method.md_include_padding]) for draw in draws]
 parts = []
 for kind in ("head", "neuron"):
     # §4.7: the authors score neurons on a second calibration batch.

@@ -21,12 +21,14 @@ def tiny_bert(seed: int = 0, layers: int = 3, heads: int = 4, hidden: int = 32, 
     return model
 
 
-def padded_batch(seed: int = 0, batch: int = 4, length: int = 9):
+def padded_batch(seed: int = 0, lengths=(9, 6, 9, 4, 7, 3)):
+    """Sentences of different lengths, so that length buckets hold 1 or 2 sentences."""
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, 100, (batch, length), generator=g)
-    mask = torch.ones(batch, length, dtype=torch.long)
-    mask[1, 6:] = 0
-    mask[3, 4:] = 0
+    ids = torch.randint(1, 100, (len(lengths), max(lengths)), generator=g)
+    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for row, length in enumerate(lengths):
+        mask[row, :length] = 1
+    ids = ids * mask
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
 
 

@@ -7,6 +7,8 @@ from optin.scoring import run_teacher, score_layer, score_naive
 
 VARIANTS = {
     "paper": {"semantics": "paper"},
+    "paper-padding-rows": {"semantics": "paper", "md_include_padding": True},
+    "reference-no-padding-rows": {"semantics": "reference", "md_include_padding": False},
     "reference": {"semantics": "reference"},
     "paper-row-subset": {"semantics": "paper", "md_rows": 10},
     "reference-fresh-subsets": {"semantics": "reference", "md_rows": 10},
@@ -20,11 +22,23 @@ def test_functional_forward_is_the_hf_forward(model, adapter, batch):
     torch.testing.assert_close(run_teacher(adapter, batch).logits, expected, rtol=0, atol=1e-6)
 
 
+def test_length_buckets_give_the_padded_batch_features(adapter, batch):
+    padded = run_teacher(adapter, batch, include_padding=True)
+    bucketed = run_teacher(adapter, batch, include_padding=False, max_groups=4)
+    assert len(bucketed.groups) == 4
+    assert sum(g["input_ids"].numel() for g in bucketed.groups) < batch["input_ids"].numel()
+    torch.testing.assert_close(bucketed.logits, padded.logits, rtol=0, atol=1e-5)
+    real = batch["attention_mask"].bool()
+    _, taps, _ = adapter.forward(batch)
+    for k, rows in enumerate(bucketed.tap_rows):
+        torch.testing.assert_close(rows, taps[k][real], rtol=0, atol=1e-5)  # canonical row order
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("kind", ["head", "neuron"])
 def test_fast_scores_equal_naive_scores(adapter, batch, variant, kind):
     method = OptinMethod.from_config(VARIANTS[variant])
-    teacher = run_teacher(adapter, batch)
+    teacher = run_teacher(adapter, batch, include_padding=method.md_include_padding)
     for layer in range(adapter.num_layers):
         fast = score_layer(adapter, teacher, layer, kind, method, seed=3, chunk=3)
         naive = score_naive(adapter, teacher, layer, kind, method, seed=3)
@@ -38,23 +52,28 @@ def test_fast_scores_equal_naive_scores(adapter, batch, variant, kind):
 
 
 def test_paper_last_layer_units_are_scored_by_kl_only(adapter, batch):
-    teacher = run_teacher(adapter, batch)
     last = adapter.num_layers - 1
-    paper = score_layer(adapter, teacher, last, "neuron", OptinMethod.from_config({}), seed=0)
-    reference = score_layer(adapter, teacher, last, "neuron", OptinMethod.from_config({"semantics": "reference"}), seed=0)
+    paper = score_layer(adapter, run_teacher(adapter, batch, False), last, "neuron", OptinMethod.from_config({}), seed=0)
+    reference = score_layer(adapter, run_teacher(adapter, batch, True), last, "neuron",
+                            OptinMethod.from_config({"semantics": "reference"}), seed=0)
     assert (paper["md"] == 0).all()
     assert (reference["md"] > 0).all()  # include_final_layer_tap compares the last tap itself
 
 
 def test_masking_a_unit_changes_downstream_taps(adapter, batch):
-    teacher = run_teacher(adapter, batch)
+    teacher = run_teacher(adapter, batch, include_padding=False)
     scores = score_layer(adapter, teacher, 0, "head", OptinMethod.from_config({}), seed=0)
     assert (scores["md"] > 0).all()
 
 
 def test_scores_do_not_depend_on_chunk_size(adapter, batch):
-    teacher = run_teacher(adapter, batch)
+    teacher = run_teacher(adapter, batch, include_padding=True)
     method = OptinMethod.from_config({"semantics": "reference", "md_rows": 10})
     a = score_layer(adapter, teacher, 1, "neuron", method, seed=0, chunk=1)
     b = score_layer(adapter, teacher, 1, "neuron", method, seed=0, chunk=48)
     torch.testing.assert_close(torch.tensor(a["md"].values), torch.tensor(b["md"].values), rtol=1e-5, atol=0)
+
+
+def test_teacher_must_match_the_methods_padding_rows(adapter, batch):
+    with pytest.raises(ValueError, match="md_include_padding"):
+        score_layer(adapter, run_teacher(adapter, batch, True), 0, "head", OptinMethod.from_config({}), seed=0)
