@@ -48,16 +48,15 @@ def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
 def executed_macs(adapter, teacher, layer: int, kind: str, taps: int) -> float:
     """Matmul MACs the engine runs for one masked variant (the MD Gram products included)."""
     shapes = adapter.layer_linear_shapes()
-    sizes = [tuple(g["input_ids"].shape) for g in teacher.groups]
-    tokens = sum(b * t for b, t in sizes)
-    square = sum(b * t * t for b, t in sizes)
+    tokens = int(teacher.rows.sum())                     # per-token work runs on the rows only
+    n, t = teacher.batch["input_ids"].shape
     d = adapter.hidden_size
 
     def full(k):
-        return sum(o * i for o, i in shapes[k]["linears"]) * tokens + 2 * square * shapes[k]["attention_width"]
+        return sum(o * i for o, i in shapes[k]["linears"]) * tokens + 2 * n * t * t * shapes[k]["attention_width"]
 
     own = sum(o * i for o, i in shapes[layer]["linears"][-2:]) * tokens if kind == "head" else 0
-    rows = min(len(teacher.row_order), 768)
+    rows = min(tokens, 768)
     md = taps * 2 * min(rows * d * d, rows * rows * d)
     return own + sum(full(k) for k in range(layer + 1, adapter.num_layers)) + md
 
@@ -99,9 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     teacher = run_teacher(adapter, batch, include_padding=method.md_include_padding)
     b, t = batch["input_ids"].shape
     peak = matmul_peak()
-    groups = " + ".join(f"{g['input_ids'].shape[0]}x{g['input_ids'].shape[1]}" for g in teacher.groups)
-    print(f"model {source} | calibration {b} sentences, {len(teacher.row_order)} tokens, padded {b}x{t}, "
-          f"engine buckets {groups} | threads {args.threads} | fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+    print(f"model {source} | calibration {b} sentences, {int(teacher.rows.sum())} tokens (padded {b}x{t}) "
+          f"| threads {args.threads} | fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
     print(f"{'layer':>5} {'kind':>6} {'units':>5} {'fast ms/unit':>12} {'naive ms/unit':>13} {'speed-up':>8} {'GFLOP/s':>8} {'max rel diff':>12}")
     totals = {"fast": 0.0, "naive": 0.0, "macs": 0.0}
     for layer in range(adapter.num_layers):

@@ -31,7 +31,11 @@ rule collect:
         evals=eval_files(),
         infos=lambda w: sorted({model_info(m) for m, _ in run_pairs()}),
     output:
-        "results/tables/metrics.csv",
+        report(
+            "results/tables/metrics.csv",
+            caption="../workflow/report/metrics.rst",
+            category="Text arm",
+        ),
     conda:
         "../envs/optin.yaml"
     log:

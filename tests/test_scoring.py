@@ -22,16 +22,14 @@ def test_functional_forward_is_the_hf_forward(model, adapter, batch):
     torch.testing.assert_close(run_teacher(adapter, batch).logits, expected, rtol=0, atol=1e-6)
 
 
-def test_length_buckets_give_the_padded_batch_features(adapter, batch):
+def test_packed_rows_give_the_padded_batch_features(adapter, batch):
     padded = run_teacher(adapter, batch, include_padding=True)
-    bucketed = run_teacher(adapter, batch, include_padding=False, max_groups=4)
-    assert len(bucketed.groups) == 4
-    assert sum(g["input_ids"].numel() for g in bucketed.groups) < batch["input_ids"].numel()
-    torch.testing.assert_close(bucketed.logits, padded.logits, rtol=0, atol=1e-5)
+    packed = run_teacher(adapter, batch, include_padding=False)
     real = batch["attention_mask"].bool()
-    _, taps, _ = adapter.forward(batch)
-    for k, rows in enumerate(bucketed.tap_rows):
-        torch.testing.assert_close(rows, taps[k][real], rtol=0, atol=1e-5)  # canonical row order
+    assert len(packed.layer_inputs[0]) == int(real.sum()) < len(padded.layer_inputs[0])
+    torch.testing.assert_close(packed.logits, padded.logits, rtol=0, atol=1e-5)
+    for k in range(adapter.num_layers):  # canonical (sequence, position) row order
+        torch.testing.assert_close(packed.taps[k], padded.taps[k][real.reshape(-1)], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

@@ -45,6 +45,16 @@ def test_default_config_dry_run_builds_the_whole_dag(tmp_path):
     }
 
 
+def test_hub_model_is_fetched_by_the_download_rule_only(tmp_path):
+    config = copy.deepcopy(DEFAULT)
+    config["models"]["minilm_rt"]["source"] = {"kind": "hub", "id": "textattack/bert-base-uncased-SST-2",
+                                               "revision": "8e0a9d0b6d5d1e4f4b8ba6b5e1f3bd2d0f9c3c1a"}
+    result = snakemake(tmp_path, config, "-n")
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout)["download_model"] == 1
+    assert "results/hub/minilm_rt" in result.stdout
+
+
 def test_lint_has_no_errors():
     result = subprocess.run([*SNAKEMAKE, "--lint", "--directory", str(ROOT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -145,6 +155,14 @@ def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
         for ext in ("png", "pdf"):
             assert (run / f"results/figures/{name}.{ext}").stat().st_size > 0
     assert (run / "results/calibration/tinybert/synthetic/calib4-seed0/indices.json").exists()
+
+
+@pytest.mark.workflow
+def test_report_is_one_self_contained_html(tiny_runs, tmp_path):
+    config, (run, _) = tiny_runs
+    result = snakemake(run, config, "--report", str(tmp_path / "report.html"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (tmp_path / "report.html").stat().st_size > 10_000
 
 
 @pytest.mark.workflow

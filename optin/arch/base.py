@@ -21,6 +21,54 @@ UNIT_KINDS = ("head", "neuron")
 
 
 @dataclass(frozen=True)
+class TokenLayout:
+    """Which positions of a padded [N, T] batch exist as rows of the hidden states.
+
+    Hidden states are [R, D] rows in row-major (sequence, position) order. Per-token work (every
+    Linear, LayerNorm, activation) runs on the rows only; attention scatters them to [N, T].
+    ``index`` is None when every position is a row (the usual padded layout).
+    """
+
+    n: int
+    t: int
+    index: torch.Tensor | None      # [R] flat positions in N * T
+    first_rows: torch.Tensor        # [N] row of each sequence's first token
+    key_mask: torch.Tensor | None   # [N, 1, 1, T] additive mask of padding keys
+
+    @classmethod
+    def from_rows(cls, rows: torch.Tensor, key_mask: torch.Tensor | None) -> TokenLayout:
+        n, t = rows.shape
+        flat = rows.reshape(-1)
+        index = None if bool(flat.all()) else torch.nonzero(flat).squeeze(1)
+        row_of_position = torch.cumsum(flat.long(), 0) - 1
+        return cls(n=n, t=t, index=index, first_rows=row_of_position[torch.arange(n) * t], key_mask=key_mask)
+
+    @property
+    def rows(self) -> int:
+        return self.n * self.t if self.index is None else len(self.index)
+
+    def repeat(self, times: int) -> TokenLayout:
+        """Layout of ``times`` stacked copies of the batch (copy-major)."""
+        offsets = torch.arange(times)
+        index = None if self.index is None else (self.index[None] + offsets[:, None] * self.n * self.t).reshape(-1)
+        first = (self.first_rows[None] + offsets[:, None] * self.rows).reshape(-1)
+        key_mask = None if self.key_mask is None else self.key_mask.repeat(times, 1, 1, 1)
+        return TokenLayout(n=self.n * times, t=self.t, index=index, first_rows=first, key_mask=key_mask)
+
+    def to_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """[R, C] -> [N, T, C], zeros at positions that are not rows."""
+        if self.index is None:
+            return x.reshape(self.n, self.t, -1)
+        out = x.new_zeros(self.n * self.t, x.shape[-1])
+        out[self.index] = x
+        return out.view(self.n, self.t, -1)
+
+    def from_padded(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(self.n * self.t, -1)
+        return flat if self.index is None else flat[self.index]
+
+
+@dataclass(frozen=True)
 class Kept:
     """Indices kept per layer for each unit kind (what a mask file holds)."""
 
@@ -73,19 +121,16 @@ class EncoderAdapter(ABC):
 
     # -- functional forward pieces -----------------------------------------------------------
     @abstractmethod
-    def embed(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
-        """Layer-0 input and the context every layer needs (e.g. the attention mask)."""
-
-    @abstractmethod
-    def repeat_context(self, ctx: Any, times: int) -> Any:
-        """Context for ``times`` stacked copies of the batch (variant-major)."""
+    def embed(self, batch: dict[str, torch.Tensor], rows: torch.Tensor | None = None) -> tuple[torch.Tensor, TokenLayout]:
+        """Layer-0 input as [R, D] rows and its layout; ``rows`` ([N, T] bool) picks the positions
+        that exist (default: all of them)."""
 
     @abstractmethod
     def attention(
-        self, layer: int, x: torch.Tensor, ctx: Any, head_mask: torch.Tensor | None = None,
+        self, layer: int, x: torch.Tensor, layout: TokenLayout, head_mask: torch.Tensor | None = None,
         per_head: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Residual sum after attention; with ``per_head`` also [H, N, T, D] head contributions."""
+        """Residual sum after attention; with ``per_head`` also [H, R, D] head contributions."""
 
     @abstractmethod
     def after_attention(self, layer: int, attn_resid: torch.Tensor) -> torch.Tensor: ...
@@ -94,7 +139,7 @@ class EncoderAdapter(ABC):
     def ffn(
         self, layer: int, a: torch.Tensor, neuron_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """FFN output (before the residual) and the activations [N, T, D_ff]."""
+        """FFN output (before the residual) and the activations [R, D_ff]."""
 
     @abstractmethod
     def neuron_directions(self, layer: int) -> torch.Tensor:
@@ -108,7 +153,7 @@ class EncoderAdapter(ABC):
         """The feature tapped at ``layer`` (the trajectory point of optin-method.md §3)."""
 
     @abstractmethod
-    def logits(self, h: torch.Tensor, ctx: Any) -> torch.Tensor: ...
+    def logits(self, h: torch.Tensor, layout: TokenLayout) -> torch.Tensor: ...
 
     @abstractmethod
     def slim(self, kept: Kept):
@@ -116,10 +161,10 @@ class EncoderAdapter(ABC):
 
     # -- generic composition -----------------------------------------------------------------
     def layer(
-        self, layer: int, x: torch.Tensor, ctx: Any,
+        self, layer: int, x: torch.Tensor, layout: TokenLayout,
         head_mask: torch.Tensor | None = None, neuron_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        attn_resid, _ = self.attention(layer, x, ctx, head_mask)
+        attn_resid, _ = self.attention(layer, x, layout, head_mask)
         a = self.after_attention(layer, attn_resid)
         ffn_out, _ = self.ffn(layer, a, neuron_mask)
         return self.after_ffn(layer, a, ffn_out), self.layer_tap(layer, x, a, ffn_out)
@@ -129,17 +174,19 @@ class EncoderAdapter(ABC):
         self, batch: dict[str, torch.Tensor],
         head_masks: list[torch.Tensor | None] | None = None,
         neuron_masks: list[torch.Tensor | None] | None = None,
+        rows: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-        """Masked forward: (layer inputs 0..L, taps 0..L-1, logits). Masks are per layer, [H] / [D_ff]."""
-        x, ctx = self.embed(batch)
+        """Masked forward: (layer inputs 0..L, taps 0..L-1, logits); features are [R, D] rows.
+        Masks are per layer, [H] / [D_ff]."""
+        x, layout = self.embed(batch, rows)
         inputs, taps = [x], []
         for layer in range(self.num_layers):
             hm = head_masks[layer] if head_masks is not None else None
             nm = neuron_masks[layer] if neuron_masks is not None else None
-            x, tap = self.layer(layer, x, ctx, hm, nm)
+            x, tap = self.layer(layer, x, layout, hm, nm)
             inputs.append(x)
             taps.append(tap)
-        return inputs, taps, self.logits(x, ctx)
+        return inputs, taps, self.logits(x, layout)
 
     def kept_masks(self, kept: Kept) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """0/1 mask tensors per layer for a Kept selection on the unpruned model."""

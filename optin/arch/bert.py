@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from optin.arch import bert_slim_model
-from optin.arch.base import EncoderAdapter, Kept
+from optin.arch.base import EncoderAdapter, Kept, TokenLayout
 
 SLIM_MODEL_FILE = "modeling_optin_bert.py"
 
@@ -80,37 +80,39 @@ class BertAdapter(EncoderAdapter):
         return shapes
 
     # -- functional forward pieces -----------------------------------------------------------
-    def embed(self, batch):
+    def embed(self, batch, rows=None):
         x = self.bert.embeddings(
             input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids")
         )
-        keep = batch["attention_mask"].to(x.dtype)
-        additive = (1.0 - keep)[:, None, None, :] * torch.finfo(x.dtype).min
-        return x, additive
+        keep = batch["attention_mask"]
+        key_mask = None
+        if not bool(keep.all()):
+            key_mask = (1.0 - keep.to(x.dtype))[:, None, None, :] * torch.finfo(x.dtype).min
+        layout = TokenLayout.from_rows(torch.ones_like(keep, dtype=torch.bool) if rows is None else rows, key_mask)
+        return layout.from_padded(x), layout
 
-    def repeat_context(self, ctx, times):
-        return ctx.repeat(times, 1, 1, 1)
-
-    def attention(self, layer, x, ctx, head_mask=None, per_head=False):
+    def attention(self, layer, x, layout, head_mask=None, per_head=False):
         block = self.layers[layer]
         if not self._has_attention(block):
             return x + block.attention.bias, None
         attn = block.attention.self
-        n, t, d = x.shape
         dh = self.head_dim
-        q = attn.query(x).view(n, t, -1, dh).transpose(1, 2)
-        k = attn.key(x).view(n, t, -1, dh).transpose(1, 2)
-        v = attn.value(x).view(n, t, -1, dh).transpose(1, 2)
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx, scale=attn.scaling)
+
+        def heads(projection):
+            return layout.to_padded(projection(x)).view(layout.n, layout.t, -1, dh).transpose(1, 2)
+
+        context = F.scaled_dot_product_attention(
+            heads(attn.query), heads(attn.key), heads(attn.value), attn_mask=layout.key_mask, scale=attn.scaling
+        )
         if head_mask is not None:
             context = context * head_mask.view(1, -1, 1, 1)
+        merged = layout.from_padded(context.transpose(1, 2))  # [R, H * dh]
         out_proj = block.attention.output.dense
-        merged = context.transpose(1, 2).reshape(n, t, -1)
         resid = x + out_proj(merged)
         head_out = None
         if per_head:
-            w = out_proj.weight.view(d, -1, dh)  # [D, H, dh]
-            head_out = torch.einsum("nhtc,dhc->hntd", context, w)
+            w = out_proj.weight.view(out_proj.out_features, -1, dh)  # [D, H, dh]
+            head_out = torch.einsum("rhc,dhc->hrd", merged.view(len(merged), -1, dh), w)
         return resid, head_out
 
     def after_attention(self, layer, attn_resid):
@@ -144,8 +146,10 @@ class BertAdapter(EncoderAdapter):
             return ffn_out + block.output.bias
         return ffn_out + block.output.dense.bias
 
-    def logits(self, h, ctx):
-        pooled = self.bert.pooler(h) if self.bert.pooler is not None else h[:, 0]
+    def logits(self, h, layout):
+        first = h[layout.first_rows]
+        pooler = self.bert.pooler
+        pooled = pooler.activation(pooler.dense(first)) if pooler is not None else first
         return self.model.classifier(pooled)
 
     # -- physical slimming -------------------------------------------------------------------
