@@ -28,6 +28,18 @@ class BertAdapter(EncoderAdapter):
         self.bert = model.bert
         self.layers = self.bert.encoder.layer
         self.config = model.config
+        self._qkv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _fused_qkv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q, K and V projections as one GEMM (one matmul and one scatter instead of three)."""
+        if layer not in self._qkv:
+            attn = self.layers[layer].attention.self
+            projections = (attn.query, attn.key, attn.value)
+            self._qkv[layer] = (
+                torch.cat([p.weight for p in projections]).detach(),
+                torch.cat([p.bias for p in projections]).detach(),
+            )
+        return self._qkv[layer]
 
     @classmethod
     def handles(cls, model) -> bool:
@@ -97,13 +109,9 @@ class BertAdapter(EncoderAdapter):
             return x + block.attention.bias, None
         attn = block.attention.self
         dh = self.head_dim
-
-        def heads(projection):
-            return layout.to_padded(projection(x)).view(layout.n, layout.t, -1, dh).transpose(1, 2)
-
-        context = F.scaled_dot_product_attention(
-            heads(attn.query), heads(attn.key), heads(attn.value), attn_mask=layout.key_mask, scale=attn.scaling
-        )
+        qkv = layout.to_padded(F.linear(x, *self._fused_qkv(layer)))  # [N, T, 3 * H * dh]
+        q, k, v = qkv.view(layout.n, layout.t, 3, -1, dh).permute(2, 0, 3, 1, 4)
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.key_mask, scale=attn.scaling)
         if head_mask is not None:
             context = context * head_mask.view(1, -1, 1, 1)
         merged = layout.from_padded(context.transpose(1, 2))  # [R, H * dh]
