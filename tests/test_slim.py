@@ -1,6 +1,8 @@
+import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from optin import flops
 from optin.arch import Kept, adapter_for
 
 KEPT = [
@@ -28,8 +30,18 @@ def test_slim_model_has_fewer_parameters(adapter):
 
 def test_slim_model_reloads_with_from_pretrained(adapter, batch, tmp_path):
     slim = adapter.slim(KEPT[0])
-    adapter.save_slim(slim, None, tmp_path / "slim")
-    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "slim", trust_remote_code=True).eval()
+    adapter.save_slim(slim, None, tmp_path / "budget0.500")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "budget0.500", trust_remote_code=True).eval()
     assert type(reloaded).__name__ == "OptinSlimBertForSequenceClassification"
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).logits, slim(**batch).logits, rtol=0, atol=0)
+    # The adapter reads the reloaded model (its classes are the remote-code copies): structure and
+    # MACs recounted from weight shapes match the kept selection.
+    reloaded_adapter = adapter_for(reloaded)
+    heads, neurons = KEPT[0].counts()
+    assert reloaded_adapter.unit_counts("head") == heads
+    assert reloaded_adapter.unit_counts("neuron") == neurons
+    counted = flops.count_linear_attention_macs(reloaded_adapter.layer_linear_shapes(), 12.0)
+    assert counted == pytest.approx(flops.encoder_macs(heads, neurons, 12.0, 32, 8), rel=1e-12)
+    _, _, logits = reloaded_adapter.forward(batch)
+    torch.testing.assert_close(logits, slim(**batch).logits, rtol=0, atol=1e-5)

@@ -58,11 +58,15 @@ class BertAdapter(EncoderAdapter):
     def head_dim(self) -> int:
         return self.config.hidden_size // self.config.num_attention_heads
 
-    def _has_attention(self, layer) -> bool:
-        return not isinstance(layer.attention, bert_slim_model.AttentionBypass)
+    # Structural checks, not isinstance: a reloaded slim model's bypass modules are instances of
+    # the remote-code copy of bert_slim_model, a different class object.
+    @staticmethod
+    def _has_attention(layer) -> bool:
+        return hasattr(layer.attention, "self")
 
-    def _has_ffn(self, layer) -> bool:
-        return not isinstance(layer.output, bert_slim_model.FeedForwardBypass)
+    @staticmethod
+    def _has_ffn(layer) -> bool:
+        return hasattr(layer.output, "dense")
 
     def unit_counts(self, kind: str) -> list[int]:
         if kind == "head":
