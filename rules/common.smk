@@ -3,6 +3,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from optin.config import CALIBRATION_DRAWS, budget_label, check
+from optin.methods import OptinMethod
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 check(config, base_dir=Path(workflow.basedir).parent)
@@ -20,6 +21,10 @@ wildcard_constraints:
     n=r"\d+",
     layer=r"\d+",
     budget=r"\d\.\d{3}",
+
+
+def method_settings(method):
+    return OptinMethod.from_config(config["methods"][method]).settings()
 
 
 def experiment_of(model, dataset):

@@ -9,7 +9,7 @@ rule score_shard:
     output:
         "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/shards/layer{layer}.parquet",
     params:
-        method=lambda w: config["methods"][w.method],
+        method=lambda w: method_settings(w.method),
         layer=lambda w: int(w.layer),
         seed=lambda w: int(w.seed),
         chunk=config["scoring"]["chunk"],
@@ -37,7 +37,7 @@ rule merge_scores:
     output:
         "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/scores.parquet",
     params:
-        method=lambda w: config["methods"][w.method],
+        method=lambda w: method_settings(w.method),
         num_layers=lambda w: config["models"][w.model]["num_layers"],
     conda:
         "../envs/optin.yaml"

@@ -8,6 +8,7 @@ from optin.scoring import run_teacher, score_layer, score_naive
 VARIANTS = {
     "paper": {"semantics": "paper"},
     "paper-padding-rows": {"semantics": "paper", "md_include_padding": True},
+    "paper-literal-trajectory": {"semantics": "paper", "include_final_layer_tap": False},
     "reference-no-padding-rows": {"semantics": "reference", "md_include_padding": False},
     "reference": {"semantics": "reference"},
     "paper-row-subset": {"semantics": "paper", "md_rows": 10},
@@ -49,13 +50,14 @@ def test_fast_scores_equal_naive_scores(adapter, batch, variant, kind):
         torch.testing.assert_close(torch.tensor(fast["kl"].values), torch.tensor(naive["kl"].values), rtol=1e-4, atol=kl_atol)
 
 
-def test_paper_last_layer_units_are_scored_by_kl_only(adapter, batch):
+def test_last_layer_units_compare_their_own_tap_unless_switched_off(adapter, batch):
     last = adapter.num_layers - 1
-    paper = score_layer(adapter, run_teacher(adapter, batch, False), last, "neuron", OptinMethod.from_config({}), seed=0)
-    reference = score_layer(adapter, run_teacher(adapter, batch, True), last, "neuron",
-                            OptinMethod.from_config({"semantics": "reference"}), seed=0)
-    assert (paper["md"] == 0).all()
-    assert (reference["md"] > 0).all()  # include_final_layer_tap compares the last tap itself
+    teacher = run_teacher(adapter, batch, False)
+    default = score_layer(adapter, teacher, last, "neuron", OptinMethod.from_config({}), seed=0)
+    kl_only = score_layer(adapter, teacher, last, "neuron", OptinMethod.from_config({"include_final_layer_tap": False}), seed=0)
+    assert (default["md"] > 0).all()
+    assert (kl_only["md"] == 0).all()
+    torch.testing.assert_close(torch.tensor(default["kl"].values), torch.tensor(kl_only["kl"].values))
 
 
 def test_masking_a_unit_changes_downstream_taps(adapter, batch):

@@ -34,13 +34,13 @@ def download_hub_model(repo_id: str, revision: str, destination: Path) -> Path:
 
 def load_base(source: dict, num_labels: int, input_dir: Path | None, seed: int):
     """(model, tokenizer) for a model source: packaged, hub (already downloaded) or config."""
+    torch.manual_seed(seed)  # a new classification head is initialised from the global RNG
     kind = source["kind"]
     if kind == "packaged":
         path = packaged_model_dir(source["package"])
     elif kind == "hub":
         path = input_dir
     elif kind == "config":
-        torch.manual_seed(seed)
         config = BertConfig(num_labels=num_labels, **source["bert_config"])
         tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir(source["tokenizer_package"]))
         return BertForSequenceClassification(config).eval(), tokenizer
