@@ -7,7 +7,7 @@ CORES  ?= all
 WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q $(WHEELS) -c requirements.lock
 
-.PHONY: install run test report bench dry-run lint clean
+.PHONY: install run test report bench readme-figures dry-run lint clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: install
 
 bench: install
 	$(BIN)/optin-bench
+
+# The README's figures: the default arm with both semantics.
+readme-figures: install
+	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml workflow/configs/with_reference.yaml
+	cp results/figures/accuracy_vs_flops.png results/figures/speedup_vs_flops.png docs/
 
 dry-run: install
 	$(BIN)/snakemake -n --configfile config.yaml

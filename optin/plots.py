@@ -44,6 +44,9 @@ def accuracy_vs_flops(metrics: pd.DataFrame, stem: Path, title: str) -> list[Pat
             ax.errorbar(curve["x"], 100 * curve["y"], yerr=100 * curve["err"].fillna(0.0), marker="o",
                         color=color, label=f"{experiment} · {method}", capsize=2)
             ax.axhline(100 * group["unpruned_accuracy"].iloc[0], color=color, linestyle=":", linewidth=1)
+        if not data.empty:  # keep the unpruned lines inside the axes
+            bottom, top = ax.get_ylim()
+            ax.set_ylim(bottom, max(top, 100 * data["unpruned_accuracy"].max() + 0.5))
         ax.set_xlabel("relative FLOPs (MACs kept / unpruned)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(title)
