@@ -7,7 +7,7 @@ start_job(snakemake.log[0], threads=1, offline=False)
 source, split = snakemake.params.source, snakemake.params.split
 out_dir = Path(snakemake.output.sentences).parent
 if source["kind"] == "rt_polarity":
-    frame = fetch_rt_polarity(out_dir)
+    frame = fetch_rt_polarity()
 else:
     frame = read_local_csv(Path(source["path"]))
 indices = make_split(len(frame), split["train"], split["test"], split["calib_pool"], split["seed"])

