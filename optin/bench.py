@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", default="results/data/rt_polarity")
     parser.add_argument("--calibration-size", type=int, default=16)
     parser.add_argument("--units-per-layer", type=int, default=12, help="units of each kind timed per layer")
+    parser.add_argument("--chunk", type=int, default=32, help="masked variants per pass (config scoring.chunk)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     b, t = batch["input_ids"].shape
     peak = matmul_peak()
     print(f"model {source} | calibration {b} sentences, {int(teacher.rows.sum())} tokens (padded {b}x{t}) "
-          f"| threads {args.threads} | fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+          f"| chunk {args.chunk} | threads {args.threads} | fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
     print(f"{'layer':>5} {'kind':>6} {'units':>5} {'fast ms/unit':>12} {'naive ms/unit':>13} {'speed-up':>8} {'GFLOP/s':>8} {'max rel diff':>12}")
     totals = {"fast": 0.0, "naive": 0.0, "macs": 0.0}
     for layer in range(adapter.num_layers):
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             count = adapter.unit_counts(kind)[layer]
             units = list(range(min(count, args.units_per_layer)))
             start = time.perf_counter()
-            fast = score_layer(adapter, teacher, layer, kind, method, seed=0, units=units)
+            fast = score_layer(adapter, teacher, layer, kind, method, seed=0, chunk=args.chunk, units=units)
             t_fast = (time.perf_counter() - start) / len(units)
             start = time.perf_counter()
             naive = score_naive(adapter, teacher, layer, kind, method, seed=0, units=units)
