@@ -62,7 +62,6 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
         finetune = model.get("finetune")
         if finetune and finetune["dataset"] not in config["datasets"]:
             errors.append(f"models.{name}.finetune.dataset: unknown dataset {finetune['dataset']!r}")
-    draws = CALIBRATION_DRAWS
     n_calib = config["calibration"]["n"]
     for name, dataset in config["datasets"].items():
         source = dataset["source"]
@@ -72,9 +71,9 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
             if not path.is_file():
                 errors.append(f"datasets.{name}.source.path: dataset file {path} does not exist (expected a CSV with columns text,label)")
         pool = dataset["split"]["calib_pool"]
-        if n_calib * draws > pool:
+        if n_calib * CALIBRATION_DRAWS > pool:
             errors.append(
-                f"calibration.n: {draws} batch(es) of {n_calib} need {n_calib * draws} rows but "
+                f"calibration.n: {CALIBRATION_DRAWS} batches of {n_calib} need {n_calib * CALIBRATION_DRAWS} rows but "
                 f"datasets.{name}.split.calib_pool is {pool}"
             )
     if errors:

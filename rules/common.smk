@@ -46,6 +46,11 @@ def model_info(model):
     return f"results/models/{model}/model_info.json"
 
 
+def finetune_max_length(model):
+    finetune = config["models"][model].get("finetune")
+    return config["datasets"][finetune["dataset"]]["max_length"] if finetune else None
+
+
 def dataset_files(dataset):
     return multiext(f"results/data/{dataset}/", "sentences.csv", "split.json")
 

@@ -27,9 +27,7 @@ rule prepare_model:
         num_layers=lambda w: config["models"][w.model]["num_layers"],
         num_labels=lambda w: config["models"][w.model]["num_labels"],
         finetune=lambda w: config["models"][w.model].get("finetune"),
-        max_length=lambda w: config["datasets"][(config["models"][w.model].get("finetune") or {}).get("dataset", "")]["max_length"]
-        if config["models"][w.model].get("finetune")
-        else None,
+        max_length=lambda w: finetune_max_length(w.model),
         seed=config["seed"],
     threads: config["threads"]
     resources:

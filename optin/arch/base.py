@@ -17,9 +17,6 @@ from typing import Any
 
 import torch
 
-UNIT_KINDS = ("head", "neuron")
-
-
 @dataclass(frozen=True)
 class TokenLayout:
     """Which positions of a padded [N, T] batch exist as rows of the hidden states.

