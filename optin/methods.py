@@ -57,10 +57,11 @@ class OptinMethod:
             raise ValueError(f"unknown OPTIN method setting(s) {unknown}; known: {sorted(fields)}")
         return dataclasses.replace(SEMANTICS[semantics], **config)
 
-    def trajectory(self, layer: int, num_layers: int) -> list[int]:
-        """Tap indices whose drift counts for a unit of ``layer``."""
+    def trajectory(self, layer: int, num_layers: int, final_tap: int | None = None) -> list[int]:
+        """Tap indices whose drift counts for a unit of ``layer``. ``final_tap`` is the tap a
+        last-layer unit changes (its own, L - 1, by default; the output tap L for ViTs)."""
         if layer == num_layers - 1 and self.include_final_layer_tap:
-            return [layer]
+            return [num_layers - 1 if final_tap is None else final_tap]
         return list(range(layer + 1, num_layers))
 
 

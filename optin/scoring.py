@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from optin.arch.base import EncoderAdapter
+from optin.arch.base import EncoderAdapter, TokenLayout
 from optin.losses import kl_divergence, manifold_distance, manifold_distance_direct, teacher_gram_dd
 from optin.methods import OptinMethod
 
@@ -36,7 +36,7 @@ class Teacher:
     logits: torch.Tensor                # [N, C]
 
     @property
-    def rows(self) -> torch.Tensor:
+    def rows(self) -> torch.Tensor | None:
         return md_row_mask(self.batch, self.include_padding)
 
     def to_dict(self) -> dict:
@@ -47,7 +47,10 @@ class Teacher:
         return cls(**data)
 
 
-def md_row_mask(batch: dict[str, torch.Tensor], include_padding: bool) -> torch.Tensor:
+def md_row_mask(batch: dict[str, torch.Tensor], include_padding: bool) -> torch.Tensor | None:
+    """[N, T] positions that are MD rows; None when every position is (images have no padding)."""
+    if "attention_mask" not in batch:
+        return None
     mask = batch["attention_mask"].bool()
     return torch.ones_like(mask) if include_padding else mask
 
@@ -94,6 +97,8 @@ def _kl(method: OptinMethod, teacher_logits: torch.Tensor, student_logits: torch
 
 
 def _check_teacher(teacher: Teacher, method: OptinMethod) -> None:
+    if "attention_mask" not in teacher.batch:
+        return  # no padding to include or not
     if teacher.include_padding != method.md_include_padding:
         raise ValueError(
             f"teacher built with include_padding={teacher.include_padding}, method wants md_include_padding="
@@ -139,8 +144,13 @@ class _MdAccumulator:
         use_fresh = self.sampler.fresh and not self.sampler.uses_all
         self.fresh = torch.stack([self.sampler.fresh_rows() for _ in range(v)]) if use_fresh else None
 
-    def add(self, tap: int, features: torch.Tensor) -> None:
+    def add(self, tap: int, features: torch.Tensor, teacher_rows: torch.Tensor | None = None) -> None:
+        """``teacher_rows`` [V, R'] picks, per variant, the teacher rows the student still has (a
+        removed token's row is gone from the student)."""
         student = _normalised(features.reshape(self.v, -1, features.shape[-1]))
+        if teacher_rows is not None:
+            self.md += manifold_distance(self.rows[tap][teacher_rows], student)
+            return
         if self.fresh is None:
             if not self.sampler.uses_all:
                 student = student[:, self.sampler.for_tap(tap)]
@@ -148,6 +158,22 @@ class _MdAccumulator:
         else:
             index = self.fresh.unsqueeze(-1).expand(-1, -1, student.shape[-1])
             self.md += manifold_distance(self.rows[tap][self.fresh], torch.gather(student, 1, index))
+
+
+def _token_variants(layout: TokenLayout, positions: torch.Tensor) -> tuple[TokenLayout, torch.Tensor]:
+    """Layout of V stacked copies of the batch, copy i without token ``positions[i]`` in any
+    sequence, and the [V, R'] rows of the full batch each copy keeps."""
+    v = len(positions)
+    keep = torch.ones(v, layout.n, layout.t, dtype=torch.bool)
+    keep[torch.arange(v), :, positions] = False
+    full = torch.arange(layout.n * layout.t).view(layout.n, layout.t)
+    kept_rows = torch.stack([full[keep[i]] for i in range(v)])
+    return TokenLayout.from_rows(keep.view(v * layout.n, layout.t), None), kept_rows
+
+
+def token_units(adapter: EncoderAdapter, layout: TokenLayout) -> torch.Tensor:
+    """Token positions that can be removed: all but the prefix (CLS, distillation) tokens."""
+    return torch.arange(adapter.prefix_tokens, layout.t)
 
 
 @torch.no_grad()
@@ -165,45 +191,63 @@ def score_layer(
     """Raw (md, kl) of every unit of ``kind`` in ``layer`` (or of ``units``) with the prefix-cache engine."""
     _check_teacher(teacher, method)
     num_layers = adapter.num_layers
-    selected = torch.arange(adapter.unit_counts(kind)[layer]) if units is None else torch.as_tensor(units)
-    trajectory = set(method.trajectory(layer, num_layers))
+    trajectory = set(method.trajectory(layer, num_layers, adapter.final_tap))
     base_masks = _base_head_masks(adapter, layer, kind, method)
     x, layout = adapter.embed(teacher.batch, teacher.rows)
+    if kind == "token":
+        if layout.index is not None:
+            raise ValueError("token units need a batch without padding")
+        selected = token_units(adapter, layout) if units is None else torch.as_tensor(units)
+    else:
+        selected = torch.arange(adapter.unit_counts(kind)[layer]) if units is None else torch.as_tensor(units)
     if base_masks is None:
         x = teacher.layer_inputs[layer]
     else:
         for k in range(layer):
             x, _ = adapter.layer(k, x, layout, head_mask=base_masks[k])
     sampler = RowSampler(layout.rows, method.md_rows, method.md_fresh_subsets, seed, _rng_stream(layer, kind))
+    if kind == "token" and not sampler.uses_all:
+        raise ValueError(f"token scoring compares every row; the batch has {layout.rows} > md_rows = {method.md_rows}")
     md = _MdAccumulator(teacher, trajectory, sampler)
 
-    # Layer l once; its resume points are reused by every chunk.
-    attn_resid, head_out = adapter.attention(layer, x, layout, per_head=(kind == "head"))
-    a = adapter.after_attention(layer, attn_resid)
-    ffn_out, act = adapter.ffn(layer, a)
-    directions = adapter.neuron_directions(layer) if kind == "neuron" else None
+    if kind != "token":
+        # Layer l once; its resume points are reused by every chunk.
+        attn_resid, head_out = adapter.attention(layer, x, layout, per_head=(kind == "head"))
+        a = adapter.after_attention(layer, attn_resid)
+        ffn_out, act = adapter.ffn(layer, a)
+        directions = adapter.neuron_directions(layer) if kind == "neuron" else None
     r, d = x.shape
 
     rows = []
     for chunk_units in tqdm(torch.split(selected, chunk), desc=f"layer {layer} {kind}s", disable=not progress, mininterval=5):
         v = len(chunk_units)
         md.start_chunk(v)
-        layout_v = layout.repeat(v)
-        if kind == "head":
-            resid_v = (attn_resid.unsqueeze(0) - head_out[chunk_units]).reshape(v * r, d)
-            a_v = adapter.after_attention(layer, resid_v)
-            ffn_out_v, _ = adapter.ffn(layer, a_v)
+        kept_rows = None
+        if kind == "token":
+            # Token p leaves the input of layer l: layers l..L-1 run in full on the other rows.
+            layout_v, kept_rows = _token_variants(layout, chunk_units)
+            h = x[kept_rows.reshape(-1)]
+            first = layer
         else:
-            removed = torch.einsum("rv,vd->vrd", act[:, chunk_units], directions[chunk_units])
-            ffn_out_v = (ffn_out.unsqueeze(0) - removed).reshape(v * r, d)
-            a_v = a.repeat(v, 1)
-        if layer in trajectory:
-            md.add(layer, adapter.layer_tap(layer, x.repeat(v, 1), a_v, ffn_out_v))
-        h = adapter.after_ffn(layer, a_v, ffn_out_v)
-        for k in range(layer + 1, num_layers):
+            layout_v = layout.repeat(v)
+            if kind == "head":
+                resid_v = (attn_resid.unsqueeze(0) - head_out[chunk_units]).reshape(v * r, d)
+                a_v = adapter.after_attention(layer, resid_v)
+                ffn_out_v, _ = adapter.ffn(layer, a_v)
+            else:
+                removed = torch.einsum("rv,vd->vrd", act[:, chunk_units], directions[chunk_units])
+                ffn_out_v = (ffn_out.unsqueeze(0) - removed).reshape(v * r, d)
+                a_v = a.repeat(v, 1)
+            if layer in trajectory:
+                md.add(layer, adapter.layer_tap(layer, x.repeat(v, 1), a_v, ffn_out_v))
+            h = adapter.after_ffn(layer, a_v, ffn_out_v)
+            first = layer + 1
+        for k in range(first, num_layers):
             h, tap = adapter.layer(k, h, layout_v)
             if k in trajectory:
-                md.add(k, tap)
+                md.add(k, tap, kept_rows)
+        if num_layers in trajectory:
+            md.add(num_layers, adapter.output_tap(h), kept_rows)
         logits = adapter.logits(h, layout_v)
         kl = _kl(method, teacher.logits, logits.reshape(v, -1, logits.shape[-1]))
         for i, unit in enumerate(chunk_units.tolist()):
@@ -224,20 +268,35 @@ def score_naive(
     """Oracle: one full masked forward of the padded batch per unit, Gram matrices built directly in float64."""
     _check_teacher(teacher, method)
     num_layers = adapter.num_layers
-    trajectory = method.trajectory(layer, num_layers)
-    row_mask = teacher.rows.reshape(-1)
+    trajectory = method.trajectory(layer, num_layers, adapter.final_tap)
+    row_mask = teacher.rows.reshape(-1) if teacher.rows is not None else torch.ones(len(teacher.taps[0]), dtype=torch.bool)
     sampler = RowSampler(int(row_mask.sum()), method.md_rows, method.md_fresh_subsets, seed, _rng_stream(layer, kind))
     base = _base_head_masks(adapter, layer, kind, method)
+    if units is None:
+        if kind == "token":
+            units = token_units(adapter, adapter.embed(teacher.batch)[1]).tolist()
+        else:
+            units = range(adapter.unit_counts(kind)[layer])
     rows = []
-    for unit in range(adapter.unit_counts(kind)[layer]) if units is None else units:
+    for unit in units:
         head_masks = [m.clone() for m in base] if base else [torch.ones(n) for n in adapter.unit_counts("head")]
         neuron_masks = [torch.ones(n) for n in adapter.unit_counts("neuron")]
-        (head_masks if kind == "head" else neuron_masks)[layer][unit] = 0.0
-        _, taps, logits = adapter.forward(teacher.batch, head_masks, neuron_masks)
+        drop = None
+        if kind == "token":
+            drop = (layer, unit)
+        else:
+            (head_masks if kind == "head" else neuron_masks)[layer][unit] = 0.0
+        _, taps, logits = adapter.forward(teacher.batch, head_masks, neuron_masks, drop_token=drop)
         fresh = sampler.fresh_rows() if sampler.fresh and not sampler.uses_all else None
         md = 0.0
         for k in trajectory:
-            ft, fs = _normalised(teacher.taps[k]), _normalised(taps[k][row_mask])
+            ft, fs = _normalised(teacher.taps[k]), _normalised(taps[k])
+            if drop is not None:
+                # The student lost token p from layer l on: compare the rows it still has.
+                positions = torch.arange(len(ft)) % (len(ft) // len(logits))
+                ft = ft[positions != unit]
+            else:
+                fs = fs[row_mask]
             if not sampler.uses_all:
                 idx = fresh if fresh is not None else sampler.for_tap(k)
                 ft, fs = ft[idx], fs[idx]

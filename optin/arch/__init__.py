@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from optin.arch.base import EncoderAdapter, Kept
 from optin.arch.bert import BertAdapter
+from optin.arch.vit import HfVitAdapter, TimmVitAdapter
 
-ADAPTERS: dict[str, type[EncoderAdapter]] = {BertAdapter.family: BertAdapter}
+ADAPTERS: dict[str, type[EncoderAdapter]] = {
+    adapter.family: adapter for adapter in (BertAdapter, HfVitAdapter, TimmVitAdapter)
+}
 
 
 def adapter_for(model) -> EncoderAdapter:

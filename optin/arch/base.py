@@ -89,6 +89,16 @@ class Kept:
 class EncoderAdapter(ABC):
     family: str
     model: Any
+    # Where a last-layer unit's own drift shows: its layer's tap (BERT: the FFN output), or, when the
+    # taps sit at layer inputs (ViT), an extra tap L after the last layer (``output_tap``).
+    final_tap_is_output: bool = False
+
+    @property
+    def final_tap(self) -> int:
+        return self.num_layers if self.final_tap_is_output else self.num_layers - 1
+
+    def output_tap(self, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no output tap")
 
     @classmethod
     @abstractmethod
@@ -172,17 +182,26 @@ class EncoderAdapter(ABC):
         head_masks: list[torch.Tensor | None] | None = None,
         neuron_masks: list[torch.Tensor | None] | None = None,
         rows: torch.Tensor | None = None,
+        drop_token: tuple[int, int] | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-        """Masked forward: (layer inputs 0..L, taps 0..L-1, logits); features are [R, D] rows.
-        Masks are per layer, [H] / [D_ff]."""
+        """Masked forward: (layer inputs 0..L, taps 0..L-1 (+ the output tap L), logits); features
+        are [R, D] rows. Masks are per layer, [H] / [D_ff]. ``drop_token`` = (l, p) removes token p
+        of every sequence from the input of layer l (OPTIN-tau's token unit)."""
         x, layout = self.embed(batch, rows)
         inputs, taps = [x], []
         for layer in range(self.num_layers):
+            if drop_token is not None and drop_token[0] == layer:
+                keep = torch.ones(layout.n, layout.t, dtype=torch.bool)
+                keep[:, drop_token[1]] = False
+                x = layout.to_padded(x)[keep]
+                layout = TokenLayout.from_rows(keep, layout.key_mask)
             hm = head_masks[layer] if head_masks is not None else None
             nm = neuron_masks[layer] if neuron_masks is not None else None
             x, tap = self.layer(layer, x, layout, hm, nm)
             inputs.append(x)
             taps.append(tap)
+        if self.final_tap_is_output:
+            taps.append(self.output_tap(x))
         return inputs, taps, self.logits(x, layout)
 
     def kept_masks(self, kept: Kept) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

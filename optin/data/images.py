@@ -1,0 +1,124 @@
+"""Image classification data: Fashion-MNIST (Debian `dataset-fashion-mnist`) and ImageFolder trees.
+
+A split is a JSON file of row indices into the source (train / test / calibration pool), seeded, so
+the images themselves are never copied. Images reach the model as [N, 3, S, S] float tensors:
+grayscale replicated to three channels, resized to S, normalised with the ImageNet statistics the
+pretrained backbones were trained with.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "t10k": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot"]
+# Where `apt-get install dataset-fashion-mnist` puts the files, and where `make` unpacks the .deb
+# without root (relative to the repository).
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist", ".deps/debian/usr/share/datasets/fashion-mnist")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+
+
+def missing_fashion_mnist_files(directory: Path) -> list[str]:
+    return [name for pair in FASHION_MNIST_FILES.values() for name in pair if not (directory / name).is_file()]
+
+
+def find_fashion_mnist(configured: str, base_dir: Path) -> Path:
+    """The configured directory, or with ``auto`` the first known location holding all four files."""
+    candidates = FASHION_MNIST_DIRS if configured == "auto" else (configured,)
+    for candidate in candidates:
+        path = Path(candidate) if Path(candidate).is_absolute() else base_dir / candidate
+        if not missing_fashion_mnist_files(path):
+            return path
+    raise FileNotFoundError(
+        f"Fashion-MNIST IDX files not found in {', '.join(map(str, candidates))} (expected "
+        f"{', '.join(n for pair in FASHION_MNIST_FILES.values() for n in pair)}); install the Debian package "
+        "dataset-fashion-mnist or run `make data-deps`"
+    )
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    magic = int.from_bytes(data[:4], "big")
+    ndim = magic & 0xFF
+    if magic >> 8 != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {magic:#x})")
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
+
+
+def read_fashion_mnist(directory: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images [N, 28, 28] uint8, labels [N]) of ``part`` (train | t10k)."""
+    images_file, labels_file = FASHION_MNIST_FILES[part]
+    images, labels = _read_idx(directory / images_file), _read_idx(directory / labels_file)
+    if len(images) != len(labels):
+        raise ValueError(f"{directory}: {len(images)} images but {len(labels)} labels in {part}")
+    return images, labels.astype(np.int64)
+
+
+def make_split(n_source_train: int, n_source_test: int, train: int, test: int, calib_pool: int, seed: int) -> dict:
+    """Seeded, disjoint row indices: train and calibration pool from the source's train part (the
+    paper calibrates on training images), test from its held-out part."""
+    if train + calib_pool > n_source_train:
+        raise ValueError(f"split.train + split.calib_pool = {train + calib_pool} exceeds the {n_source_train} training images")
+    if test > n_source_test:
+        raise ValueError(f"split.test = {test} exceeds the {n_source_test} test images")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_source_train)
+    return {"train": sorted(order[:train].tolist()), "calib_pool": order[train : train + calib_pool].tolist(),
+            "test": sorted(rng.permutation(n_source_test)[:test].tolist()), "seed": seed}
+
+
+class ImageSplit:
+    """The images of one split part, as model inputs."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, image_size: int):
+        self.images, self.labels, self.image_size = images, labels, image_size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def pixels(self, rows) -> torch.Tensor:
+        return preprocess(self.images[np.asarray(rows)], self.image_size)
+
+
+def load_split(split_file: Path, source_dir: Path, part: str, image_size: int) -> ImageSplit:
+    split = json.loads(Path(split_file).read_text())
+    source_part = "t10k" if part == "test" else "train"
+    images, labels = read_fashion_mnist(source_dir, source_part)
+    rows = np.asarray(split[part], dtype=np.int64)
+    return ImageSplit(images[rows], labels[rows], image_size)
+
+
+def preprocess(images: np.ndarray, image_size: int) -> torch.Tensor:
+    """uint8 [N, H, W] grayscale -> normalised float [N, 3, S, S] (bicubic resize, as the paper's
+    ImageNet pipeline resizes)."""
+    if images.ndim != 3:
+        raise ValueError(f"expected grayscale images [N, H, W], got shape {images.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1)
+    if x.shape[-1] != image_size or x.shape[-2] != image_size:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", align_corners=False).clamp_(0.0, 1.0)
+    x = x.expand(-1, 3, -1, -1)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+def draw_calibration(pool_size: int, n: int, seed: int, draws: int) -> list[list[int]]:
+    """``draws`` disjoint seeded batches of positions in the calibration pool."""
+    if n * draws > pool_size:
+        raise ValueError(f"{draws} calibration batches of {n} need {n * draws} images; the pool has {pool_size}")
+    order = np.random.default_rng(seed).permutation(pool_size)
+    return [order[i * n : (i + 1) * n].tolist() for i in range(draws)]
