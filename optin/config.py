@@ -11,6 +11,7 @@ from pathlib import Path
 
 from optin.methods import OptinMethod
 from optin.models import PACKAGED_MODELS
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -20,6 +21,20 @@ class ConfigError(ValueError):
 
 def budget_label(budget: float) -> str:
     return f"{budget:.3f}"
+
+
+TEXT_SOURCES = ("rt_polarity", "csv")
+IMAGE_SOURCES = ("fashion_mnist",)
+FAMILY_DATA = {"bert": TEXT_SOURCES, "vit": IMAGE_SOURCES}
+DINOV2_PATCH = 14
+
+
+def experiment_methods(config: dict, experiment: str) -> list[str]:
+    return config["experiments"][experiment].get("methods", config["run"]["methods"])
+
+
+def calibration_n(config: dict, experiment: str) -> int:
+    return config["experiments"][experiment].get("calibration_n", config["calibration"]["n"])
 
 
 # Two disjoint calibration batches are always drawn (cheap), so that adding a method that scores
@@ -38,6 +53,18 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
             errors.append(f"experiments.{name}.model: unknown model id {exp['model']!r}; defined: {sorted(config['models'])}")
         if exp["dataset"] not in config["datasets"]:
             errors.append(f"experiments.{name}.dataset: unknown dataset {exp['dataset']!r}; defined: {sorted(config['datasets'])}")
+        if exp["model"] in config["models"] and exp["dataset"] in config["datasets"]:
+            family = config["models"][exp["model"]]["family"]
+            kind = config["datasets"][exp["dataset"]]["source"]["kind"]
+            if kind not in FAMILY_DATA[family]:
+                errors.append(f"experiments.{name}: a {family} model needs a dataset of kind {list(FAMILY_DATA[family])}, "
+                              f"dataset {exp['dataset']!r} is {kind!r}")
+            for method in exp.get("methods", []):
+                if method not in config["methods"]:
+                    errors.append(f"experiments.{name}.methods: unknown method {method!r}; defined: {sorted(config['methods'])}")
+            for method in experiment_methods(config, name):
+                if config["methods"].get(method, {}).get("prune_tokens") and family != "vit":
+                    errors.append(f"experiments.{name}: method {method!r} prunes tokens, which only vision models (family vit) have")
     for name in run["methods"]:
         if name not in config["methods"]:
             errors.append(f"run.methods: unknown method {name!r}; defined: {sorted(config['methods'])}")
@@ -62,19 +89,52 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
         finetune = model.get("finetune")
         if finetune and finetune["dataset"] not in config["datasets"]:
             errors.append(f"models.{name}.finetune.dataset: unknown dataset {finetune['dataset']!r}")
-    n_calib = config["calibration"]["n"]
     for name, dataset in config["datasets"].items():
         source = dataset["source"]
+        if source["kind"] in TEXT_SOURCES and "max_length" not in dataset:
+            errors.append(f"datasets.{name}.max_length: text datasets need a maximum token length")
+        if source["kind"] in IMAGE_SOURCES:
+            if "image_size" not in dataset:
+                errors.append(f"datasets.{name}.image_size: image datasets need the model input size in pixels")
+            errors += _check_fashion_mnist(name, source.get("dir", "auto"), base_dir)
         if source["kind"] == "csv":
             path = Path(source["path"])
             path = path if path.is_absolute() else base_dir / path
             if not path.is_file():
                 errors.append(f"datasets.{name}.source.path: dataset file {path} does not exist (expected a CSV with columns text,label)")
-        pool = dataset["split"]["calib_pool"]
+    for name, exp in config["experiments"].items():
+        dataset = config["datasets"].get(exp["dataset"])
+        if dataset is None:
+            continue
+        n_calib, pool = calibration_n(config, name), dataset["split"]["calib_pool"]
         if n_calib * CALIBRATION_DRAWS > pool:
             errors.append(
-                f"calibration.n: {CALIBRATION_DRAWS} batches of {n_calib} need {n_calib * CALIBRATION_DRAWS} rows but "
-                f"datasets.{name}.split.calib_pool is {pool}"
+                f"experiments.{name}: {CALIBRATION_DRAWS} calibration batches of {n_calib} need {n_calib * CALIBRATION_DRAWS} "
+                f"rows but datasets.{exp['dataset']}.split.calib_pool is {pool}"
             )
+        model = config["models"].get(exp["model"])
+        size = dataset.get("image_size")
+        if model and size and model["source"]["kind"] == "dinov2_onnx" and size % DINOV2_PATCH:
+            errors.append(f"datasets.{exp['dataset']}.image_size: {size} px is not a multiple of DINOv2's "
+                          f"{DINOV2_PATCH} px patches (experiment {name})")
+    for name, model in config["models"].items():
+        probe = model.get("linear_probe")
+        if probe and probe["dataset"] not in config["datasets"]:
+            errors.append(f"models.{name}.linear_probe.dataset: unknown dataset {probe['dataset']!r}")
+        if model["family"] == "vit" and model["source"]["kind"] == "packaged":
+            errors.append(f"models.{name}.source.kind: no packaged vision model exists; use dinov2_onnx, hub or config")
     if errors:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
+
+
+def _check_fashion_mnist(name: str, directory: str, base_dir: Path) -> list[str]:
+    # Mirrors optin.data.images.find_fashion_mnist without importing torch at parse time.
+    from optin.data.image_files import FASHION_MNIST_DIRS, missing_fashion_mnist_files
+
+    candidates = FASHION_MNIST_DIRS if directory == "auto" else (directory,)
+    for candidate in candidates:
+        path = Path(candidate) if Path(candidate).is_absolute() else base_dir / candidate
+        if not missing_fashion_mnist_files(path):
+            return []
+    return [f"datasets.{name}.source.dir: no Fashion-MNIST IDX files in {', '.join(map(str, candidates))} "
+            "(install the Debian package dataset-fashion-mnist, or run `make data-deps`)"]

@@ -34,15 +34,17 @@ def encoder_macs(
     ) * neuron_macs(seq_len, hidden)
 
 
-def count_linear_attention_macs(layers: Sequence[dict], seq_len: float) -> float:
+def count_linear_attention_macs(layers: Sequence[dict], seq_len: float | Sequence[float]) -> float:
     """Direct count from weight shapes, independent of the per-unit formulas above.
 
     ``layers`` holds, per encoder layer, the (out, in) shapes of the q/k/v/o and FFN Linear
     layers actually present in a (possibly slimmed) model and its head dim. Used to check that
-    the slimmed model costs exactly what the search accounted for.
+    the slimmed model costs exactly what the search accounted for. ``seq_len`` may be given per
+    layer (token pruning).
     """
+    lengths = [float(seq_len)] * len(layers) if isinstance(seq_len, (int, float)) else list(seq_len)
     total = 0.0
-    for layer in layers:
+    for layer, seq_len in zip(layers, lengths, strict=True):
         for out_features, in_features in layer["linears"]:
             total += seq_len * out_features * in_features
         # QK^T and PV: each kept head is a (s x d_h) @ (d_h x s) and a (s x s) @ (s x d_h).

@@ -40,10 +40,20 @@ class OptinMethod:
     fin_decay: float = 1.0
     cumulative_head_mask: bool = False    # §4.6 (opt-in even in reference mode)
     same_batch: bool = True               # §4.7: heads and neurons on one calibration batch
+    # OPTIN-tau (§5, vision): tokens take the part of the MAC reduction that heads and neurons do
+    # not; heads + neurons take a fraction drawn (seeded) from this range, the authors' U(0.15, 0.30).
+    prune_tokens: bool = False
+    tau_head_neuron_share: tuple[float, float] = (0.15, 0.30)
+
+    # Fields that only change the mask search: methods that differ only here share one scoring run.
+    SOLVER_FIELDS = ("prune_tokens", "tau_head_neuron_share")
 
     def settings(self) -> dict:
         """Every resolved field: what a rule passes as params, so a changed default reruns it."""
         return dataclasses.asdict(self)
+
+    def scoring_settings(self) -> dict:
+        return {k: v for k, v in self.settings().items() if k not in self.SOLVER_FIELDS}
 
     @classmethod
     def from_config(cls, config: dict) -> OptinMethod:
@@ -55,6 +65,11 @@ class OptinMethod:
         unknown = sorted(set(config) - fields)
         if unknown:
             raise ValueError(f"unknown OPTIN method setting(s) {unknown}; known: {sorted(fields)}")
+        if "tau_head_neuron_share" in config:
+            low, high = config["tau_head_neuron_share"]
+            if not 0.0 < low <= high < 1.0:
+                raise ValueError(f"tau_head_neuron_share must be [low, high] with 0 < low <= high < 1, got {[low, high]}")
+            config["tau_head_neuron_share"] = (float(low), float(high))
         return dataclasses.replace(SEMANTICS[semantics], **config)
 
     def trajectory(self, layer: int, num_layers: int, final_tap: int | None = None) -> list[int]:
@@ -111,7 +126,7 @@ def dynamic_kl_scaling(md: np.ndarray, kl: np.ndarray, lambda_contribution: floa
 def combine(raw: pd.DataFrame, method: OptinMethod, num_layers: int) -> pd.DataFrame:
     """Turn per-unit (md, kl) into ``importance`` (larger = more important)."""
     parts = []
-    for kind, decay in (("head", method.head_metric_decay), ("neuron", method.neuron_metric_decay)):
+    for kind, decay in (("head", method.head_metric_decay), ("neuron", method.neuron_metric_decay), ("token", 1.0)):
         part = raw[raw["kind"] == kind].sort_values(["layer", "index"], kind="stable").copy()
         md = part["md"].to_numpy(dtype=np.float64)
         kl = part["kl"].to_numpy(dtype=np.float64)
@@ -120,12 +135,13 @@ def combine(raw: pd.DataFrame, method: OptinMethod, num_layers: int) -> pd.DataF
         else:
             kl_term = method.lambda_c * kl
         weight = np.full(len(part), decay, dtype=np.float64)
-        if method.positional_weighting:
+        if method.positional_weighting and kind != "token":
             index = part["index"].to_numpy()
             width = int(index.max()) + 1 if len(index) else 0
             stop = 10.0 if kind == "head" else 100.0
             weight *= np.geomspace(1.0, stop, width)[::-1][index]
-        weight[part["layer"].to_numpy() == num_layers - 1] *= method.fin_decay
+        if kind != "token":
+            weight[part["layer"].to_numpy() == num_layers - 1] *= method.fin_decay
         part["kl_term"] = kl_term
         part["importance"] = (md + kl_term) * weight
         parts.append(part)

@@ -71,3 +71,72 @@ def search_mac(
         "importance_kept": float(best[0]),
     }
     return kept, info
+
+
+def token_schedule_macs(kept: Kept, tokens_per_layer: list[float], hidden: int, head_dim: int) -> float:
+    """MACs of a kept selection when layer l runs on ``tokens_per_layer[l]`` tokens."""
+    from optin import flops
+
+    heads, neurons = kept.counts()
+    return sum(
+        h * flops.head_macs(s, hidden, head_dim) + n * flops.neuron_macs(s, hidden)
+        for h, n, s in zip(heads, neurons, tokens_per_layer, strict=True)
+    )
+
+
+def search_tau(
+    scores: pd.DataFrame,
+    *,
+    budget: float,
+    head_neuron_share: float,
+    seq_len: float,
+    hidden: int,
+    head_dim: int,
+    heads_per_layer: list[int],
+    neurons_per_layer: list[int],
+) -> tuple[Kept, list[int], dict]:
+    """OPTIN-tau (optin-method.md §5): heads and neurons take ``head_neuron_share`` of the MAC
+    reduction; the rest comes from tokens, removing the least important (layer, token) entries
+    (never in layer 0) with token counts kept non-increasing over depth, until the budget holds.
+
+    Returns the kept heads/neurons, tokens removed before each layer (cumulative, non-decreasing)
+    and the search record.
+    """
+    from optin import flops
+
+    num_layers = len(heads_per_layer)
+    base = flops.encoder_macs(heads_per_layer, neurons_per_layer, seq_len, hidden, head_dim)
+    hn_budget = 1.0 - head_neuron_share * (1.0 - budget)
+    kept, hn_info = search_mac(
+        scores, budget=hn_budget, head_cost=flops.head_macs(seq_len, hidden, head_dim),
+        neuron_cost=flops.neuron_macs(seq_len, hidden), base_macs=base,
+        heads_per_layer=heads_per_layer, neurons_per_layer=neurons_per_layer,
+    )
+    tokens = ranked(scores, "token")
+    tokens = tokens[tokens["layer"] > 0].iloc[::-1]  # least important first
+    capacity = budget * base
+    removed = [0] * num_layers
+
+    def schedule() -> list[int]:
+        # A token gone from layer l is gone from every later layer: cumulative maximum.
+        return list(np.maximum.accumulate(removed))
+
+    def macs() -> float:
+        return token_schedule_macs(kept, [seq_len - r for r in schedule()], hidden, head_dim)
+
+    for layer in tokens["layer"]:
+        if macs() <= capacity:
+            break
+        removed[layer] += 1
+    achieved = macs()
+    if achieved > capacity * (1 + 1e-9):
+        raise ValueError(f"budget {budget}: removing every token still leaves {achieved / base:.3f} of the MACs")
+    cumulative = schedule()
+    info = {
+        "budget": budget, "base_macs": base, "target_macs": capacity, "achieved_macs": achieved,
+        "achieved_ratio": achieved / base, "heads_kept": hn_info["heads_kept"], "neurons_kept": hn_info["neurons_kept"],
+        "importance_kept": hn_info["importance_kept"], "head_neuron_share": head_neuron_share,
+        "head_neuron_budget": hn_budget, "tokens_removed_per_layer": cumulative,
+        "tokens_per_layer": [seq_len - r for r in cumulative],
+    }
+    return kept, cumulative, info

@@ -10,6 +10,8 @@ rule calibrate:
         seed=lambda w: int(w.seed),
         draws=CALIBRATION_DRAWS,
         max_length=CALIB["max_length"],
+        family=lambda w: config["models"][w.model]["family"],
+        image_size=lambda w: config["datasets"][w.dataset].get("image_size"),
     threads: 1
     resources:
         mem_mb=4000,

@@ -1,8 +1,9 @@
+import re
 from pathlib import Path
 
 from snakemake.utils import validate
 
-from optin.config import CALIBRATION_DRAWS, budget_label, check
+from optin.config import CALIBRATION_DRAWS, IMAGE_SOURCES, TEXT_SOURCES, budget_label, calibration_n, check, experiment_methods
 from optin.methods import OptinMethod
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
@@ -25,6 +26,26 @@ wildcard_constraints:
 
 def method_settings(method):
     return OptinMethod.from_config(config["methods"][method]).settings()
+
+
+def scoring_settings(method):
+    return OptinMethod.from_config(config["methods"][method]).scoring_settings()
+
+
+def scores_method(method):
+    """The first configured method with the same scoring settings: OPTIN-beta and OPTIN-tau differ
+    only in the search, so they share one scoring run."""
+    settings = scoring_settings(method)
+    return next(name for name in config["methods"] if scoring_settings(name) == settings)
+
+
+def datasets_of_kind(kinds):
+    names = [name for name, d in config["datasets"].items() if d["source"]["kind"] in kinds]
+    return "|".join(map(re.escape, names)) if names else "(?!)"
+
+
+def is_image_dataset(dataset):
+    return config["datasets"][dataset]["source"]["kind"] in IMAGE_SOURCES
 
 
 def experiment_of(model, dataset):
@@ -51,15 +72,24 @@ def finetune_max_length(model):
     return config["datasets"][finetune["dataset"]]["max_length"] if finetune else None
 
 
+def training_dataset(model):
+    spec = config["models"][model]
+    train = spec.get("finetune") or spec.get("linear_probe")
+    return train["dataset"] if train else None
+
+
 def dataset_files(dataset):
+    if is_image_dataset(dataset):
+        return multiext(f"results/data/{dataset}/", "split.json", "source.json")
     return multiext(f"results/data/{dataset}/", "sentences.csv", "split.json")
 
 
 def eval_files():
     return [
-        f"results/eval/{m}/{d}/{method}/calib{CALIB['n']}-seed{seed}/budget{b}.json"
-        for m, d in run_pairs()
-        for method in RUN["methods"]
+        f"results/eval/{config['experiments'][e]['model']}/{config['experiments'][e]['dataset']}/{method}/"
+        f"calib{calibration_n(config, e)}-seed{seed}/budget{b}.json"
+        for e in RUN["experiments"]
+        for method in experiment_methods(config, e)
         for seed in RUN["seeds"]
         for b in BUDGETS
     ]
@@ -68,8 +98,8 @@ def eval_files():
 def prepare_inputs(w):
     model = config["models"][w.model]
     inputs = {}
-    if model.get("finetune"):
-        inputs["data"] = dataset_files(model["finetune"]["dataset"])
+    if training_dataset(w.model):
+        inputs["data"] = dataset_files(training_dataset(w.model))
     if model["source"]["kind"] == "hub":
         inputs["hub"] = f"results/hub/{w.model}"
     return inputs

@@ -1,4 +1,7 @@
 rule download_dataset:
+    # Sentence datasets: fetched (or read from a local CSV) and normalised to sentences.csv.
+    wildcard_constraints:
+        dataset=datasets_of_kind(TEXT_SOURCES),
     output:
         sentences="results/data/{dataset}/sentences.csv",
         split="results/data/{dataset}/split.json",
@@ -14,3 +17,25 @@ rule download_dataset:
     localrule: True
     script:
         "../scripts/download_dataset.py"
+
+
+rule split_image_dataset:
+    # Image datasets stay where they are installed; the split holds row indices, source.json the
+    # resolved directory and the checksums of the files read.
+    wildcard_constraints:
+        dataset=datasets_of_kind(IMAGE_SOURCES),
+    output:
+        split="results/data/{dataset}/split.json",
+        source="results/data/{dataset}/source.json",
+    params:
+        source=lambda w: config["datasets"][w.dataset]["source"],
+        split=lambda w: config["datasets"][w.dataset]["split"],
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/split_image_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/split_image_dataset/{dataset}.tsv"
+    localrule: True
+    script:
+        "../scripts/split_image_dataset.py"

@@ -8,7 +8,9 @@ rule evaluate:
         metrics="results/eval/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json",
         slim=directory("results/slim/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}"),
     params:
-        max_length=lambda w: config["datasets"][w.dataset]["max_length"],
+        family=lambda w: config["models"][w.model]["family"],
+        max_length=lambda w: config["datasets"][w.dataset].get("max_length"),
+        image_size=lambda w: config["datasets"][w.dataset].get("image_size"),
         verify_atol=config["evaluation"]["verify_atol"],
         latency=config["evaluation"]["latency"],
     # Latency is measured on all cores: nothing else may run beside it.

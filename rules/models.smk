@@ -23,7 +23,10 @@ rule prepare_model:
         checkpoint=directory("results/models/{model}/checkpoint"),
         info="results/models/{model}/model_info.json",
     params:
+        family=lambda w: config["models"][w.model]["family"],
         source=lambda w: config["models"][w.model]["source"],
+        linear_probe=lambda w: config["models"][w.model].get("linear_probe"),
+        image_size=lambda w: config["datasets"][training_dataset(w.model)].get("image_size") if training_dataset(w.model) else None,
         num_layers=lambda w: config["models"][w.model]["num_layers"],
         num_labels=lambda w: config["models"][w.model]["num_labels"],
         finetune=lambda w: config["models"][w.model].get("finetune"),

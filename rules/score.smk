@@ -9,7 +9,8 @@ rule score_shard:
     output:
         "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/shards/layer{layer}.parquet",
     params:
-        method=lambda w: method_settings(w.method),
+        method=lambda w: scoring_settings(w.method),
+        family=lambda w: config["models"][w.model]["family"],
         layer=lambda w: int(w.layer),
         seed=lambda w: int(w.seed),
         chunk=config["scoring"]["chunk"],
@@ -37,7 +38,7 @@ rule merge_scores:
     output:
         "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/scores.parquet",
     params:
-        method=lambda w: method_settings(w.method),
+        method=lambda w: scoring_settings(w.method),
         num_layers=lambda w: config["models"][w.model]["num_layers"],
     conda:
         "../envs/optin.yaml"

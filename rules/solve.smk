@@ -1,12 +1,15 @@
 rule solve:
     input:
-        scores="results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/scores.parquet",
+        scores=lambda w: f"results/scores/{w.model}/{w.dataset}/{scores_method(w.method)}/calib{w.n}-seed{w.seed}/scores.parquet",
         info=lambda w: model_info(w.model),
     output:
         "results/masks/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json",
     params:
         budget=lambda w: float(w.budget),
+        method=lambda w: method_settings(w.method),
+        seed=lambda w: int(w.seed),
         mac_seq_len=lambda w: experiment_of(w.model, w.dataset)["mac_seq_len"],
+        image_size=lambda w: config["datasets"][w.dataset].get("image_size"),
     conda:
         "../envs/optin.yaml"
     log:

@@ -6,30 +6,41 @@ from optin.runtime import start_job
 start_job(snakemake.log[0], snakemake.threads)
 
 import torch  # noqa: E402
-from transformers import AutoTokenizer, BertForSequenceClassification  # noqa: E402
 
 from optin.arch import adapter_for  # noqa: E402
-from optin.data.text import draw_calibration, load_split, tokenize  # noqa: E402
+from optin.models import load_checkpoint  # noqa: E402
 from optin.scoring import run_teacher  # noqa: E402
 
 params = snakemake.params
-data_dir = Path(snakemake.input.data[0]).parent
-pool = load_split(data_dir, "calib_pool")
-split = json.loads((data_dir / "split.json").read_text())
-if len(pool) == 0:
-    raise ValueError(f"{data_dir}/split.json: the calibration pool is empty")
-draws = draw_calibration(pool, params.n, params.seed, params.draws)
-model = BertForSequenceClassification.from_pretrained(snakemake.input.checkpoint).eval()
-tokenizer = AutoTokenizer.from_pretrained(snakemake.input.checkpoint)
-adapter = adapter_for(model)
-# Per draw, the teacher with padding positions as MD rows (the authors' code) and without (length
-# buckets); each method picks the one its md_include_padding asks for.
+adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint))
+split_file = next(p for p in snakemake.input.data if p.endswith("split.json"))
+split = json.loads(Path(split_file).read_text())
+if not split["calib_pool"]:
+    raise ValueError(f"{split_file}: the calibration pool is empty")
 teachers = []
-for positions in draws:
-    batch = tokenize(tokenizer, pool["text"].iloc[positions].tolist(), params.max_length)
-    teachers.append({padding: run_teacher(adapter, batch, include_padding=padding).to_dict() for padding in (True, False)})
-    real = int(batch["attention_mask"].sum())
-    print(f"calibration batch of {len(positions)} sentences: {real} tokens, padded to {batch['input_ids'].numel()}")
+if params.family == "bert":
+    from transformers import AutoTokenizer
+
+    from optin.data.text import draw_calibration, load_split, tokenize
+
+    pool = load_split(Path(split_file).parent, "calib_pool")
+    tokenizer = AutoTokenizer.from_pretrained(snakemake.input.checkpoint)
+    draws = draw_calibration(pool, params.n, params.seed, params.draws)
+    for positions in draws:
+        batch = tokenize(tokenizer, pool["text"].iloc[positions].tolist(), params.max_length)
+        # Teachers with padding positions as MD rows (the authors' code) and without; each method
+        # picks the one its md_include_padding asks for.
+        teachers.append({padding: run_teacher(adapter, batch, include_padding=padding).to_dict() for padding in (True, False)})
+        print(f"calibration batch of {len(positions)} sentences: {int(batch['attention_mask'].sum())} tokens, padded to {batch['input_ids'].numel()}")
+else:
+    from optin.data.images import draw_calibration, load_split, source_dir
+
+    pool = load_split(split_file, source_dir(snakemake.input.data[1]), "calib_pool", params.image_size)
+    draws = draw_calibration(len(pool), params.n, params.seed, params.draws)
+    for positions in draws:
+        teacher = run_teacher(adapter, {"pixel_values": pool.pixels(positions)}).to_dict()
+        teachers.append({True: teacher, False: teacher})  # images have no padding
+        print(f"calibration batch of {len(positions)} images at {params.image_size} px")
 torch.save({"teachers": teachers}, snakemake.output.teacher)
 Path(snakemake.output.indices).write_text(json.dumps(
     {"dataset_rows": [[split["calib_pool"][p] for p in positions] for positions in draws],

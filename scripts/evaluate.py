@@ -6,51 +6,90 @@ from optin.runtime import start_job
 start_job(snakemake.log[0], snakemake.threads)
 
 import torch  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification  # noqa: E402
 
 from optin import flops, latency  # noqa: E402
 from optin.arch import Kept, adapter_for  # noqa: E402
-from optin.data.text import load_split, tokenize  # noqa: E402
-from optin.models.text import accuracy, write_json  # noqa: E402
+from optin.models import load_checkpoint  # noqa: E402
+from optin.models.text import write_json  # noqa: E402
 
 params = snakemake.params
 info = json.loads(Path(snakemake.input.info).read_text())
 masks = json.loads(Path(snakemake.input.masks).read_text())
 kept = Kept.from_json(masks["kept"])
-dense = BertForSequenceClassification.from_pretrained(snakemake.input.checkpoint).eval()
-tokenizer = AutoTokenizer.from_pretrained(snakemake.input.checkpoint)
+merges = masks.get("token_merges")
+dense = load_checkpoint(params.family, snakemake.input.checkpoint)
 adapter = adapter_for(dense)
-test = load_split(Path(snakemake.input.data[0]).parent, "test")
-
-# 1. The slim model must be the masked model.
-probe = tokenize(tokenizer, test["text"].iloc[:64].tolist(), params.max_length)
 head_masks, neuron_masks = adapter.kept_masks(kept)
-_, _, masked_logits = adapter.forward(probe, head_masks, neuron_masks)
-slim = adapter.slim(kept)
+lat_cfg = params.latency
+extra = {}
+
+if params.family == "bert":
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from optin.data.text import load_split, tokenize
+    from optin.models.text import accuracy
+
+    tokenizer = AutoTokenizer.from_pretrained(snakemake.input.checkpoint)
+    test = load_split(Path(snakemake.input.data[0]).parent, "test")
+    probe = tokenize(tokenizer, test["text"].iloc[:64].tolist(), params.max_length)
+    masked_logits = adapter.forward(probe, head_masks, neuron_masks)[2]
+    slim = adapter.slim(kept)
+    adapter.save_slim(slim, tokenizer, snakemake.output.slim)
+
+    def reload():
+        return AutoModelForSequenceClassification.from_pretrained(snakemake.output.slim, trust_remote_code=True).eval()
+
+    def test_accuracy(model):
+        return accuracy(model, tokenizer, test["text"], test["label"], params.max_length)
+
+    lat_batch = tokenize(tokenizer, test["text"].iloc[: lat_cfg["batch_size"]].tolist(), lat_cfg["seq_len"], pad_to_max=True)
+    extra["latency_seq_len"] = lat_cfg["seq_len"]
+else:
+    from optin.data.images import load_split, source_dir
+    from optin.models import vision
+
+    test = load_split(snakemake.input.data[0], source_dir(snakemake.input.data[1]), "test", params.image_size)
+    probe = {"pixel_values": test.pixels(range(64))}
+    if merges:
+        masked_logits = adapter.forward_merged(probe, merges, head_masks, neuron_masks)
+    else:
+        masked_logits = adapter.forward(probe, head_masks, neuron_masks)[2]
+    slim = adapter.slim(kept, token_merges=merges)
+    adapter.save_slim(slim, snakemake.output.slim)
+
+    def reload():
+        return adapter.load_slim(snakemake.output.slim)
+
+    test_accuracy = vision.accuracy
+    lat_batch = {"pixel_values": test.pixels(range(lat_cfg["batch_size"]))}
+    pe = vision.patch_embedding_macs(dense, params.image_size)
+    extra.update({"image_size": params.image_size, "patch_embedding_macs": pe,
+                  "relative_macs_with_patch_embedding": (masks["achieved_macs"] + pe) / (masks["base_macs"] + pe),
+                  "tokens_merged": sum(merges) if merges else 0,
+                  "head_neuron_share": masks.get("head_neuron_share")})
+
+# 1. The slim model (with its token-merge schedule) is the masked model.
 with torch.no_grad():
     slim_logits = slim(**probe).logits
 slim_vs_masked = float((slim_logits - masked_logits).abs().max())
 if slim_vs_masked > params.verify_atol:
     raise RuntimeError(f"slim model differs from the masked model by {slim_vs_masked:.2e} > {params.verify_atol}")
 
-# 2. It reloads through the usual transformers API.
-adapter.save_slim(slim, tokenizer, snakemake.output.slim)
-reloaded = AutoModelForSequenceClassification.from_pretrained(snakemake.output.slim, trust_remote_code=True).eval()
+# 2. It reloads through the usual API.
+reloaded = reload()
 with torch.no_grad():
     reload_diff = float((reloaded(**probe).logits - slim_logits).abs().max())
 if reload_diff > 1e-6:
     raise RuntimeError(f"reloaded slim model differs from the saved one by {reload_diff:.2e}")
 
-# 3. Its MACs, counted from its weight shapes, are what the search accounted for.
-seq_len = masks["mac_seq_len"]
-counted = flops.count_linear_attention_macs(adapter_for(reloaded).layer_linear_shapes(), seq_len)
+# 3. Its MACs, counted from its weight shapes (and tokens per layer), are what the search accounted for.
+tokens = masks.get("tokens_per_layer") or masks["mac_seq_len"]
+counted = flops.count_linear_attention_macs(adapter_for(reloaded).layer_linear_shapes(), tokens)
 if abs(counted - masks["achieved_macs"]) > 1e-6 * masks["base_macs"]:
     raise RuntimeError(f"slim model has {counted:.6g} MACs; the search accounted {masks['achieved_macs']:.6g}")
 
 # 4. Accuracy, size, latency.
-acc = accuracy(reloaded, tokenizer, test["text"], test["label"], params.max_length)
-lat_cfg = params.latency
-lat_batch = tokenize(tokenizer, test["text"].iloc[: lat_cfg["batch_size"]].tolist(), lat_cfg["seq_len"], pad_to_max=True)
+acc = test_accuracy(reloaded)
 times = latency.compare({"dense": dense, "slim": reloaded}, lat_batch, lat_cfg["repeats"], lat_cfg["warmup"])
 heads, neurons = kept.counts()
 result = {
@@ -71,9 +110,9 @@ result = {
     "latency_slim_s": times["slim"],
     "latency_speedup": times["dense"] / times["slim"],
     "latency_batch_size": lat_cfg["batch_size"],
-    "latency_seq_len": lat_cfg["seq_len"],
     "latency_repeats": lat_cfg["repeats"],
     "latency_threads": torch.get_num_threads(),
+    **{k: v for k, v in extra.items() if v is not None},
 }
 write_json(Path(snakemake.output.metrics), result)
 print(json.dumps(result, indent=1))

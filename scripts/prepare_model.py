@@ -5,30 +5,77 @@ from optin.runtime import start_job
 start_job(snakemake.log[0], snakemake.threads)
 
 from optin.arch import adapter_for  # noqa: E402
-from optin.data.text import load_split  # noqa: E402
-from optin.models.text import accuracy, finetune, load_base, mean_token_length, write_json  # noqa: E402
+from optin.models.text import write_json  # noqa: E402
 
 params = snakemake.params
+name = snakemake.wildcards.model
 hub_dir = Path(snakemake.input.hub) if params.source["kind"] == "hub" else None
-model, tokenizer = load_base(params.source, params.num_labels, hub_dir, params.seed)
-adapter = adapter_for(model)
-if adapter.num_layers != params.num_layers:
-    raise ValueError(
-        f"models.{snakemake.wildcards.model}.num_layers is {params.num_layers} but the checkpoint has {adapter.num_layers} layers"
-    )
-info = {"family": adapter.family, "num_layers": adapter.num_layers, "hidden_size": adapter.hidden_size,
-        "head_dim": adapter.head_dim, "heads_per_layer": adapter.unit_counts("head"),
-        "neurons_per_layer": adapter.unit_counts("neuron")}
-if params.finetune:
-    data_dir = Path(snakemake.input.data[0]).parent
-    train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
-    ft = params.finetune
-    model = finetune(model, tokenizer, train["text"].tolist(), train["label"].tolist(), epochs=ft["epochs"],
-                     lr=ft["lr"], batch_size=ft["batch_size"], max_length=params.max_length, seed=params.seed)
-    info["finetune_dataset"] = ft["dataset"]
-    info["test_accuracy"] = accuracy(model, tokenizer, test["text"], test["label"], params.max_length)
-    info["mean_test_tokens"] = mean_token_length(tokenizer, test["text"], params.max_length)
-    print(f"test accuracy after fine-tuning: {info['test_accuracy']:.4f}")
+
+
+def structure(adapter) -> dict:
+    heads = adapter.unit_counts("head")
+    if adapter.num_layers != params.num_layers:
+        raise ValueError(f"models.{name}.num_layers is {params.num_layers} but the checkpoint has {adapter.num_layers} layers")
+    if sum(heads) == 0:
+        raise ValueError(f"models.{name}: the checkpoint has no attention heads to prune")
+    return {"family": adapter.family, "num_layers": adapter.num_layers, "hidden_size": adapter.hidden_size,
+            "head_dim": adapter.head_dim, "heads_per_layer": heads, "neurons_per_layer": adapter.unit_counts("neuron")}
+
+
+if params.family == "bert":
+    from optin.data.text import load_split
+    from optin.models.text import accuracy, finetune, load_base, mean_token_length
+
+    model, tokenizer = load_base(params.source, params.num_labels, hub_dir, params.seed)
+    info = structure(adapter_for(model))
+    if params.finetune:
+        data_dir = Path(snakemake.input.data[0]).parent
+        train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
+        ft = params.finetune
+        model = finetune(model, tokenizer, train["text"].tolist(), train["label"].tolist(), epochs=ft["epochs"],
+                         lr=ft["lr"], batch_size=ft["batch_size"], max_length=params.max_length, seed=params.seed)
+        info["finetune_dataset"] = ft["dataset"]
+        info["test_accuracy"] = accuracy(model, tokenizer, test["text"], test["label"], params.max_length)
+        info["mean_test_tokens"] = mean_token_length(tokenizer, test["text"], params.max_length)
+    tokenizer.save_pretrained(snakemake.output.checkpoint)
+else:
+    import torch
+
+    from optin.data.images import load_split, source_dir
+    from optin.models import dinov2_onnx, vision
+
+    if params.source["kind"] == "dinov2_onnx":
+        model = vision.dinov2_classifier(params.num_labels, params.seed)
+        # Fail the rule unless the conversion reproduces onnxruntime on real images.
+        atol = params.source.get("verify_atol", 1e-4)
+        split_file, source_file = snakemake.input.data
+        probe = load_split(split_file, source_dir(source_file), "train", dinov2_onnx.ONNX_INPUT_SIZE)
+        diff = dinov2_onnx.verify(model.dinov2, dinov2_onnx.onnx_path(), probe.pixels(range(4)), atol)
+        print(f"DINOv2 conversion vs onnxruntime on 4 images: max |diff| = {diff:.2e} (tolerance {atol:.0e})")
+    elif params.source["kind"] == "hub":
+        model = vision.load_classifier(hub_dir)
+    else:
+        from transformers import ViTConfig, ViTForImageClassification
+
+        torch.manual_seed(params.seed)
+        model = ViTForImageClassification(ViTConfig(num_labels=params.num_labels, **params.source["vit_config"])).eval()
+    adapter = adapter_for(model)
+    info = structure(adapter)
+    info["patch_size"], info["prefix_tokens"], info["num_channels"] = (
+        model.config.patch_size, adapter.prefix_tokens, model.config.num_channels)
+    info["verify_max_abs_diff"] = diff if params.source["kind"] == "dinov2_onnx" else None
+    if params.linear_probe:
+        probe_cfg = params.linear_probe
+        split_file, source_file = snakemake.input.data
+        vision.patch_grid(model, params.image_size)
+        train = load_split(split_file, source_dir(source_file), "train", params.image_size)
+        test = load_split(split_file, source_dir(source_file), "test", params.image_size)
+        model = vision.train_linear_head(model, train, epochs=probe_cfg["epochs"], lr=probe_cfg["lr"],
+                                         weight_decay=probe_cfg["weight_decay"], seed=params.seed)
+        info["linear_probe_dataset"] = probe_cfg["dataset"]
+        info["test_accuracy"] = vision.accuracy(model, test)
+        info["image_size"] = params.image_size
 model.save_pretrained(snakemake.output.checkpoint)
-tokenizer.save_pretrained(snakemake.output.checkpoint)
+if "test_accuracy" in info:
+    print(f"test accuracy: {info['test_accuracy']:.4f}")
 write_json(Path(snakemake.output.info), info)

@@ -6,22 +6,24 @@ import time  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from transformers import BertForSequenceClassification  # noqa: E402
 
 from optin.arch import adapter_for  # noqa: E402
 from optin.methods import OptinMethod  # noqa: E402
+from optin.models import load_checkpoint  # noqa: E402
 from optin.scoring import Teacher, score_layer  # noqa: E402
 
 params = snakemake.params
 method = OptinMethod.from_config(params.method)
-model = BertForSequenceClassification.from_pretrained(snakemake.input.checkpoint).eval()
-adapter = adapter_for(model)
+adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint))
 draws = torch.load(snakemake.input.teacher, weights_only=False)["teachers"]
 teachers = [Teacher.from_dict(draw[method.md_include_padding]) for draw in draws]
 parts = []
-for kind in ("head", "neuron"):
+# Vision models also score tokens (layer 0 never loses one): cheap, and OPTIN-beta and OPTIN-tau
+# then share one scoring run.
+kinds = ["head", "neuron"] + (["token"] if params.family == "vit" and params.layer > 0 else [])
+for kind in kinds:
     # §4.7: the authors score neurons on a second calibration batch.
-    teacher = teachers[0] if (method.same_batch or kind == "head") else teachers[1]
+    teacher = teachers[0] if (method.same_batch or kind != "neuron") else teachers[1]
     start = time.perf_counter()
     part = score_layer(adapter, teacher, params.layer, kind, method, params.seed, chunk=params.chunk, progress=True)
     elapsed = time.perf_counter() - start

@@ -1,24 +1,44 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from optin import flops
+from optin.methods import OptinMethod
 from optin.runtime import start_job
-from optin.search import search_mac
+from optin.search import search_mac, search_tau
 
 start_job(snakemake.log[0], threads=1)
+params = snakemake.params
 info = json.loads(Path(snakemake.input.info).read_text())
-seq_len = snakemake.params.mac_seq_len
-seq_len = info["mean_test_tokens"] if seq_len == "auto" else float(seq_len)
-head_cost = flops.head_macs(seq_len, info["hidden_size"], info["head_dim"])
-neuron_cost = flops.neuron_macs(seq_len, info["hidden_size"])
-base = flops.encoder_macs(info["heads_per_layer"], info["neurons_per_layer"], seq_len, info["hidden_size"], info["head_dim"])
-kept, result = search_mac(
-    pd.read_parquet(snakemake.input.scores), budget=snakemake.params.budget, head_cost=head_cost,
-    neuron_cost=neuron_cost, base_macs=base, heads_per_layer=info["heads_per_layer"],
-    neurons_per_layer=info["neurons_per_layer"],
-)
-result.update({"mac_seq_len": seq_len, "head_macs": head_cost, "neuron_macs": neuron_cost, "kept": kept.to_json()})
+method = OptinMethod.from_config(params.method)
+seq_len = params.mac_seq_len
+if seq_len == "auto":
+    # Text: mean tokenized test length. Images: the real token count at the dataset's image size.
+    seq_len = info["mean_test_tokens"] if info["family"] == "bert" else (
+        (params.image_size // info["patch_size"]) ** 2 + info["prefix_tokens"])
+seq_len = float(seq_len)
+hidden, head_dim = info["hidden_size"], info["head_dim"]
+scores = pd.read_parquet(snakemake.input.scores)
+if method.prune_tokens:
+    low, high = method.tau_head_neuron_share
+    # The authors draw the share at random; here it is seeded by (seed, budget), and recorded.
+    rng = np.random.default_rng([params.seed, int(round(params.budget * 1000))])
+    share = float(rng.uniform(low, high))
+    kept, removed, result = search_tau(
+        scores, budget=params.budget, head_neuron_share=share, seq_len=seq_len, hidden=hidden, head_dim=head_dim,
+        heads_per_layer=info["heads_per_layer"], neurons_per_layer=info["neurons_per_layer"])
+    result["token_merges"] = [removed[0]] + [b - a for a, b in zip(removed, removed[1:])]
+else:
+    base = flops.encoder_macs(info["heads_per_layer"], info["neurons_per_layer"], seq_len, hidden, head_dim)
+    kept, result = search_mac(
+        scores, budget=params.budget, head_cost=flops.head_macs(seq_len, hidden, head_dim),
+        neuron_cost=flops.neuron_macs(seq_len, hidden), base_macs=base, heads_per_layer=info["heads_per_layer"],
+        neurons_per_layer=info["neurons_per_layer"])
+    result["token_merges"] = None
+result.update({"mac_seq_len": seq_len, "head_macs": flops.head_macs(seq_len, hidden, head_dim),
+               "neuron_macs": flops.neuron_macs(seq_len, hidden), "kept": kept.to_json()})
 Path(snakemake.output[0]).write_text(json.dumps(result, indent=1) + "\n")
-print(f"budget {result['budget']}: kept {result['heads_kept']} heads, {result['neurons_kept']} neurons, ratio {result['achieved_ratio']:.4f}")
+print(f"budget {result['budget']}: kept {result['heads_kept']} heads, {result['neurons_kept']} neurons, "
+      f"token merges {result['token_merges']}, ratio {result['achieved_ratio']:.4f}")

@@ -76,9 +76,7 @@ class VisionTransformerAdapter(EncoderAdapter):
             return [0 if v.qkv is None else v.qkv[0].shape[0] // (3 * self.head_dim) for v in self.views]
         if kind == "neuron":
             return [0 if v.fc1 is None else v.fc1.out_features for v in self.views]
-        if kind == "token":
-            return [self.tokens - self.prefix_tokens] * self.num_layers
-        raise ValueError(f"unit kind must be 'head', 'neuron' or 'token', got {kind!r}")
+        raise ValueError(f"unit kind must be 'head' or 'neuron' (tokens depend on the input), got {kind!r}")
 
     def layer_linear_shapes(self) -> list[dict]:
         shapes = []
@@ -97,7 +95,6 @@ class VisionTransformerAdapter(EncoderAdapter):
     def embed(self, batch, rows=None):
         x = self.pixel_embeddings(batch["pixel_values"])
         n, t, _ = x.shape
-        self.tokens = t
         layout = TokenLayout.from_rows(torch.ones(n, t, dtype=torch.bool) if rows is None else rows, None)
         return layout.from_padded(x), layout
 

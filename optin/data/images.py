@@ -16,22 +16,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-FASHION_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "t10k": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                         "Ankle boot"]
-# Where `apt-get install dataset-fashion-mnist` puts the files, and where `make` unpacks the .deb
-# without root (relative to the repository).
-FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist", ".deps/debian/usr/share/datasets/fashion-mnist")
+from optin.data.image_files import FASHION_MNIST_DIRS, FASHION_MNIST_FILES, missing_fashion_mnist_files
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
-
-
-def missing_fashion_mnist_files(directory: Path) -> list[str]:
-    return [name for pair in FASHION_MNIST_FILES.values() for name in pair if not (directory / name).is_file()]
 
 
 def find_fashion_mnist(configured: str, base_dir: Path) -> Path:
@@ -122,3 +111,16 @@ def draw_calibration(pool_size: int, n: int, seed: int, draws: int) -> list[list
         raise ValueError(f"{draws} calibration batches of {n} need {n * draws} images; the pool has {pool_size}")
     order = np.random.default_rng(seed).permutation(pool_size)
     return [order[i * n : (i + 1) * n].tolist() for i in range(draws)]
+
+
+def describe_source(directory: Path) -> dict:
+    """The directory read and the sha256 of each file, so a changed copy is visible in the results."""
+    import hashlib
+
+    return {"dir": str(directory.resolve()),
+            "sha256": {name: hashlib.sha256((directory / name).read_bytes()).hexdigest()
+                       for pair in FASHION_MNIST_FILES.values() for name in pair}}
+
+
+def source_dir(source_json: Path) -> Path:
+    return Path(json.loads(Path(source_json).read_text())["dir"])

