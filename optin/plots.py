@@ -71,3 +71,48 @@ def speedup_vs_flops(metrics: pd.DataFrame, stem: Path, title: str) -> list[Path
         ax.set_title(title)
         ax.legend()
         return save(fig, stem)
+
+
+def paper_points(key: str) -> dict:
+    """Published points (optin/reference/paper_points.json, with provenance)."""
+    import json
+
+    data = json.loads(Path(__file__).with_name("reference").joinpath("paper_points.json").read_text())
+    if key not in data:
+        raise KeyError(f"no published reference points {key!r}; known: {sorted(k for k in data if not k.startswith('_'))}")
+    return data[key]
+
+
+MARKERS = ["s", "^", "v", "D", "P", "X", "<", ">", "p", "h", "*"]
+
+
+def delta_top1_vs_flops(metrics: pd.DataFrame, stem: Path, references: dict[str, str | None]) -> list[Path]:
+    """Vision arm: top-1 change vs relative FLOPs, OPTIN-beta and -tau, one panel per experiment;
+    the paper's DeiT-Ti points and baselines appear where an experiment names them as reference."""
+    data = _wide(metrics, ["relative_macs", "accuracy", "unpruned_accuracy"])
+    experiments = list(references)
+    with plt.style.context(STYLE):
+        fig, axes = plt.subplots(1, max(1, len(experiments)), figsize=(4.2 * max(1, len(experiments)), 3.4), squeeze=False)
+        for ax, experiment in zip(axes[0], experiments):
+            part = data[data["experiment"] == experiment]
+            for color, (method, group) in zip(PALETTE, part.groupby("method")):
+                curve = group.assign(delta=100 * (group["accuracy"] - group["unpruned_accuracy"])).groupby("budget").agg(
+                    x=("relative_macs", "mean"), y=("delta", "mean"), err=("delta", "std")).sort_values("x")
+                ax.errorbar(curve["x"], curve["y"], yerr=curve["err"].fillna(0.0), marker="o", color=color,
+                            label=f"{method} (this run)", capsize=2)
+            reference = references[experiment]
+            if reference:
+                points = paper_points(reference)
+                xs, ys = zip(*points["optin"])
+                ax.plot(xs, ys, color="0.3", linestyle="--", marker="o", markerfacecolor="none", label="OPTIN (paper)")
+                for marker, (name, values) in zip(MARKERS, sorted(points["baselines"].items())):
+                    bx, by = zip(*values)
+                    ax.scatter(bx, by, marker=marker, color="0.55", s=22, label=f"{name} (paper)")
+                ax.set_title(f"{experiment} vs published DeiT-Ti points")
+            else:
+                ax.set_title(f"{experiment} (default model, no published points)")
+            ax.axhline(0.0, color="0.8", linewidth=1)
+            ax.set_xlabel("relative FLOPs (MACs kept / unpruned)")
+            ax.set_ylabel("change in top-1 (points)")
+            ax.legend(fontsize="x-small", ncol=2 if reference else 1)
+        return save(fig, stem)

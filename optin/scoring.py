@@ -133,6 +133,7 @@ class _MdAccumulator:
     def __init__(self, teacher: Teacher, taps: set[int], sampler: RowSampler):
         self.sampler = sampler
         self.rows = {k: _normalised(teacher.taps[k]) for k in sorted(taps)}
+        self.full_rows = self.rows
         if not sampler.uses_all and not sampler.fresh:
             self.rows = {k: rows[sampler.for_tap(k)] for k, rows in self.rows.items()}
         shared = sampler.uses_all or not sampler.fresh
@@ -149,7 +150,14 @@ class _MdAccumulator:
         removed token's row is gone from the student)."""
         student = _normalised(features.reshape(self.v, -1, features.shape[-1]))
         if teacher_rows is not None:
-            self.md += manifold_distance(self.rows[tap][teacher_rows], student)
+            if self.sampler.uses_all:
+                self.md += manifold_distance(self.full_rows[tap][teacher_rows], student)
+                return
+            # Row subset S of the full batch: each variant compares the rows of S it still has.
+            for i in range(self.v):
+                subset = self.fresh[i] if self.fresh is not None else self.sampler.for_tap(tap)
+                kept, student_index = subset_in_kept_rows(subset, teacher_rows[i], len(self.full_rows[tap]))
+                self.md[i] += manifold_distance(self.full_rows[tap][kept], student[i, student_index][None])[0]
             return
         if self.fresh is None:
             if not self.sampler.uses_all:
@@ -158,6 +166,15 @@ class _MdAccumulator:
         else:
             index = self.fresh.unsqueeze(-1).expand(-1, -1, student.shape[-1])
             self.md += manifold_distance(self.rows[tap][self.fresh], torch.gather(student, 1, index))
+
+
+def subset_in_kept_rows(subset: torch.Tensor, kept_rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of ``subset`` (indices into the full batch) that a variant keeping ``kept_rows``
+    still has, and where they sit among that variant's rows."""
+    position = torch.full((n_rows,), -1, dtype=torch.long)
+    position[kept_rows] = torch.arange(len(kept_rows))
+    kept = subset[position[subset] >= 0]
+    return kept, position[kept]
 
 
 def _token_variants(layout: TokenLayout, positions: torch.Tensor) -> tuple[TokenLayout, torch.Tensor]:
@@ -206,8 +223,6 @@ def score_layer(
         for k in range(layer):
             x, _ = adapter.layer(k, x, layout, head_mask=base_masks[k])
     sampler = RowSampler(layout.rows, method.md_rows, method.md_fresh_subsets, seed, _rng_stream(layer, kind))
-    if kind == "token" and not sampler.uses_all:
-        raise ValueError(f"token scoring compares every row; the batch has {layout.rows} > md_rows = {method.md_rows}")
     md = _MdAccumulator(teacher, trajectory, sampler)
 
     if kind != "token":
@@ -291,15 +306,17 @@ def score_naive(
         md = 0.0
         for k in trajectory:
             ft, fs = _normalised(teacher.taps[k]), _normalised(taps[k])
+            idx = None if sampler.uses_all else (fresh if fresh is not None else sampler.for_tap(k))
             if drop is not None:
                 # The student lost token p from layer l on: compare the rows it still has.
-                positions = torch.arange(len(ft)) % (len(ft) // len(logits))
-                ft = ft[positions != unit]
+                kept_rows = torch.nonzero(torch.arange(len(ft)) % (len(ft) // len(logits)) != unit).squeeze(1)
+                subset = torch.arange(len(ft)) if idx is None else idx
+                kept, student_index = subset_in_kept_rows(subset, kept_rows, len(ft))
+                ft, fs = ft[kept], fs[student_index]
             else:
                 fs = fs[row_mask]
-            if not sampler.uses_all:
-                idx = fresh if fresh is not None else sampler.for_tap(k)
-                ft, fs = ft[idx], fs[idx]
+                if idx is not None:
+                    ft, fs = ft[idx], fs[idx]
             md += float(manifold_distance_direct(ft, fs))
         kl = float(_kl(method, teacher.logits, logits.unsqueeze(0))[0])
         rows.append({"layer": layer, "kind": kind, "index": unit, "md": md, "kl": kl})

@@ -119,7 +119,7 @@ def search_tau(
 
     def schedule() -> list[int]:
         # A token gone from layer l is gone from every later layer: cumulative maximum.
-        return list(np.maximum.accumulate(removed))
+        return [int(r) for r in np.maximum.accumulate(removed)]
 
     def macs() -> float:
         return token_schedule_macs(kept, [seq_len - r for r in schedule()], hidden, head_dim)

@@ -95,6 +95,22 @@ def eval_files():
     ]
 
 
+def image_dataset_inputs(w):
+    if config["datasets"][w.dataset]["source"]["kind"] == "cifar10":
+        return {"cifar10": "results/downloads/cifar10/cifar-10-batches-py"}
+    return {}
+
+
+def vision_references():
+    """Vision experiments of the run ("model/dataset" as in the metrics table) -> published points to overlay."""
+    refs = {}
+    for name in RUN["experiments"]:
+        exp = config["experiments"][name]
+        if is_image_dataset(exp["dataset"]):
+            refs[f"{exp['model']}/{exp['dataset']}"] = exp.get("reference_points")
+    return refs
+
+
 def prepare_inputs(w):
     model = config["models"][w.model]
     inputs = {}

@@ -19,17 +19,35 @@ rule download_dataset:
         "../scripts/download_dataset.py"
 
 
+rule download_cifar10:
+    # The CIFAR-10 python release through torchvision's reader (which checks its MD5).
+    output:
+        directory("results/downloads/cifar10/cifar-10-batches-py"),
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/download_cifar10/download.log",
+    benchmark:
+        "benchmarks/download_cifar10/download.tsv"
+    localrule: True
+    script:
+        "../scripts/download_cifar10.py"
+
+
 rule split_image_dataset:
     # Image datasets stay where they are installed; the split holds row indices, source.json the
-    # resolved directory and the checksums of the files read.
+    # resolved directories (and, for Fashion-MNIST, the checksums of the files read).
     wildcard_constraints:
         dataset=datasets_of_kind(IMAGE_SOURCES),
+    input:
+        unpack(image_dataset_inputs),
     output:
         split="results/data/{dataset}/split.json",
         source="results/data/{dataset}/source.json",
     params:
         source=lambda w: config["datasets"][w.dataset]["source"],
         split=lambda w: config["datasets"][w.dataset]["split"],
+        repository=str(Path(workflow.basedir).parent),
     conda:
         "../envs/optin.yaml"
     log:

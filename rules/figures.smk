@@ -1,5 +1,5 @@
 FIGURES = expand(
-    "results/figures/{name}.{ext}", name=["accuracy_vs_flops", "speedup_vs_flops"], ext=["png", "pdf"]
+    "results/figures/{name}.{ext}", name=["accuracy_vs_flops", "speedup_vs_flops", "delta_top1_vs_flops"], ext=["png", "pdf"]
 )
 
 
@@ -19,6 +19,14 @@ rule figures:
             category="Text arm",
         ),
         speedup_pdf="results/figures/speedup_vs_flops.pdf",
+        delta_top1_png=report(
+            "results/figures/delta_top1_vs_flops.png",
+            caption="../workflow/report/delta_top1_vs_flops.rst",
+            category="Vision arm",
+        ),
+        delta_top1_pdf="results/figures/delta_top1_vs_flops.pdf",
+    params:
+        vision_references=vision_references(),
     conda:
         "../envs/optin.yaml"
     log:

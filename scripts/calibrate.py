@@ -33,9 +33,9 @@ if params.family == "bert":
         teachers.append({padding: run_teacher(adapter, batch, include_padding=padding).to_dict() for padding in (True, False)})
         print(f"calibration batch of {len(positions)} sentences: {int(batch['attention_mask'].sum())} tokens, padded to {batch['input_ids'].numel()}")
 else:
-    from optin.data.images import draw_calibration, load_split, source_dir
+    from optin.data.images import draw_calibration, open_split
 
-    pool = load_split(split_file, source_dir(snakemake.input.data[1]), "calib_pool", params.image_size)
+    pool = open_split(split_file, snakemake.input.data[1], "calib_pool", params.image_size, snakemake.input.checkpoint)
     draws = draw_calibration(len(pool), params.n, params.seed, params.draws)
     for positions in draws:
         teacher = run_teacher(adapter, {"pixel_values": pool.pixels(positions)}).to_dict()

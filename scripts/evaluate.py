@@ -45,10 +45,11 @@ if params.family == "bert":
     lat_batch = tokenize(tokenizer, test["text"].iloc[: lat_cfg["batch_size"]].tolist(), lat_cfg["seq_len"], pad_to_max=True)
     extra["latency_seq_len"] = lat_cfg["seq_len"]
 else:
-    from optin.data.images import load_split, source_dir
+    from optin.data.images import open_split
     from optin.models import vision
 
-    test = load_split(snakemake.input.data[0], source_dir(snakemake.input.data[1]), "test", params.image_size)
+    split_file, source_file = snakemake.input.data
+    test = open_split(split_file, source_file, "test", params.image_size, snakemake.input.checkpoint)
     probe = {"pixel_values": test.pixels(range(64))}
     if merges:
         masked_logits = adapter.forward_merged(probe, merges, head_masks, neuron_masks)
@@ -60,7 +61,9 @@ else:
     def reload():
         return adapter.load_slim(snakemake.output.slim)
 
-    test_accuracy = vision.accuracy
+    def test_accuracy(model):
+        return vision.accuracy(model, test)
+
     lat_batch = {"pixel_values": test.pixels(range(lat_cfg["batch_size"]))}
     pe = vision.patch_embedding_macs(dense, params.image_size)
     extra.update({"image_size": params.image_size, "patch_embedding_macs": pe,
@@ -98,7 +101,8 @@ result = {
     "macs": counted,
     "base_macs": masks["base_macs"],
     "accuracy": acc,
-    "unpruned_accuracy": info["test_accuracy"],
+    # Hub checkpoints are not trained here: their unpruned accuracy is measured on this test split.
+    "unpruned_accuracy": info["test_accuracy"] if "test_accuracy" in info else test_accuracy(dense),
     "params": flops.count_module_params(reloaded),
     "dense_params": flops.count_module_params(dense),
     "heads_kept": sum(heads),

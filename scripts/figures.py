@@ -10,3 +10,4 @@ metrics = pd.read_csv(snakemake.input[0])
 out = snakemake.output
 plots.accuracy_vs_flops(metrics, Path(out.accuracy_png).with_suffix(""), "Accuracy of the slimmed classifier vs relative FLOPs")
 plots.speedup_vs_flops(metrics, Path(out.speedup_png).with_suffix(""), "Measured CPU speed-up vs relative FLOPs")
+plots.delta_top1_vs_flops(metrics, Path(out.delta_top1_png).with_suffix(""), snakemake.params.vision_references)

@@ -41,7 +41,7 @@ if params.family == "bert":
 else:
     import torch
 
-    from optin.data.images import load_split, source_dir
+    from optin.data.images import load_split, open_split, source_dir
     from optin.models import dinov2_onnx, vision
 
     if params.source["kind"] == "dinov2_onnx":
@@ -53,7 +53,11 @@ else:
         diff = dinov2_onnx.verify(model.dinov2, dinov2_onnx.onnx_path(), probe.pixels(range(4)), atol)
         print(f"DINOv2 conversion vs onnxruntime on 4 images: max |diff| = {diff:.2e} (tolerance {atol:.0e})")
     elif params.source["kind"] == "hub":
+        from transformers import AutoImageProcessor
+
         model = vision.load_classifier(hub_dir)
+        # The checkpoint's own preprocessing (resize, crop, mean/std) travels with it.
+        AutoImageProcessor.from_pretrained(hub_dir).save_pretrained(snakemake.output.checkpoint)
     else:
         from transformers import ViTConfig, ViTForImageClassification
 
@@ -68,8 +72,8 @@ else:
         probe_cfg = params.linear_probe
         split_file, source_file = snakemake.input.data
         vision.patch_grid(model, params.image_size)
-        train = load_split(split_file, source_dir(source_file), "train", params.image_size)
-        test = load_split(split_file, source_dir(source_file), "test", params.image_size)
+        train = open_split(split_file, source_file, "train", params.image_size, hub_dir)
+        test = open_split(split_file, source_file, "test", params.image_size, hub_dir)
         model = vision.train_linear_head(model, train, epochs=probe_cfg["epochs"], lr=probe_cfg["lr"],
                                          weight_decay=probe_cfg["weight_decay"], seed=params.seed)
         info["linear_probe_dataset"] = probe_cfg["dataset"]

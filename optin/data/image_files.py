@@ -17,3 +17,15 @@ FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist", ".deps/debian/usr/sha
 
 def missing_fashion_mnist_files(directory: Path) -> list[str]:
     return [name for pair in FASHION_MNIST_FILES.values() for name in pair if not (directory / name).is_file()]
+
+
+def imagefolder_problem(root: Path) -> str | None:
+    """Why ``root`` is not an ImageFolder tree, or None. Looks at the first class folder only (an
+    ImageNet listing takes minutes); the full listing happens in the split rule."""
+    if not root.is_dir():
+        return f"{root} is not a directory"
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if any(f.suffix.lower() in (".jpeg", ".jpg", ".png") for f in class_dir.iterdir()):
+            return None
+        return f"{class_dir} holds no .jpeg/.jpg/.png files"
+    return f"{root} has no class subfolders (expected ImageFolder layout root/<class>/<image>)"

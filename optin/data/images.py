@@ -16,7 +16,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from optin.data.image_files import FASHION_MNIST_DIRS, FASHION_MNIST_FILES, missing_fashion_mnist_files
+from optin.data.image_files import (  # noqa: F401  (imagefolder_problem is re-exported)
+    FASHION_MNIST_DIRS,
+    FASHION_MNIST_FILES,
+    imagefolder_problem,
+    missing_fashion_mnist_files,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -124,3 +129,80 @@ def describe_source(directory: Path) -> dict:
 
 def source_dir(source_json: Path) -> Path:
     return Path(json.loads(Path(source_json).read_text())["dir"])
+
+
+# -- the paper's image datasets: an ImageFolder tree (ImageNet) and CIFAR-10 ----------------------
+CIFAR10_DIR = "cifar-10-batches-py"
+
+
+def list_imagefolder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Files of a class-per-subfolder tree, sorted (the label order of the paper's hub checkpoints
+    is that of the sorted ImageNet synset folders)."""
+    root = Path(root)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        for path in sorted((root / name).iterdir()):
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(path)
+                labels.append(label)
+    if not files:
+        raise FileNotFoundError(f"{root}: expected an ImageFolder tree (one subfolder per class holding "
+                                f"{'/'.join(IMAGE_EXTENSIONS)} files); found no images")
+    return files, np.asarray(labels, dtype=np.int64), classes
+
+
+def read_cifar10(root: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images [N, 32, 32, 3] uint8, labels) from the python pickles of the CIFAR-10 release."""
+    import pickle
+
+    names = [f"data_batch_{i}" for i in range(1, 6)] if part == "train" else ["test_batch"]
+    arrays, labels = [], []
+    for name in names:
+        path = Path(root) / CIFAR10_DIR / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: CIFAR-10 batch missing (the download_cifar10 rule fetches it)")
+        with path.open("rb") as handle:
+            batch = pickle.load(handle, encoding="latin1")
+        arrays.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(np.asarray(batch["labels"], dtype=np.int64))
+    return np.concatenate(arrays), np.concatenate(labels)
+
+
+class ProcessedSplit:
+    """Images of one split part through a checkpoint's own image processor (resize, crop, normalise)."""
+
+    def __init__(self, fetch, labels: np.ndarray, processor):
+        self.fetch, self.labels, self.processor = fetch, labels, processor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def pixels(self, rows) -> torch.Tensor:
+        return self.processor(images=self.fetch(list(rows)), return_tensors="pt")["pixel_values"]
+
+
+def open_split(split_file: Path, source_file: Path, part: str, image_size: int, checkpoint=None):
+    """One part (train | test | calib_pool) of a prepared image dataset, ready for the model."""
+    source = json.loads(Path(source_file).read_text())
+    if source.get("kind", "fashion_mnist") == "fashion_mnist":
+        return load_split(split_file, Path(source["dir"]), part, image_size)
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    if checkpoint is None:
+        raise ValueError(f"{source['kind']} images are preprocessed by the checkpoint's image processor; pass its directory")
+    processor = AutoImageProcessor.from_pretrained(checkpoint)
+    rows = np.asarray(json.loads(Path(split_file).read_text())[part], dtype=np.int64)
+    source_part = "test" if part == "test" else "train"
+    if source["kind"] == "imagefolder":
+        files, labels, _ = list_imagefolder(Path(source[source_part]))
+
+        def fetch(positions):
+            return [Image.open(files[rows[p]]).convert("RGB") for p in positions]
+    else:
+        images, labels = read_cifar10(Path(source["dir"]), source_part)
+
+        def fetch(positions):
+            return [Image.fromarray(images[rows[p]]) for p in positions]
+    return ProcessedSplit(fetch, labels[rows], processor)

@@ -25,9 +25,14 @@ def packaged_model_dir(package: str) -> Path:
 
 
 def download_hub_model(repo_id: str, revision: str, destination: Path) -> Path:
-    from huggingface_hub import snapshot_download
+    """Snapshot of ``repo_id`` at ``revision``; the commit it resolved to is written to
+    ``RESOLVED_REVISION`` so that results stay traceable when the config names a branch."""
+    from huggingface_hub import HfApi, snapshot_download
 
-    return Path(snapshot_download(repo_id=repo_id, revision=revision, local_dir=destination))
+    path = Path(snapshot_download(repo_id=repo_id, revision=revision, local_dir=destination))
+    commit = HfApi().model_info(repo_id, revision=revision).sha
+    (path / "RESOLVED_REVISION").write_text(f"{repo_id}@{commit}\n")
+    return path
 
 
 def load_base(source: dict, num_labels: int, input_dir: Path | None, seed: int):

@@ -29,11 +29,14 @@ def load_classifier(path):
 
 @torch.no_grad()
 def head_inputs(model, pixels: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
-    """What a Dinov2ForImageClassification head sees: [CLS, mean of patch tokens] after the final norm."""
+    """What the classifier sees: [CLS, mean of patch tokens] (DINOv2) or CLS (ViT), after the final norm."""
+    if not hasattr(model, "classifier"):
+        raise TypeError(f"{type(model).__name__} has no single `classifier` head to train")
+    dinov2 = hasattr(model, "dinov2")
     out = []
     for start in range(0, len(pixels), batch_size):
-        h = model.dinov2(pixel_values=pixels[start : start + batch_size]).last_hidden_state
-        out.append(torch.cat([h[:, 0], h[:, 1:].mean(1)], dim=1))
+        h = model.base_model(pixel_values=pixels[start : start + batch_size]).last_hidden_state
+        out.append(torch.cat([h[:, 0], h[:, 1:].mean(1)], dim=1) if dinov2 else h[:, 0])
     return torch.cat(out)
 
 

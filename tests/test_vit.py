@@ -1,0 +1,222 @@
+"""Vision adapters on tiny ViT / DeiT / DINOv2 (HF) and timm DeiT models built from configs."""
+
+import pytest
+import timm
+import torch
+from transformers import (
+    AutoModelForImageClassification,
+    DeiTConfig,
+    DeiTForImageClassificationWithTeacher,
+    Dinov2Config,
+    Dinov2ForImageClassification,
+    ViTConfig,
+    ViTForImageClassification,
+)
+
+from optin import flops
+from optin.arch import Kept, adapter_for
+from optin.arch.vit import HfVitAdapter, TimmVitAdapter
+from optin.arch.vit_slim_model import bipartite_merge
+from optin.methods import OptinMethod
+from optin.scoring import run_teacher, score_layer, score_naive
+from optin.search import search_tau
+
+TIMM_KWARGS = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=4, mlp_ratio=1.5, num_classes=3)
+KEPT = Kept(heads=((0, 2), (), (1, 2, 3)), neurons=((), tuple(range(10)), (5, 7)))
+
+
+def _perturbed(model):
+    # Freshly initialised ViTs have near-zero projections; spread the weights so units matter.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def hf_model(kind: str):
+    torch.manual_seed(0)
+    common = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, image_size=28, patch_size=7, num_labels=3)
+    if kind == "vit":
+        return _perturbed(ViTForImageClassification(ViTConfig(intermediate_size=48, **common)))
+    if kind == "deit":
+        return _perturbed(DeiTForImageClassificationWithTeacher(DeiTConfig(intermediate_size=48, **common)))
+    return _perturbed(Dinov2ForImageClassification(Dinov2Config(mlp_ratio=2, layerscale_value=0.5, **common)))
+
+
+def timm_model():
+    torch.manual_seed(0)
+    return _perturbed(timm.create_model("deit_tiny_patch16_224", pretrained=False, **TIMM_KWARGS))
+
+
+def images(size: int, n: int = 3):
+    return {"pixel_values": torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(1))}
+
+
+MODELS = {
+    "vit": (lambda: hf_model("vit"), 28),
+    "deit": (lambda: hf_model("deit"), 28),
+    "dinov2": (lambda: hf_model("dinov2"), 28),
+    "timm": (timm_model, 32),
+}
+
+
+def _native(model, batch):
+    with torch.no_grad():
+        out = model(**batch) if not isinstance(model, timm.models.VisionTransformer) else model(batch["pixel_values"])
+    return getattr(out, "logits", out)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_adapter_forward_is_the_model_forward(name):
+    build, size = MODELS[name]
+    model = build()
+    batch = images(size)
+    torch.testing.assert_close(adapter_for(model).forward(batch)[2], _native(model, batch), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("kind", ["head", "neuron", "token"])
+def test_fast_scores_equal_the_naive_oracle(name, kind):
+    build, size = MODELS[name]
+    adapter = adapter_for(build())
+    teacher = run_teacher(adapter, images(size))
+    method = OptinMethod()
+    for layer in range(1 if kind == "token" else 0, adapter.num_layers):
+        fast = score_layer(adapter, teacher, layer, kind, method, seed=0, chunk=5)
+        naive = score_naive(adapter, teacher, layer, kind, method, seed=0)
+        assert len(fast) == len(naive) > 0
+        torch.testing.assert_close(torch.tensor(fast["md"].values), torch.tensor(naive["md"].values), rtol=1e-4, atol=1e-9)
+        torch.testing.assert_close(torch.tensor(fast["kl"].values), torch.tensor(naive["kl"].values), rtol=1e-3, atol=1e-9)
+
+
+def test_last_layer_units_are_scored_on_the_output_tap():
+    adapter = adapter_for(hf_model("vit"))
+    teacher = run_teacher(adapter, images(28))
+    last = adapter.num_layers - 1
+    assert (score_layer(adapter, teacher, last, "head", OptinMethod(), seed=0)["md"] > 0).all()
+    literal = OptinMethod(include_final_layer_tap=False)
+    assert (score_layer(adapter, teacher, last, "head", literal, seed=0)["md"] == 0).all()
+
+
+def test_token_drop_matches_the_hf_layers_on_sliced_states():
+    """Independent oracle: HF's own layer modules on hidden states with token p sliced out."""
+    model = hf_model("vit")
+    adapter = adapter_for(model)
+    batch = images(28)
+    layer, position = 2, 5
+    with torch.no_grad():
+        h = model.vit.embeddings(batch["pixel_values"])
+        for index, block in enumerate(model.vit.layers):
+            if index == layer:
+                h = torch.cat([h[:, :position], h[:, position + 1:]], dim=1)
+            h = block(h)
+        expected = model.classifier(model.vit.layernorm(h)[:, 0])
+    _, _, logits = adapter.forward(batch, drop_token=(layer, position))
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["vit", "deit", "dinov2"])
+def test_hf_slim_model_is_the_masked_model_and_reloads(name, tmp_path):
+    build, size = MODELS[name]
+    adapter = adapter_for(build())
+    batch = images(size)
+    head_masks, neuron_masks = adapter.kept_masks(KEPT)
+    masked = adapter.forward(batch, head_masks, neuron_masks)[2]
+    slim = adapter.slim(KEPT)
+    with torch.no_grad():
+        torch.testing.assert_close(slim(**batch).logits, masked, rtol=0, atol=1e-5)
+    HfVitAdapter.save_slim(slim, tmp_path)
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, slim(**batch).logits, rtol=0, atol=0)
+    again = adapter_for(reloaded)
+    assert again.unit_counts("head") == [2, 0, 3] and again.unit_counts("neuron") == [0, 10, 2]
+    counted = flops.count_linear_attention_macs(again.layer_linear_shapes(), 17.0)
+    assert counted == pytest.approx(flops.encoder_macs([2, 0, 3], [0, 10, 2], 17.0, 32, 8), rel=1e-12)
+    assert sum(p.numel() for p in reloaded.parameters()) < sum(p.numel() for p in adapter.model.parameters())
+
+
+def test_timm_slim_model_is_the_masked_model_and_reloads(tmp_path):
+    adapter = adapter_for(timm_model())
+    assert isinstance(adapter, TimmVitAdapter)
+    batch = images(32)
+    masked = adapter.forward(batch, *adapter.kept_masks(KEPT))[2]
+    slim = adapter.slim(KEPT)
+    with torch.no_grad():
+        torch.testing.assert_close(slim(batch["pixel_values"]), masked, rtol=0, atol=1e-5)
+    TimmVitAdapter.save_slim(slim, tmp_path, "deit_tiny_patch16_224", TIMM_KWARGS)
+    reloaded = TimmVitAdapter.load_slim(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(batch["pixel_values"]), slim(batch["pixel_values"]), rtol=0, atol=0)
+    assert adapter_for(reloaded).unit_counts("head") == [2, 0, 3]
+
+
+@pytest.mark.parametrize("name", ["vit", "deit", "dinov2", "timm"])
+def test_token_merging_with_r_zero_is_the_identity(name):
+    build, size = MODELS[name]
+    model = build()
+    batch = images(size)
+    torch.testing.assert_close(adapter_for(model).forward_merged(batch, [0, 0, 0]), _native(model, batch), rtol=0, atol=1e-5)
+
+
+def test_merged_slim_model_runs_the_merge_schedule(tmp_path):
+    adapter = adapter_for(hf_model("dinov2"))
+    batch = images(28)
+    merges = [0, 5, 3]
+    head_masks, neuron_masks = adapter.kept_masks(KEPT)
+    functional = adapter.forward_merged(batch, merges, head_masks, neuron_masks)
+    slim = adapter.slim(KEPT, token_merges=merges)
+    HfVitAdapter.save_slim(slim, tmp_path)
+    reloaded = HfVitAdapter.load_slim(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, functional, rtol=0, atol=1e-5)
+        assert not torch.allclose(functional, adapter.forward(batch, head_masks, neuron_masks)[2], atol=1e-4)
+
+
+def test_bipartite_merge_conserves_mass_and_count():
+    x = torch.randn(2, 11, 8, generator=torch.Generator().manual_seed(0))
+    size = torch.ones(2, 11)
+    merged, new_size = bipartite_merge(x, size, r=7, prefix=1)  # more than one round (|A| = 5)
+    assert merged.shape == (2, 4, 8) and new_size.shape == (2, 4)
+    torch.testing.assert_close(new_size.sum(1), torch.full((2,), 11.0))
+    torch.testing.assert_close((merged * new_size.unsqueeze(-1)).sum(1), x.sum(1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(merged[:, 0], x[:, 0])  # CLS untouched
+
+
+def test_tau_search_meets_the_budget_with_non_increasing_tokens():
+    adapter = adapter_for(hf_model("vit"))
+    teacher = run_teacher(adapter, images(28))
+    import pandas as pd
+
+    from optin.methods import combine
+
+    raw = pd.concat([score_layer(adapter, teacher, layer, kind, OptinMethod(), seed=0)
+                     for layer in range(3) for kind in ("head", "neuron", "token") if not (kind == "token" and layer == 0)])
+    scores = combine(raw, OptinMethod(), 3)
+    kept, removed, info = search_tau(scores, budget=0.6, head_neuron_share=0.2, seq_len=17.0, hidden=32, head_dim=8,
+                                     heads_per_layer=[4] * 3, neurons_per_layer=[48] * 3)
+    assert removed[0] == 0 and all(a <= b for a, b in zip(removed, removed[1:]))
+    assert info["achieved_ratio"] <= 0.6 + 1e-12
+    heads, neurons = kept.counts()
+    direct = sum(h * flops.head_macs(17 - r, 32, 8) + n * flops.neuron_macs(17 - r, 32)
+                 for h, n, r in zip(heads, neurons, removed))
+    assert info["achieved_macs"] == pytest.approx(direct, rel=1e-12)
+    # Heads and neurons alone take only their share of the reduction.
+    assert flops.encoder_macs(heads, neurons, 17.0, 32, 8) >= (1 - 0.2 * 0.4) * info["base_macs"] - flops.head_macs(17, 32, 8)
+
+
+def test_a_model_without_attention_is_refused():
+    with pytest.raises(TypeError, match="Sequential"):
+        adapter_for(torch.nn.Sequential(torch.nn.Linear(3, 3)))
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_token_scores_with_a_row_subset_equal_the_oracle(fresh):
+    """Batches with more rows than md_rows (the paper's 128 x 197): each variant compares the rows
+    of the subset that it still has."""
+    adapter = adapter_for(hf_model("vit"))
+    teacher = run_teacher(adapter, images(28, n=4))  # 4 x 17 = 68 rows
+    method = OptinMethod(md_rows=24, md_fresh_subsets=fresh)
+    fast = score_layer(adapter, teacher, 1, "token", method, seed=3, chunk=5)
+    naive = score_naive(adapter, teacher, 1, "token", method, seed=3)
+    torch.testing.assert_close(torch.tensor(fast["md"].values), torch.tensor(naive["md"].values), rtol=1e-4, atol=1e-9)
