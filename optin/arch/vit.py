@@ -60,7 +60,8 @@ class VisionTransformerAdapter(EncoderAdapter):
     def _view(self, index: int) -> BlockView:
         raise NotImplementedError
 
-    def _pool(self, h: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    def _pool(self, h: torch.Tensor, layout: TokenLayout, size: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits from final-norm rows; ``size`` [N, T] weights merged tokens in patch means."""
         raise NotImplementedError
 
     def pixel_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
