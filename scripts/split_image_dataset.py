@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 from optin.data import images
+from optin.data.image_files import imagefolder_problem
 from optin.runtime import start_job
 
 start_job(snakemake.log[0], threads=1)
@@ -21,7 +22,7 @@ if source["kind"] == "fashion_mnist":
 elif source["kind"] == "imagefolder":
     train_dir, test_dir = resolve(source["train"]), resolve(source["test"])
     for part, directory in (("train", train_dir), ("test", test_dir)):
-        problem = images.imagefolder_problem(directory)
+        problem = imagefolder_problem(directory)
         if problem:
             raise ValueError(f"datasets.{snakemake.wildcards.dataset}.source.{part}: {problem}")
     n_train, n_test = (len(images.list_imagefolder(d)[0]) for d in (train_dir, test_dir))

@@ -34,3 +34,13 @@ def test_direct_count_of_slim_model_equals_formula():
     counted = flops.count_linear_attention_macs(slim.layer_linear_shapes(), 20.0)
     heads, neurons = kept.counts()
     assert counted == pytest.approx(flops.encoder_macs(heads, neurons, 20.0, 32, 8), rel=1e-12)
+
+
+def test_patch_embedding_macs_use_the_models_own_width():
+    """optin-method.md §6: 3·C·14·14·16·16 with C = 192 for DeiT-Ti (the authors' code uses 384)."""
+    from types import SimpleNamespace
+
+    from optin.models.vision import patch_embedding_macs
+
+    deit_tiny = SimpleNamespace(config=SimpleNamespace(patch_size=16, hidden_size=192, num_channels=3))
+    assert patch_embedding_macs(deit_tiny, 224) == 3 * 192 * 14 * 14 * 16 * 16

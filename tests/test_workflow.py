@@ -6,7 +6,6 @@ dataset, so it needs no network and finishes in minutes.
 
 import copy
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -217,3 +217,46 @@ class EncoderAdapter(ABC):
             head_masks.append(hm)
             neuron_masks.append(nm)
         return head_masks, neuron_masks
+
+
+@dataclass(frozen=True)
+class BlockNames:
+    """State-dict names, relative to a layer, of what slimming slices."""
+
+    qkv: tuple[str, str, str]         # projections whose output rows are heads
+    out: str                          # projection whose input columns are heads
+    up: str                           # FFN projection whose output rows are neurons
+    down: str                         # FFN projection whose input columns are neurons
+    attention_bypass: dict[str, str]  # slim name <- dense name when a layer keeps no head
+    ffn_bypass: dict[str, str]        # ... when it keeps no neuron
+
+
+def slice_layer(source: dict, target: dict, prefix: str, names: BlockNames, heads, neurons, head_dim: int) -> None:
+    """Fill ``target`` (the slim state dict) with the kept heads' and neurons' weights of one layer."""
+    if heads:
+        cols = torch.tensor([h * head_dim + c for h in heads for c in range(head_dim)])
+        for proj in names.qkv:
+            target[f"{prefix}{proj}.weight"] = source[f"{prefix}{proj}.weight"][cols]
+            if f"{prefix}{proj}.bias" in target:
+                target[f"{prefix}{proj}.bias"] = source[f"{prefix}{proj}.bias"][cols]
+        target[f"{prefix}{names.out}.weight"] = source[f"{prefix}{names.out}.weight"][:, cols]
+    else:
+        for slim_name, dense_name in names.attention_bypass.items():
+            target[prefix + slim_name] = source[prefix + dense_name]
+    if neurons:
+        rows = torch.tensor(neurons)
+        target[f"{prefix}{names.up}.weight"] = source[f"{prefix}{names.up}.weight"][rows]
+        target[f"{prefix}{names.up}.bias"] = source[f"{prefix}{names.up}.bias"][rows]
+        target[f"{prefix}{names.down}.weight"] = source[f"{prefix}{names.down}.weight"][:, rows]
+    else:
+        for slim_name, dense_name in names.ffn_bypass.items():
+            target[prefix + slim_name] = source[prefix + dense_name]
+
+
+def load_sliced(slim, target: dict):
+    """Load a fully sliced state dict (every slim parameter must have a source)."""
+    missing = [k for k, v in target.items() if v is None]
+    if missing:
+        raise RuntimeError(f"slimming left parameters without a source: {missing[:5]}")
+    slim.load_state_dict({k: v.clone() for k, v in target.items()}, strict=True)
+    return slim

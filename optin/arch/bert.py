@@ -15,9 +15,17 @@ import torch
 from torch.nn import functional as F
 
 from optin.arch import bert_slim_model
-from optin.arch.base import EncoderAdapter, Kept, TokenLayout
+from optin.arch.base import BlockNames, EncoderAdapter, Kept, TokenLayout, load_sliced, slice_layer
 
 SLIM_MODEL_FILE = "modeling_optin_bert.py"
+BERT_NAMES = BlockNames(
+    qkv=("attention.self.query", "attention.self.key", "attention.self.value"),
+    out="attention.output.dense", up="intermediate.dense", down="output.dense",
+    attention_bypass={"attention.bias": "attention.output.dense.bias",
+                      "attention.LayerNorm.weight": "attention.output.LayerNorm.weight",
+                      "attention.LayerNorm.bias": "attention.output.LayerNorm.bias"},
+    ffn_bypass={"output.bias": "output.dense.bias"},
+)
 
 
 class BertAdapter(EncoderAdapter):
@@ -182,29 +190,8 @@ class BertAdapter(EncoderAdapter):
         for name in slim.state_dict():
             target[name] = source.get(name)
         for index, (block_heads, block_neurons) in enumerate(zip(kept.heads, kept.neurons, strict=True)):
-            p = f"bert.encoder.layer.{index}."
-            if block_heads:
-                cols = torch.tensor([h * dh + c for h in block_heads for c in range(dh)])
-                for proj in ("query", "key", "value"):
-                    target[p + f"attention.self.{proj}.weight"] = source[p + f"attention.self.{proj}.weight"][cols]
-                    target[p + f"attention.self.{proj}.bias"] = source[p + f"attention.self.{proj}.bias"][cols]
-                target[p + "attention.output.dense.weight"] = source[p + "attention.output.dense.weight"][:, cols]
-            else:
-                target[p + "attention.bias"] = source[p + "attention.output.dense.bias"]
-                target[p + "attention.LayerNorm.weight"] = source[p + "attention.output.LayerNorm.weight"]
-                target[p + "attention.LayerNorm.bias"] = source[p + "attention.output.LayerNorm.bias"]
-            if block_neurons:
-                rows = torch.tensor(block_neurons)
-                target[p + "intermediate.dense.weight"] = source[p + "intermediate.dense.weight"][rows]
-                target[p + "intermediate.dense.bias"] = source[p + "intermediate.dense.bias"][rows]
-                target[p + "output.dense.weight"] = source[p + "output.dense.weight"][:, rows]
-            else:
-                target[p + "output.bias"] = source[p + "output.dense.bias"]
-        missing = [k for k, v in target.items() if v is None]
-        if missing:
-            raise RuntimeError(f"slimming left parameters without a source: {missing[:5]}")
-        slim.load_state_dict({k: v.clone() for k, v in target.items()}, strict=True)
-        return slim
+            slice_layer(source, target, f"bert.encoder.layer.{index}.", BERT_NAMES, block_heads, block_neurons, dh)
+        return load_sliced(slim, target)
 
     @staticmethod
     def save_slim(slim_model, tokenizer, path: str | Path) -> None:

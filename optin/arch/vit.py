@@ -24,10 +24,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from optin.arch import vit_slim_model
-from optin.arch.base import EncoderAdapter, Kept, TokenLayout
+from optin.arch.base import BlockNames, EncoderAdapter, Kept, TokenLayout, load_sliced, slice_layer
 
 SLIM_MODEL_FILE = "modeling_optin_vit.py"
 TIMM_SLIM_SPEC = "optin_timm_slim.json"
+HF_VIT_NAMES = BlockNames(
+    qkv=("attention.q_proj", "attention.k_proj", "attention.v_proj"), out="attention.o_proj",
+    up="mlp.fc1", down="mlp.fc2",
+    attention_bypass={"attention.bias": "attention.o_proj.bias"}, ffn_bypass={"mlp.bias": "mlp.fc2.bias"},
+)
 
 
 @dataclass
@@ -292,28 +297,8 @@ class HfVitAdapter(VisionTransformerAdapter):
         layers_prefix = f"{self.backbone_name}." + ("layers" if hasattr(self.backbone, "layers") else "encoder.layer")
         dh = self.head_dim
         for index, (heads, neurons) in enumerate(zip(kept.heads, kept.neurons, strict=True)):
-            p = f"{layers_prefix}.{index}."
-            if heads:
-                cols = torch.tensor([h * dh + c for h in heads for c in range(dh)])
-                for proj in ("q_proj", "k_proj", "v_proj"):
-                    target[p + f"attention.{proj}.weight"] = source[p + f"attention.{proj}.weight"][cols]
-                    if p + f"attention.{proj}.bias" in target:
-                        target[p + f"attention.{proj}.bias"] = source[p + f"attention.{proj}.bias"][cols]
-                target[p + "attention.o_proj.weight"] = source[p + "attention.o_proj.weight"][:, cols]
-            else:
-                target[p + "attention.bias"] = source[p + "attention.o_proj.bias"]
-            if neurons:
-                rows = torch.tensor(neurons)
-                target[p + "mlp.fc1.weight"] = source[p + "mlp.fc1.weight"][rows]
-                target[p + "mlp.fc1.bias"] = source[p + "mlp.fc1.bias"][rows]
-                target[p + "mlp.fc2.weight"] = source[p + "mlp.fc2.weight"][:, rows]
-            else:
-                target[p + "mlp.bias"] = source[p + "mlp.fc2.bias"]
-        missing = [k for k, v in target.items() if v is None]
-        if missing:
-            raise RuntimeError(f"slimming left parameters without a source: {missing[:5]}")
-        slim.load_state_dict({k: v.clone() for k, v in target.items()}, strict=True)
-        return slim
+            slice_layer(source, target, f"{layers_prefix}.{index}.", HF_VIT_NAMES, heads, neurons, dh)
+        return load_sliced(slim, target)
 
     @staticmethod
     def save_slim(slim_model, path: str | Path) -> None:

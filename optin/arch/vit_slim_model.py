@@ -91,90 +91,71 @@ def size_bias(size):
 
 
 class _MergingForward:
-    """Shared forward: embeddings, layers with the merge schedule, final norm, the class head."""
+    """Shared by the slim classes: resized layers, then embeddings, layers with the merge schedule,
+    final norm and the class head (``_logits``)."""
 
     backbone_name = ""
     prefix_tokens = 1
 
-    def _resize(self):
-        config = self.config
-        backbone = getattr(self, self.backbone_name)
-        layers = backbone.layers if hasattr(backbone, "layers") else backbone.encoder.layer
+    def __init__(self, config):
+        super().__init__(config)
         head_dim = config.hidden_size // config.num_attention_heads
         for layer, n_heads, n_neurons in zip(
-            layers, config.optin_heads_per_layer, config.optin_neurons_per_layer, strict=True
+            self.optin_layers, config.optin_heads_per_layer, config.optin_neurons_per_layer, strict=True
         ):
             resize_layer(layer, config.hidden_size, head_dim, n_heads, n_neurons)
 
-    def _features(self, pixel_values):
+    @property
+    def optin_layers(self):
         backbone = getattr(self, self.backbone_name)
-        layers = backbone.layers if hasattr(backbone, "layers") else backbone.encoder.layer
+        return backbone.layers if hasattr(backbone, "layers") else backbone.encoder.layer
+
+    def forward(self, pixel_values=None, labels=None, **kwargs):
+        backbone = getattr(self, self.backbone_name)
         if self.backbone_name == "dinov2":
             x = backbone.embeddings(pixel_values)
         else:
             x = backbone.embeddings(pixel_values, interpolate_pos_encoding=True)
-        merges = getattr(self.config, "optin_token_merges", None) or [0] * len(layers)
+        merges = getattr(self.config, "optin_token_merges", None) or [0] * len(self.optin_layers)
         size = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
-        for layer, r in zip(layers, merges, strict=True):
+        for layer, r in zip(self.optin_layers, merges, strict=True):
             if r:
                 x, size = bipartite_merge(x, size, r, self.prefix_tokens)
             merged = bool((size != 1).any())
             x = layer(x, attention_mask=size_bias(size) if merged else None)
-        return backbone.layernorm(x), size
-
-    def _pool_patches(self, x, size):
-        patches, weight = x[:, self.prefix_tokens:], size[:, self.prefix_tokens:].unsqueeze(-1)
-        return (patches * weight).sum(1) / weight.sum(1)
+        return ImageClassifierOutput(logits=self._logits(backbone.layernorm(x), size))
 
 
 class OptinSlimViTForImageClassification(_MergingForward, ViTForImageClassification):
     backbone_name = "vit"
 
-    def __init__(self, config):
-        super().__init__(config)
-        self._resize()
-
-    def forward(self, pixel_values=None, labels=None, **kwargs):
-        x, _ = self._features(pixel_values)
-        return ImageClassifierOutput(logits=self.classifier(x[:, 0]))
+    def _logits(self, x, size):
+        return self.classifier(x[:, 0])
 
 
 class OptinSlimDeiTForImageClassification(_MergingForward, DeiTForImageClassification):
     backbone_name = "deit"
     prefix_tokens = 2
 
-    def __init__(self, config):
-        super().__init__(config)
-        self._resize()
-
-    def forward(self, pixel_values=None, labels=None, **kwargs):
-        x, _ = self._features(pixel_values)
-        return ImageClassifierOutput(logits=self.classifier(x[:, 0]))
+    def _logits(self, x, size):
+        return self.classifier(x[:, 0])
 
 
 class OptinSlimDeiTForImageClassificationWithTeacher(_MergingForward, DeiTForImageClassificationWithTeacher):
     backbone_name = "deit"
     prefix_tokens = 2
 
-    def __init__(self, config):
-        super().__init__(config)
-        self._resize()
-
-    def forward(self, pixel_values=None, labels=None, **kwargs):
-        x, _ = self._features(pixel_values)
-        return ImageClassifierOutput(logits=(self.cls_classifier(x[:, 0]) + self.distillation_classifier(x[:, 1])) / 2)
+    def _logits(self, x, size):
+        return (self.cls_classifier(x[:, 0]) + self.distillation_classifier(x[:, 1])) / 2
 
 
 class OptinSlimDinov2ForImageClassification(_MergingForward, Dinov2ForImageClassification):
     backbone_name = "dinov2"
 
-    def __init__(self, config):
-        super().__init__(config)
-        self._resize()
-
-    def forward(self, pixel_values=None, labels=None, **kwargs):
-        x, size = self._features(pixel_values)
-        return ImageClassifierOutput(logits=self.classifier(torch.cat([x[:, 0], self._pool_patches(x, size)], dim=1)))
+    def _logits(self, x, size):
+        weight = size[:, 1:].unsqueeze(-1)
+        patches = (x[:, 1:] * weight).sum(1) / weight.sum(1)
+        return self.classifier(torch.cat([x[:, 0], patches], dim=1))
 
 
 SLIM_CLASSES = {

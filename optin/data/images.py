@@ -16,12 +16,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from optin.data.image_files import (  # noqa: F401  (imagefolder_problem is re-exported)
-    FASHION_MNIST_DIRS,
-    FASHION_MNIST_FILES,
-    imagefolder_problem,
-    missing_fashion_mnist_files,
-)
+from optin.data.image_files import FASHION_MNIST_DIRS, FASHION_MNIST_FILES, missing_fashion_mnist_files
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
