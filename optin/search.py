@@ -94,11 +94,13 @@ def search_tau(
     head_dim: int,
     heads_per_layer: list[int],
     neurons_per_layer: list[int],
+    max_removed: int,
 ) -> tuple[Kept, list[int], dict]:
     """OPTIN-tau (optin-method.md §5): heads and neurons take ``head_neuron_share`` of the MAC
     reduction; the rest comes from tokens, removing the least important (layer, token) entries
     (never in layer 0) with token counts kept non-increasing over depth, until the budget holds.
 
+    At most ``max_removed`` tokens leave any layer (token merging keeps at least one patch token).
     Returns the kept heads/neurons, tokens removed before each layer (cumulative, non-decreasing)
     and the search record.
     """
@@ -127,10 +129,11 @@ def search_tau(
     for layer in tokens["layer"]:
         if macs() <= capacity:
             break
-        removed[layer] += 1
+        if max(removed[: layer + 1]) < max_removed:
+            removed[layer] += 1
     achieved = macs()
     if achieved > capacity * (1 + 1e-9):
-        raise ValueError(f"budget {budget}: removing every token still leaves {achieved / base:.3f} of the MACs")
+        raise ValueError(f"budget {budget}: merging all but one patch token still leaves {achieved / base:.3f} of the MACs")
     cumulative = schedule()
     info = {
         "budget": budget, "base_macs": base, "target_macs": capacity, "achieved_macs": achieved,

@@ -52,7 +52,12 @@ else:
     test = open_split(split_file, source_file, "test", params.image_size, snakemake.input.checkpoint)
     probe = {"pixel_values": test.pixels(range(64))}
     if merges:
-        masked_logits = adapter.forward_merged(probe, merges, head_masks, neuron_masks)
+        counts = []
+        masked_logits = adapter.forward_merged(probe, merges, head_masks, neuron_masks, token_counts=counts)
+        # The merge schedule must remove exactly the tokens the search accounted for.
+        ran = [counts[0] - c for c in counts]
+        if ran != masks["tokens_removed_per_layer"]:
+            raise RuntimeError(f"token merging removed {ran} tokens per layer; the search accounted {masks['tokens_removed_per_layer']}")
     else:
         masked_logits = adapter.forward(probe, head_masks, neuron_masks)[2]
     slim = adapter.slim(kept, token_merges=merges)

@@ -28,7 +28,8 @@ if method.prune_tokens:
     share = float(rng.uniform(low, high))
     kept, removed, result = search_tau(
         scores, budget=params.budget, head_neuron_share=share, seq_len=seq_len, hidden=hidden, head_dim=head_dim,
-        heads_per_layer=info["heads_per_layer"], neurons_per_layer=info["neurons_per_layer"])
+        heads_per_layer=info["heads_per_layer"], neurons_per_layer=info["neurons_per_layer"],
+        max_removed=(params.image_size // info["patch_size"]) ** 2 - 1)
     result["token_merges"] = [removed[0]] + [b - a for a, b in zip(removed, removed[1:])]
 else:
     base = flops.encoder_macs(info["heads_per_layer"], info["neurons_per_layer"], seq_len, hidden, head_dim)

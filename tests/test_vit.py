@@ -173,6 +173,16 @@ def test_merged_slim_model_runs_the_merge_schedule(tmp_path):
         assert not torch.allclose(functional, adapter.forward(batch, head_masks, neuron_masks)[2], atol=1e-4)
 
 
+def test_tau_search_never_merges_the_last_patch_token():
+    scores = __import__("pandas").DataFrame(
+        [{"layer": l, "kind": "head", "index": i, "importance": 1.0} for l in range(3) for i in range(4)]
+        + [{"layer": l, "kind": "neuron", "index": i, "importance": 1.0} for l in range(3) for i in range(48)]
+        + [{"layer": l, "kind": "token", "index": i, "importance": 0.0} for l in (1, 2) for i in range(1, 17)])
+    with pytest.raises(ValueError, match="all but one patch token"):
+        search_tau(scores, budget=0.05, head_neuron_share=0.15, seq_len=17.0, hidden=32, head_dim=8,
+                   heads_per_layer=[4] * 3, neurons_per_layer=[48] * 3, max_removed=15)
+
+
 def test_bipartite_merge_conserves_mass_and_count():
     x = torch.randn(2, 11, 8, generator=torch.Generator().manual_seed(0))
     size = torch.ones(2, 11)
@@ -194,8 +204,13 @@ def test_tau_search_meets_the_budget_with_non_increasing_tokens():
                      for layer in range(3) for kind in ("head", "neuron", "token") if not (kind == "token" and layer == 0)])
     scores = combine(raw, OptinMethod(), 3)
     kept, removed, info = search_tau(scores, budget=0.6, head_neuron_share=0.2, seq_len=17.0, hidden=32, head_dim=8,
-                                     heads_per_layer=[4] * 3, neurons_per_layer=[48] * 3)
-    assert removed[0] == 0 and all(a <= b for a, b in zip(removed, removed[1:]))
+                                     heads_per_layer=[4] * 3, neurons_per_layer=[48] * 3, max_removed=15)
+    assert removed[0] == 0 and all(a <= b for a, b in zip(removed, removed[1:])) and removed[-1] <= 15
+    # What the merge schedule really runs on is what the search accounted for.
+    counts = []
+    merges = [removed[0]] + [b - a for a, b in zip(removed, removed[1:])]
+    adapter.forward_merged(images(28), merges, token_counts=counts)
+    assert [counts[0] - c for c in counts] == removed
     assert info["achieved_ratio"] <= 0.6 + 1e-12
     heads, neurons = kept.counts()
     direct = sum(h * flops.head_macs(17 - r, 32, 8) + n * flops.neuron_macs(17 - r, 32)

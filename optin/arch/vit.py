@@ -177,14 +177,18 @@ class VisionTransformerAdapter(EncoderAdapter):
 
     # -- token merging at inference (OPTIN-tau) --------------------------------------------------
     @torch.no_grad()
-    def forward_merged(self, batch, merges: list[int], head_masks=None, neuron_masks=None) -> torch.Tensor:
-        """Logits with ``merges[l]`` tokens merged (ToMe) before layer l; merges of 0 are the plain forward."""
+    def forward_merged(self, batch, merges: list[int], head_masks=None, neuron_masks=None,
+                       token_counts: list[int] | None = None) -> torch.Tensor:
+        """Logits with ``merges[l]`` tokens merged (ToMe) before layer l; merges of 0 are the plain
+        forward. ``token_counts``, if given, receives the tokens each layer ran on."""
         x = self.pixel_embeddings(batch["pixel_values"])
         n, t, d = x.shape
         size = torch.ones(n, t, dtype=x.dtype)
         for layer, r in enumerate(merges):
             if r:
                 x, size = vit_slim_model.bipartite_merge(x, size, r, self.prefix_tokens)
+            if token_counts is not None:
+                token_counts.append(x.shape[1])
             merged = bool((size != 1).any())
             layout = TokenLayout.from_rows(torch.ones(x.shape[:2], dtype=torch.bool),
                                            vit_slim_model.size_bias(size) if merged else None)
