@@ -24,14 +24,20 @@ def neuron_macs(seq_len: float, hidden: int) -> float:
 def encoder_macs(
     heads_per_layer: Sequence[int],
     neurons_per_layer: Sequence[int],
-    seq_len: float,
+    seq_len: float | Sequence[float],
     hidden: int,
     head_dim: int,
 ) -> float:
-    """MACs of an encoder keeping the given number of heads and neurons in each layer."""
-    return sum(heads_per_layer) * head_macs(seq_len, hidden, head_dim) + sum(
-        neurons_per_layer
-    ) * neuron_macs(seq_len, hidden)
+    """MACs of an encoder keeping the given number of heads and neurons in each layer; ``seq_len``
+    may be given per layer (a token-pruning schedule)."""
+    if isinstance(seq_len, (int, float)):
+        return sum(heads_per_layer) * head_macs(seq_len, hidden, head_dim) + sum(
+            neurons_per_layer
+        ) * neuron_macs(seq_len, hidden)
+    return sum(
+        h * head_macs(s, hidden, head_dim) + n * neuron_macs(s, hidden)
+        for h, n, s in zip(heads_per_layer, neurons_per_layer, seq_len, strict=True)
+    )
 
 
 def count_linear_attention_macs(layers: Sequence[dict], seq_len: float | Sequence[float]) -> float:

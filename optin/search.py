@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from optin import flops
 from optin.arch.base import Kept
 
 
@@ -73,17 +74,6 @@ def search_mac(
     return kept, info
 
 
-def token_schedule_macs(kept: Kept, tokens_per_layer: list[float], hidden: int, head_dim: int) -> float:
-    """MACs of a kept selection when layer l runs on ``tokens_per_layer[l]`` tokens."""
-    from optin import flops
-
-    heads, neurons = kept.counts()
-    return sum(
-        h * flops.head_macs(s, hidden, head_dim) + n * flops.neuron_macs(s, hidden)
-        for h, n, s in zip(heads, neurons, tokens_per_layer, strict=True)
-    )
-
-
 def search_tau(
     scores: pd.DataFrame,
     *,
@@ -104,8 +94,6 @@ def search_tau(
     Returns the kept heads/neurons, tokens removed before each layer (cumulative, non-decreasing)
     and the search record.
     """
-    from optin import flops
-
     num_layers = len(heads_per_layer)
     base = flops.encoder_macs(heads_per_layer, neurons_per_layer, seq_len, hidden, head_dim)
     hn_budget = 1.0 - head_neuron_share * (1.0 - budget)
@@ -124,7 +112,7 @@ def search_tau(
         return [int(r) for r in np.maximum.accumulate(removed)]
 
     def macs() -> float:
-        return token_schedule_macs(kept, [seq_len - r for r in schedule()], hidden, head_dim)
+        return flops.encoder_macs(*kept.counts(), [seq_len - r for r in schedule()], hidden, head_dim)
 
     for layer in tokens["layer"]:
         if macs() <= capacity:
