@@ -137,13 +137,9 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
 
 
 def _check_fashion_mnist(name: str, directory: str, base_dir: Path) -> list[str]:
-    # Mirrors optin.data.images.find_fashion_mnist without importing torch at parse time.
-    from optin.data.image_files import FASHION_MNIST_DIRS, missing_fashion_mnist_files
+    from optin.data.image_files import fashion_mnist_candidates, locate_fashion_mnist
 
-    candidates = FASHION_MNIST_DIRS if directory == "auto" else (directory,)
-    for candidate in candidates:
-        path = Path(candidate) if Path(candidate).is_absolute() else base_dir / candidate
-        if not missing_fashion_mnist_files(path):
-            return []
-    return [f"datasets.{name}.source.dir: no Fashion-MNIST IDX files in {', '.join(map(str, candidates))} "
+    if locate_fashion_mnist(directory, base_dir) is not None:
+        return []
+    return [f"datasets.{name}.source.dir: no Fashion-MNIST IDX files in {', '.join(fashion_mnist_candidates(directory))} "
             "(install the Debian package dataset-fashion-mnist, or run `make data-deps`)"]

@@ -41,7 +41,7 @@ if params.family == "bert":
 else:
     import torch
 
-    from optin.data.images import load_split, open_split, source_dir
+    from optin.data.images import open_split
     from optin.models import dinov2_onnx, vision
 
     if params.source["kind"] == "dinov2_onnx":
@@ -49,7 +49,7 @@ else:
         # Fail the rule unless the conversion reproduces onnxruntime on real images.
         atol = params.source.get("verify_atol", 1e-4)
         split_file, source_file = snakemake.input.data
-        probe = load_split(split_file, source_dir(source_file), "train", dinov2_onnx.ONNX_INPUT_SIZE)
+        probe = open_split(split_file, source_file, "train", dinov2_onnx.ONNX_INPUT_SIZE)
         diff = dinov2_onnx.verify(model.dinov2, dinov2_onnx.onnx_path(), probe.pixels(range(4)), atol)
         print(f"DINOv2 conversion vs onnxruntime on 4 images: max |diff| = {diff:.2e} (tolerance {atol:.0e})")
     elif params.source["kind"] == "hub":

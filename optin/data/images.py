@@ -16,25 +16,27 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from optin.data.image_files import FASHION_MNIST_DIRS, FASHION_MNIST_FILES, missing_fashion_mnist_files
+from optin.data.image_files import (
+    FASHION_MNIST_FILES,
+    IMAGE_EXTENSIONS,
+    fashion_mnist_candidates,
+    locate_fashion_mnist,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
 
 def find_fashion_mnist(configured: str, base_dir: Path) -> Path:
     """The configured directory, or with ``auto`` the first known location holding all four files."""
-    candidates = FASHION_MNIST_DIRS if configured == "auto" else (configured,)
-    for candidate in candidates:
-        path = Path(candidate) if Path(candidate).is_absolute() else base_dir / candidate
-        if not missing_fashion_mnist_files(path):
-            return path
-    raise FileNotFoundError(
-        f"Fashion-MNIST IDX files not found in {', '.join(map(str, candidates))} (expected "
-        f"{', '.join(n for pair in FASHION_MNIST_FILES.values() for n in pair)}); install the Debian package "
-        "dataset-fashion-mnist or run `make data-deps`"
-    )
+    path = locate_fashion_mnist(configured, base_dir)
+    if path is None:
+        raise FileNotFoundError(
+            f"Fashion-MNIST IDX files not found in {', '.join(fashion_mnist_candidates(configured))} (expected "
+            f"{', '.join(n for pair in FASHION_MNIST_FILES.values() for n in pair)}); install the Debian package "
+            "dataset-fashion-mnist or run `make data-deps`"
+        )
+    return path
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -71,16 +73,13 @@ def make_split(n_source_train: int, n_source_test: int, train: int, test: int, c
 
 
 class ImageSplit:
-    """The images of one split part, as model inputs."""
+    """The images of one split part: labels, and ``pixels(rows)`` -> model inputs [n, 3, S, S]."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, image_size: int):
-        self.images, self.labels, self.image_size = images, labels, image_size
+    def __init__(self, pixels, labels: np.ndarray):
+        self.pixels, self.labels = pixels, labels
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def pixels(self, rows) -> torch.Tensor:
-        return preprocess(self.images[np.asarray(rows)], self.image_size)
 
 
 def load_split(split_file: Path, source_dir: Path, part: str, image_size: int) -> ImageSplit:
@@ -88,7 +87,8 @@ def load_split(split_file: Path, source_dir: Path, part: str, image_size: int) -
     source_part = "t10k" if part == "test" else "train"
     images, labels = read_fashion_mnist(source_dir, source_part)
     rows = np.asarray(split[part], dtype=np.int64)
-    return ImageSplit(images[rows], labels[rows], image_size)
+    images = images[rows]
+    return ImageSplit(lambda positions: preprocess(images[np.asarray(positions)], image_size), labels[rows])
 
 
 def preprocess(images: np.ndarray, image_size: int) -> torch.Tensor:
@@ -120,10 +120,6 @@ def describe_source(directory: Path) -> dict:
     return {"dir": str(directory.resolve()),
             "sha256": {name: hashlib.sha256((directory / name).read_bytes()).hexdigest()
                        for pair in FASHION_MNIST_FILES.values() for name in pair}}
-
-
-def source_dir(source_json: Path) -> Path:
-    return Path(json.loads(Path(source_json).read_text())["dir"])
 
 
 # -- the paper's image datasets: an ImageFolder tree (ImageNet) and CIFAR-10 ----------------------
@@ -164,19 +160,6 @@ def read_cifar10(root: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(arrays), np.concatenate(labels)
 
 
-class ProcessedSplit:
-    """Images of one split part through a checkpoint's own image processor (resize, crop, normalise)."""
-
-    def __init__(self, fetch, labels: np.ndarray, processor):
-        self.fetch, self.labels, self.processor = fetch, labels, processor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def pixels(self, rows) -> torch.Tensor:
-        return self.processor(images=self.fetch(list(rows)), return_tensors="pt")["pixel_values"]
-
-
 def open_split(split_file: Path, source_file: Path, part: str, image_size: int, checkpoint=None):
     """One part (train | test | calib_pool) of a prepared image dataset, ready for the model."""
     source = json.loads(Path(source_file).read_text())
@@ -200,4 +183,6 @@ def open_split(split_file: Path, source_file: Path, part: str, image_size: int, 
 
         def fetch(positions):
             return [Image.fromarray(images[rows[p]]) for p in positions]
-    return ProcessedSplit(fetch, labels[rows], processor)
+    # The checkpoint's own image processor: resize, crop, normalise as the model was trained.
+    return ImageSplit(lambda positions: processor(images=fetch(list(positions)), return_tensors="pt")["pixel_values"],
+                      labels[rows])
