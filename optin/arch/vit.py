@@ -163,14 +163,18 @@ class VisionTransformerAdapter(EncoderAdapter):
     def logits(self, h, layout):
         return self._pool(self.final_norm(h), layout)
 
-    def _patch_mean(self, h: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-        """Mean over the patch tokens present in each image (a removed token does not count)."""
+    def _patch_mean(self, h: torch.Tensor, layout: TokenLayout, size: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over the patch tokens present in each image (a removed token does not count), each
+        weighted by the tokens it stands for (``size`` [N, T], after merging)."""
         padded = layout.to_padded(h)[:, self.prefix_tokens:]
-        present = torch.ones(layout.n * layout.t, dtype=h.dtype)
+        weight = torch.ones(layout.n * layout.t, dtype=h.dtype)
         if layout.index is not None:
-            present.zero_()[layout.index] = 1.0
-        present = present.view(layout.n, layout.t, 1)[:, self.prefix_tokens:]
-        return (padded * present).sum(1) / present.sum(1)
+            weight.zero_()[layout.index] = 1.0
+        weight = weight.view(layout.n, layout.t)
+        if size is not None:
+            weight = weight * size
+        weight = weight[:, self.prefix_tokens:].unsqueeze(-1)
+        return (padded * weight).sum(1) / weight.sum(1)
 
     def _cls(self, h: torch.Tensor, layout: TokenLayout, token: int = 0) -> torch.Tensor:
         return h[layout.first_rows + token]
@@ -213,7 +217,9 @@ class HfVitAdapter(VisionTransformerAdapter):
     def __init__(self, model):
         self.backbone_name = next(name for name in self.BACKBONES if hasattr(model, name))
         self.backbone = getattr(model, self.backbone_name)
-        self.layers = self.backbone.layers if hasattr(self.backbone, "layers") else self.backbone.encoder.layer
+        # transformers 5 ViT/DeiT keep `layers`; DINOv2 keeps `encoder.layer`.
+        self.layers_path = "layers" if hasattr(self.backbone, "layers") else "encoder.layer"
+        self.layers = self.backbone.get_submodule(self.layers_path)
         self.config = model.config
         self.prefix_tokens = 2 if self.backbone_name == "deit" else 1
         if getattr(self.config, "use_swiglu_ffn", False):
@@ -273,13 +279,7 @@ class HfVitAdapter(VisionTransformerAdapter):
     def _pool(self, h, layout, size=None):
         m = self.model
         if self.backbone_name == "dinov2":
-            if size is None:
-                patches = self._patch_mean(h, layout)
-            else:
-                padded = layout.to_padded(h)
-                weight = size[:, self.prefix_tokens:].unsqueeze(-1)
-                patches = (padded[:, self.prefix_tokens:] * weight).sum(1) / weight.sum(1)
-            return m.classifier(torch.cat([self._cls(h, layout), patches], dim=1))
+            return m.classifier(torch.cat([self._cls(h, layout), self._patch_mean(h, layout, size)], dim=1))
         if hasattr(m, "cls_classifier"):
             return (m.cls_classifier(self._cls(h, layout)) + m.distillation_classifier(self._cls(h, layout, 1))) / 2
         return m.classifier(self._cls(h, layout))
@@ -298,10 +298,9 @@ class HfVitAdapter(VisionTransformerAdapter):
         slim = slim_cls(config).eval()
         source = self.model.state_dict()
         target = {name: source.get(name) for name in slim.state_dict()}
-        layers_prefix = f"{self.backbone_name}." + ("layers" if hasattr(self.backbone, "layers") else "encoder.layer")
-        dh = self.head_dim
         for index, (heads, neurons) in enumerate(zip(kept.heads, kept.neurons, strict=True)):
-            slice_layer(source, target, f"{layers_prefix}.{index}.", HF_VIT_NAMES, heads, neurons, dh)
+            prefix = f"{self.backbone_name}.{self.layers_path}.{index}."
+            slice_layer(source, target, prefix, HF_VIT_NAMES, heads, neurons, self.head_dim)
         return load_sliced(slim, target)
 
     @staticmethod
@@ -374,13 +373,7 @@ class TimmVitAdapter(VisionTransformerAdapter):
 
     def _pool(self, h, layout, size=None):
         m = self.model
-        if m.global_pool == "token":
-            pooled = self._cls(h, layout)
-        elif size is None:
-            pooled = self._patch_mean(h, layout)
-        else:
-            weight = size[:, 1:].unsqueeze(-1)
-            pooled = (layout.to_padded(h)[:, 1:] * weight).sum(1) / weight.sum(1)
+        pooled = self._cls(h, layout) if m.global_pool == "token" else self._patch_mean(h, layout, size)
         return m.head(m.fc_norm(pooled))
 
     def slim(self, kept: Kept, token_merges: list[int] | None = None):
