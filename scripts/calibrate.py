@@ -33,10 +33,11 @@ if params.family == "bert":
         teachers.append({padding: run_teacher(adapter, batch, include_padding=padding).to_dict() for padding in (True, False)})
         print(f"calibration batch of {len(positions)} sentences: {int(batch['attention_mask'].sum())} tokens, padded to {batch['input_ids'].numel()}")
 else:
-    from optin.data.images import draw_calibration, open_split
+    from optin.data import disjoint_draws
+    from optin.data.images import open_split
 
     pool = open_split(split_file, snakemake.input.data[1], "calib_pool", params.image_size, snakemake.input.checkpoint)
-    draws = draw_calibration(len(pool), params.n, params.seed, params.draws)
+    draws = disjoint_draws(len(pool), params.n, params.seed, params.draws)
     for positions in draws:
         teacher = run_teacher(adapter, {"pixel_values": pool.pixels(positions)}).to_dict()
         teachers.append({True: teacher, False: teacher})  # images have no padding

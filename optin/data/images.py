@@ -105,14 +105,6 @@ def preprocess(images: np.ndarray, image_size: int) -> torch.Tensor:
     return ((x - mean) / std).contiguous()
 
 
-def draw_calibration(pool_size: int, n: int, seed: int, draws: int) -> list[list[int]]:
-    """``draws`` disjoint seeded batches of positions in the calibration pool."""
-    if n * draws > pool_size:
-        raise ValueError(f"{draws} calibration batches of {n} need {n * draws} images; the pool has {pool_size}")
-    order = np.random.default_rng(seed).permutation(pool_size)
-    return [order[i * n : (i + 1) * n].tolist() for i in range(draws)]
-
-
 def describe_source(directory: Path) -> dict:
     """The directory read and the sha256 of each file, so a changed copy is visible in the results."""
     import hashlib

