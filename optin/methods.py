@@ -72,9 +72,13 @@ class OptinMethod:
             config["tau_head_neuron_share"] = (float(low), float(high))
         return dataclasses.replace(SEMANTICS[semantics], **config)
 
-    def trajectory(self, layer: int, num_layers: int, final_tap: int | None = None) -> list[int]:
+    def trajectory(self, layer: int, num_layers: int, final_tap: int | None = None, decoder_taps: int = 0) -> list[int]:
         """Tap indices whose drift counts for a unit of ``layer``. ``final_tap`` is the tap a
-        last-layer unit changes (its own, L - 1, by default; the output tap L for ViTs)."""
+        last-layer unit changes (its own, L - 1, by default; the output tap L for ViTs).
+        ``decoder_taps`` taps L, L+1, ... follow the encoder (a segmentation decoder): they are the
+        final output F_N of Algorithm 1 for every unit, the last layer's included."""
+        if decoder_taps:
+            return list(range(layer + 1, num_layers)) + list(range(num_layers, num_layers + decoder_taps))
         if layer == num_layers - 1 and self.include_final_layer_tap:
             return [num_layers - 1 if final_tap is None else final_tap]
         return list(range(layer + 1, num_layers))

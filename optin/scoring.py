@@ -64,27 +64,38 @@ def run_teacher(adapter: EncoderAdapter, batch: dict[str, torch.Tensor], include
 class RowSampler:
     """Chooses the K token rows compared by manifold distillation.
 
-    With at most K rows all are used (the Gram difference is then permutation invariant, so the
-    loss is deterministic). Otherwise one seeded subset per tap, or a fresh one per unit and tap
-    (the authors' code).
+    A tap with at most K rows uses all of them (the Gram difference is then permutation invariant,
+    so the loss is deterministic). Otherwise one seeded subset per tap, or a fresh one per unit (the
+    authors' code), which needs every tap to have the same rows.
     """
 
-    def __init__(self, n_rows: int, k: int, fresh: bool, seed: int, stream: int):
-        self.n_rows, self.k, self.fresh = n_rows, k, fresh
+    def __init__(self, k: int, fresh: bool, seed: int, stream: int):
+        self.k, self.fresh = k, fresh
         self.generator = torch.Generator().manual_seed(seed * 1_000_003 + stream)
         self.fixed: dict[int, torch.Tensor] = {}
 
-    @property
-    def uses_all(self) -> bool:
-        return self.n_rows <= self.k
+    def uses_all(self, n_rows: int) -> bool:
+        return n_rows <= self.k
 
-    def for_tap(self, tap: int) -> torch.Tensor:
+    def for_tap(self, tap: int, n_rows: int) -> torch.Tensor:
         if tap not in self.fixed:
-            self.fixed[tap] = torch.randperm(self.n_rows, generator=self.generator)[: self.k]
+            self.fixed[tap] = torch.randperm(n_rows, generator=self.generator)[: self.k]
         return self.fixed[tap]
 
-    def fresh_rows(self) -> torch.Tensor:
-        return torch.randperm(self.n_rows, generator=self.generator)[: self.k]
+    def fresh_rows(self, n_rows: int) -> torch.Tensor:
+        return torch.randperm(n_rows, generator=self.generator)[: self.k]
+
+
+def fresh_row_count(sampler: RowSampler, tap_rows: list[int]) -> int | None:
+    """Rows that fresh per-unit subsets are drawn from, or None when they are not drawn."""
+    if not sampler.fresh or all(sampler.uses_all(n) for n in tap_rows):
+        return None
+    if len(set(tap_rows)) != 1:
+        raise ValueError(
+            f"md_fresh_subsets draws one row subset per unit for every tap, but these taps have {sorted(set(tap_rows))} "
+            "rows; use fixed subsets (md_fresh_subsets: false) for this model"
+        )
+    return tap_rows[0]
 
 
 def _kl(method: OptinMethod, teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
@@ -132,36 +143,37 @@ class _MdAccumulator:
 
     def __init__(self, teacher: Teacher, taps: set[int], sampler: RowSampler):
         self.sampler = sampler
-        self.rows = {k: _normalised(teacher.taps[k]) for k in sorted(taps)}
-        self.full_rows = self.rows
-        if not sampler.uses_all and not sampler.fresh:
-            self.rows = {k: rows[sampler.for_tap(k)] for k, rows in self.rows.items()}
-        shared = sampler.uses_all or not sampler.fresh
-        self.gram = {k: teacher_gram_dd(rows) for k, rows in self.rows.items()} if shared else {}
+        self.full_rows = {k: _normalised(teacher.taps[k]) for k in sorted(taps)}
+        self.fresh_n = fresh_row_count(sampler, [len(rows) for rows in self.full_rows.values()])
+        self.rows = {
+            k: rows if sampler.uses_all(len(rows)) or self.fresh_n else rows[sampler.for_tap(k, len(rows))]
+            for k, rows in self.full_rows.items()
+        }
+        self.gram = {} if self.fresh_n else {k: teacher_gram_dd(rows) for k, rows in self.rows.items()}
 
     def start_chunk(self, v: int) -> None:
         self.v = v
         self.md = torch.zeros(v, dtype=torch.float64)
-        use_fresh = self.sampler.fresh and not self.sampler.uses_all
-        self.fresh = torch.stack([self.sampler.fresh_rows() for _ in range(v)]) if use_fresh else None
+        self.fresh = torch.stack([self.sampler.fresh_rows(self.fresh_n) for _ in range(v)]) if self.fresh_n else None
 
     def add(self, tap: int, features: torch.Tensor, teacher_rows: torch.Tensor | None = None) -> None:
         """``teacher_rows`` [V, R'] picks, per variant, the teacher rows the student still has (a
         removed token's row is gone from the student)."""
         student = _normalised(features.reshape(self.v, -1, features.shape[-1]))
+        n_rows = len(self.full_rows[tap])
         if teacher_rows is not None:
-            if self.sampler.uses_all:
+            if self.sampler.uses_all(n_rows):
                 self.md += manifold_distance(self.full_rows[tap][teacher_rows], student)
                 return
             # Row subset S of the full batch: each variant compares the rows of S it still has.
             for i in range(self.v):
-                subset = self.fresh[i] if self.fresh is not None else self.sampler.for_tap(tap)
-                kept, student_index = subset_in_kept_rows(subset, teacher_rows[i], len(self.full_rows[tap]))
+                subset = self.fresh[i] if self.fresh is not None else self.sampler.for_tap(tap, n_rows)
+                kept, student_index = subset_in_kept_rows(subset, teacher_rows[i], n_rows)
                 self.md[i] += manifold_distance(self.full_rows[tap][kept], student[i, student_index][None])[0]
             return
         if self.fresh is None:
-            if not self.sampler.uses_all:
-                student = student[:, self.sampler.for_tap(tap)]
+            if not self.sampler.uses_all(n_rows):
+                student = student[:, self.sampler.for_tap(tap, n_rows)]
             self.md += manifold_distance(self.rows[tap], student, self.gram[tap])
         else:
             index = self.fresh.unsqueeze(-1).expand(-1, -1, student.shape[-1])
@@ -208,7 +220,7 @@ def score_layer(
     """Raw (md, kl) of every unit of ``kind`` in ``layer`` (or of ``units``) with the prefix-cache engine."""
     _check_teacher(teacher, method)
     num_layers = adapter.num_layers
-    trajectory = set(method.trajectory(layer, num_layers, adapter.final_tap))
+    trajectory = set(method.trajectory(layer, num_layers, adapter.final_tap, adapter.decoder_taps))
     base_masks = _base_head_masks(adapter, layer, kind, method)
     x, layout = adapter.embed(teacher.batch, teacher.rows)
     if kind == "token":
@@ -222,7 +234,7 @@ def score_layer(
     else:
         for k in range(layer):
             x, _ = adapter.layer(k, x, layout, head_mask=base_masks[k])
-    sampler = RowSampler(layout.rows, method.md_rows, method.md_fresh_subsets, seed, _rng_stream(layer, kind))
+    sampler = RowSampler(method.md_rows, method.md_fresh_subsets, seed, _rng_stream(layer, kind))
     md = _MdAccumulator(teacher, trajectory, sampler)
 
     if kind != "token":
@@ -238,6 +250,8 @@ def score_layer(
         v = len(chunk_units)
         md.start_chunk(v)
         kept_rows = None
+        # The head reads some layer taps (stage outputs); those before this pass are the teacher's.
+        readout = {k: teacher.taps[k].repeat(v, 1) for k in adapter.readout_layers if k < layer}
         if kind == "token":
             # Token p leaves the input of layer l: layers l..L-1 run in full on the other rows.
             layout_v, kept_rows = _token_variants(layout, chunk_units)
@@ -253,17 +267,22 @@ def score_layer(
                 removed = torch.einsum("rv,vd->vrd", act[:, chunk_units], directions[chunk_units])
                 ffn_out_v = (ffn_out.unsqueeze(0) - removed).reshape(v * r, d)
                 a_v = a.repeat(v, 1)
-            if layer in trajectory:
-                md.add(layer, adapter.layer_tap(layer, x.repeat(v, 1), a_v, ffn_out_v))
+            if layer in trajectory or layer in adapter.readout_layers:
+                tap = adapter.layer_tap(layer, x.repeat(v, 1), a_v, ffn_out_v)
+                readout[layer] = tap
+                if layer in trajectory:
+                    md.add(layer, tap)
             h = adapter.after_ffn(layer, a_v, ffn_out_v)
             first = layer + 1
         for k in range(first, num_layers):
             h, tap = adapter.layer(k, h, layout_v)
+            readout[k] = tap
             if k in trajectory:
                 md.add(k, tap, kept_rows)
-        if num_layers in trajectory:
-            md.add(num_layers, adapter.output_tap(h), kept_rows)
-        logits = adapter.logits(h, layout_v)
+        head_taps, logits = adapter.head(h, layout_v, {k: readout[k] for k in adapter.readout_layers})
+        for offset, tap in enumerate(head_taps):
+            if num_layers + offset in trajectory:
+                md.add(num_layers + offset, tap, kept_rows)
         kl = _kl(method, teacher.logits, logits.reshape(v, -1, logits.shape[-1]))
         for i, unit in enumerate(chunk_units.tolist()):
             rows.append({"layer": layer, "kind": kind, "index": unit, "md": float(md.md[i]), "kl": float(kl[i])})
@@ -283,9 +302,10 @@ def score_naive(
     """Oracle: one full masked forward of the padded batch per unit, Gram matrices built directly in float64."""
     _check_teacher(teacher, method)
     num_layers = adapter.num_layers
-    trajectory = method.trajectory(layer, num_layers, adapter.final_tap)
-    row_mask = teacher.rows.reshape(-1) if teacher.rows is not None else torch.ones(len(teacher.taps[0]), dtype=torch.bool)
-    sampler = RowSampler(int(row_mask.sum()), method.md_rows, method.md_fresh_subsets, seed, _rng_stream(layer, kind))
+    trajectory = method.trajectory(layer, num_layers, adapter.final_tap, adapter.decoder_taps)
+    row_mask = teacher.rows.reshape(-1) if teacher.rows is not None else None
+    sampler = RowSampler(method.md_rows, method.md_fresh_subsets, seed, _rng_stream(layer, kind))
+    fresh_n = fresh_row_count(sampler, [len(teacher.taps[k]) for k in trajectory])
     base = _base_head_masks(adapter, layer, kind, method)
     if units is None:
         if kind == "token":
@@ -302,11 +322,11 @@ def score_naive(
         else:
             (head_masks if kind == "head" else neuron_masks)[layer][unit] = 0.0
         _, taps, logits = adapter.forward(teacher.batch, head_masks, neuron_masks, drop_token=drop)
-        fresh = sampler.fresh_rows() if sampler.fresh and not sampler.uses_all else None
+        fresh = sampler.fresh_rows(fresh_n) if fresh_n else None
         md = 0.0
         for k in trajectory:
             ft, fs = _normalised(teacher.taps[k]), _normalised(taps[k])
-            idx = None if sampler.uses_all else (fresh if fresh is not None else sampler.for_tap(k))
+            idx = None if sampler.uses_all(len(ft)) else (fresh if fresh is not None else sampler.for_tap(k, len(ft)))
             if drop is not None:
                 # The student lost token p from layer l on: compare the rows it still has.
                 kept_rows = torch.nonzero(torch.arange(len(ft)) % (len(ft) // len(logits)) != unit).squeeze(1)
@@ -314,7 +334,8 @@ def score_naive(
                 kept, student_index = subset_in_kept_rows(subset, kept_rows, len(ft))
                 ft, fs = ft[kept], fs[student_index]
             else:
-                fs = fs[row_mask]
+                if row_mask is not None:
+                    fs = fs[row_mask]
                 if idx is not None:
                     ft, fs = ft[idx], fs[idx]
             md += float(manifold_distance_direct(ft, fs))

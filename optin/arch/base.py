@@ -31,6 +31,7 @@ class TokenLayout:
     index: torch.Tensor | None      # [R] flat positions in N * T
     first_rows: torch.Tensor        # [N] row of each sequence's first token
     key_mask: torch.Tensor | None   # [N, 1, 1, T] additive mask of padding keys
+    grid: tuple[int, int] | None = None  # patch grid of the layer-0 tokens (windowed attention)
 
     @classmethod
     def from_rows(cls, rows: torch.Tensor, key_mask: torch.Tensor | None) -> TokenLayout:
@@ -50,7 +51,7 @@ class TokenLayout:
         index = None if self.index is None else (self.index[None] + offsets[:, None] * self.n * self.t).reshape(-1)
         first = (self.first_rows[None] + offsets[:, None] * self.rows).reshape(-1)
         key_mask = None if self.key_mask is None else self.key_mask.repeat(times, 1, 1, 1)
-        return TokenLayout(n=self.n * times, t=self.t, index=index, first_rows=first, key_mask=key_mask)
+        return TokenLayout(n=self.n * times, t=self.t, index=index, first_rows=first, key_mask=key_mask, grid=self.grid)
 
     def to_padded(self, x: torch.Tensor) -> torch.Tensor:
         """[R, C] -> [N, T, C], zeros at positions that are not rows."""
@@ -92,6 +93,11 @@ class EncoderAdapter(ABC):
     # Where a last-layer unit's own drift shows: its layer's tap (BERT: the FFN output), or, when the
     # taps sit at layer inputs (ViT), an extra tap L after the last layer (``output_tap``).
     final_tap_is_output: bool = False
+    # Taps L, L+1, ... computed by ``head`` after the encoder (a segmentation decoder's features):
+    # every unit of every layer changes them, so they join every unit's trajectory.
+    decoder_taps: int = 0
+    # Layer taps that ``head`` reads besides the last hidden state (a backbone's stage outputs).
+    readout_layers: tuple[int, ...] = ()
 
     @property
     def final_tap(self) -> int:
@@ -99,6 +105,12 @@ class EncoderAdapter(ABC):
 
     def output_tap(self, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no output tap")
+
+    def head(
+        self, h: torch.Tensor, layout: TokenLayout, layer_taps: dict[int, torch.Tensor]
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(taps L, L+1, ..., logits) from the last hidden state and the ``readout_layers`` taps."""
+        return ([self.output_tap(h)] if self.final_tap_is_output else []), self.logits(h, layout)
 
     @classmethod
     @abstractmethod
@@ -184,8 +196,8 @@ class EncoderAdapter(ABC):
         rows: torch.Tensor | None = None,
         drop_token: tuple[int, int] | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-        """Masked forward: (layer inputs 0..L, taps 0..L-1 (+ the output tap L), logits); features
-        are [R, D] rows. Masks are per layer, [H] / [D_ff]. ``drop_token`` = (l, p) removes token p
+        """Masked forward: (layer inputs 0..L, taps 0..L-1 (+ the taps ``head`` adds), logits);
+        features are [R, D] rows. Masks are per layer, [H] / [D_ff]. ``drop_token`` = (l, p) removes token p
         of every sequence from the input of layer l (OPTIN-tau's token unit)."""
         x, layout = self.embed(batch, rows)
         inputs, taps = [x], []
@@ -200,9 +212,8 @@ class EncoderAdapter(ABC):
             x, tap = self.layer(layer, x, layout, hm, nm)
             inputs.append(x)
             taps.append(tap)
-        if self.final_tap_is_output:
-            taps.append(self.output_tap(x))
-        return inputs, taps, self.logits(x, layout)
+        head_taps, logits = self.head(x, layout, {k: taps[k] for k in self.readout_layers})
+        return inputs, taps + head_taps, logits
 
     def kept_masks(self, kept: Kept) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """0/1 mask tensors per layer for a Kept selection on the unpruned model."""
