@@ -21,6 +21,12 @@ def neuron_macs(seq_len: float, hidden: int) -> float:
     return 2.0 * seq_len * hidden
 
 
+def window_head_macs(padded_tokens: float, hidden: int, head_dim: int, window_area: int) -> float:
+    """One head of (shifted) window attention, Swin: Q/K/V and its output-projection slice on every
+    token of the map padded to whole windows, QK^T and PV inside M x M windows (M^2 keys per query)."""
+    return 4.0 * padded_tokens * hidden * head_dim + 2.0 * padded_tokens * window_area * head_dim
+
+
 def encoder_macs(
     heads_per_layer: Sequence[int],
     neurons_per_layer: Sequence[int],
@@ -56,6 +62,36 @@ def count_linear_attention_macs(layers: Sequence[dict], seq_len: float | Sequenc
         # QK^T and PV: each kept head is a (s x d_h) @ (d_h x s) and a (s x s) @ (s x d_h).
         total += 2.0 * seq_len * seq_len * layer["attention_width"]
     return total
+
+
+def count_window_attention_macs(layers: Sequence[dict], geometry: Sequence[dict]) -> float:
+    """Direct count for windowed blocks from weight shapes (``Mask2FormerSwinAdapter.layer_linear_shapes``)
+    and each block's ``tokens`` / ``padded_tokens`` / ``window_area``: attention Linears run on the
+    padded map, the MLP on the real tokens."""
+    total = 0.0
+    for layer, geo in zip(layers, geometry, strict=True):
+        total += sum(geo["padded_tokens"] * o * i for o, i in layer["attention_linears"])
+        total += sum(geo["tokens"] * o * i for o, i in layer["ffn_linears"])
+        total += 2.0 * geo["padded_tokens"] * geo["window_area"] * layer["attention_width"]
+    return total
+
+
+def measured_macs(module: torch.nn.Module, *args, **kwargs) -> tuple[float, dict[str, float]]:
+    """MACs of one call as PyTorch's FlopCounterMode counts them (matmuls and convolutions, FLOPs / 2):
+    the total and the count per module name. HF models run on a copy with eager attention, since the
+    counter does not see the CPU SDPA kernels."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if hasattr(module, "set_attn_implementation"):
+        module = copy.deepcopy(module)
+        module.set_attn_implementation("eager")
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        module(*args, **kwargs)
+    per_module = {name: sum(counts.values()) / 2.0 for name, counts in counter.get_flop_counts().items()}
+    return counter.get_total_flops() / 2.0, per_module
 
 
 def count_module_params(module: torch.nn.Module) -> int:

@@ -243,7 +243,7 @@ def score_layer(
         a = adapter.after_attention(layer, attn_resid)
         ffn_out, act = adapter.ffn(layer, a)
         directions = adapter.neuron_directions(layer) if kind == "neuron" else None
-    r, d = x.shape
+        r, d = attn_resid.shape  # the attention may change the row count (Swin's patch merging)
 
     rows = []
     for chunk_units in tqdm(torch.split(selected, chunk), desc=f"layer {layer} {kind}s", disable=not progress, mininterval=5):

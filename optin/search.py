@@ -1,7 +1,7 @@
 """Budgeted head/neuron search (optin-method.md §5, the structure of Kwon et al.'s `search_mac`).
 
 Heads and neurons are ranked globally by importance; for every head count k the remaining MACs buy
-the top m neurons, and the (k, m) with the largest summed importance wins. k = 0 is tried only when
+the top m neurons (unit costs may differ per layer, as in Swin's stages), and the (k, m) with the largest summed importance wins. k = 0 is tried only when
 not even one head fits (the authors start at 1); a k whose heads alone exceed the budget is never
 taken (the guard the authors' code lacks).
 """
@@ -9,6 +9,7 @@ taken (the guard the authors' code lacks).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,12 +25,20 @@ def ranked(scores: pd.DataFrame, kind: str) -> pd.DataFrame:
     return part.iloc[order].reset_index(drop=True)
 
 
+def _cumulative_costs(units: pd.DataFrame, cost: float | Sequence[float]) -> np.ndarray:
+    """Cost of the top-k units for k = 0..n; ``cost`` is one value or one per layer (Swin stages)."""
+    if isinstance(cost, (int, float)):
+        return np.arange(len(units) + 1) * float(cost)
+    per_unit = np.asarray(cost, dtype=np.float64)[units["layer"].to_numpy()]
+    return np.concatenate([[0.0], np.cumsum(per_unit)])
+
+
 def search_mac(
     scores: pd.DataFrame,
     *,
     budget: float,
-    head_cost: float,
-    neuron_cost: float,
+    head_cost: float | Sequence[float],
+    neuron_cost: float | Sequence[float],
     base_macs: float,
     heads_per_layer: list[int],
     neurons_per_layer: list[int],
@@ -45,12 +54,19 @@ def search_mac(
     capacity = budget * base_macs
     head_prefix = np.concatenate([[0.0], np.cumsum(heads["importance"].to_numpy(dtype=np.float64))])
     neuron_prefix = np.concatenate([[0.0], np.cumsum(neurons["importance"].to_numpy(dtype=np.float64))])
-    first = 0 if capacity < head_cost else 1
+    head_total = _cumulative_costs(heads, head_cost)
+    neuron_total = _cumulative_costs(neurons, neuron_cost)
+    uniform_neurons = isinstance(neuron_cost, (int, float))
+    first = 0 if len(heads) == 0 or capacity < head_total[1] else 1
     best = (-math.inf, 0, 0)
     for k in range(first, len(heads) + 1):
-        if k * head_cost > capacity:
+        if head_total[k] > capacity:
             break
-        m = min(int(math.floor((capacity - k * head_cost) / neuron_cost)), len(neurons))
+        left = capacity - head_total[k]
+        if uniform_neurons:
+            m = min(int(math.floor(left / neuron_cost)), len(neurons))
+        else:
+            m = int(np.searchsorted(neuron_total, left, side="right")) - 1
         total = head_prefix[k] + neuron_prefix[m]
         if total > best[0]:
             best = (total, k, m)
@@ -60,7 +76,7 @@ def search_mac(
         sorted(neurons["index"][:m][neurons["layer"][:m] == layer].tolist()) for layer in range(len(neurons_per_layer))
     ]
     kept = Kept(heads=tuple(map(tuple, kept_heads)), neurons=tuple(map(tuple, kept_neurons)))
-    achieved = k * head_cost + m * neuron_cost
+    achieved = float(head_total[k] + neuron_total[m])
     info = {
         "budget": budget,
         "base_macs": base_macs,

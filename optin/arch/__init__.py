@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from optin.arch.base import EncoderAdapter, Kept
 from optin.arch.bert import BertAdapter
+from optin.arch.swin import Mask2FormerSwinAdapter
 from optin.arch.vit import HfVitAdapter, TimmVitAdapter
 
 ADAPTERS: dict[str, type[EncoderAdapter]] = {
-    adapter.family: adapter for adapter in (BertAdapter, HfVitAdapter, TimmVitAdapter)
+    adapter.family: adapter for adapter in (BertAdapter, HfVitAdapter, TimmVitAdapter, Mask2FormerSwinAdapter)
 }
 
 
