@@ -25,7 +25,8 @@ def budget_label(budget: float) -> str:
 
 TEXT_SOURCES = ("rt_polarity", "csv")
 IMAGE_SOURCES = ("fashion_mnist", "imagefolder", "cifar10")
-FAMILY_DATA = {"bert": TEXT_SOURCES, "vit": IMAGE_SOURCES}
+SEGMENTATION_SOURCES = ("fashion_mnist_canvases", "cityscapes")
+FAMILY_DATA = {"bert": TEXT_SOURCES, "vit": IMAGE_SOURCES, "mask2former_swin": SEGMENTATION_SOURCES}
 DINOV2_PATCH = 14
 
 
@@ -63,6 +64,9 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
                 if method not in config["methods"]:
                     errors.append(f"experiments.{name}.methods: unknown method {method!r}; defined: {sorted(config['methods'])}")
             for method in experiment_methods(config, name):
+                if family == "mask2former_swin" and _resolved(config["methods"].get(method, {})).md_fresh_subsets:
+                    errors.append(f"experiments.{name}: method {method!r} draws one MD row subset per unit for every tap, "
+                                  "but Swin stages have taps of different sizes (set md_fresh_subsets: false)")
                 if config["methods"].get(method, {}).get("prune_tokens") and family != "vit":
                     errors.append(f"experiments.{name}: method {method!r} prunes tokens, which only vision models (family vit) have")
     for name in run["methods"]:
@@ -74,6 +78,12 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
         except ValueError as err:
             errors.append(f"methods.{name}: {err}")
     labels = [budget_label(b) for b in run["budgets"]]
+    qualitative = config["evaluation"].get("qualitative_budget")
+    segmenting = any(config["datasets"].get(config["experiments"].get(e, {}).get("dataset"), {}).get("source", {}).get("kind")
+                     in SEGMENTATION_SOURCES for e in run["experiments"])
+    if segmenting and (qualitative is None or budget_label(qualitative) not in labels):
+        errors.append(f"evaluation.qualitative_budget: must be one of run.budgets {run['budgets']} when a segmentation "
+                      f"experiment runs, got {qualitative}")
     if len(set(labels)) != len(labels):
         errors.append(f"run.budgets: budgets {run['budgets']} collide at 3 decimals ({labels})")
     for name, model in config["models"].items():
@@ -96,8 +106,20 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
         if source["kind"] in IMAGE_SOURCES:
             if "image_size" not in dataset:
                 errors.append(f"datasets.{name}.image_size: image datasets need the model input size in pixels")
-        if source["kind"] == "fashion_mnist":
+        if source["kind"] in ("fashion_mnist", "fashion_mnist_canvases"):
             errors += _check_fashion_mnist(name, source.get("dir", "auto"), base_dir)
+        if source["kind"] == "fashion_mnist_canvases":
+            for key in ("size", "items", "threshold", "classes"):
+                if key not in source:
+                    errors.append(f"datasets.{name}.source.{key}: canvas datasets need it (see config.yaml)")
+            labels = [label for group in source.get("classes", {}).values() for label in group]
+            if len(labels) != len(set(labels)):
+                errors.append(f"datasets.{name}.source.classes: a Fashion-MNIST label belongs to two classes ({labels})")
+            if "size" in source and "items" in source and source["items"][1] > (source["size"] // 32) ** 2:
+                errors.append(f"datasets.{name}.source.items: at most {(source['size'] // 32) ** 2} items fit a "
+                              f"{source['size']} px canvas (32 px cells), got {source['items']}")
+        if source["kind"] == "cityscapes" and "root" not in source:
+            errors.append(f"datasets.{name}.source.root: cityscapes needs the directory holding leftImg8bit/ and gtFine/")
         if source["kind"] == "imagefolder":
             # The directories themselves are checked by the split rule, the first job that reads
             # them, so that a dry run of the paper configuration works without ImageNet.
@@ -130,10 +152,26 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
         probe = model.get("linear_probe")
         if probe and probe["dataset"] not in config["datasets"]:
             errors.append(f"models.{name}.linear_probe.dataset: unknown dataset {probe['dataset']!r}")
+        training = model.get("segmentation_training")
+        if training and training["dataset"] not in config["datasets"]:
+            errors.append(f"models.{name}.segmentation_training.dataset: unknown dataset {training['dataset']!r}")
+        if model["family"] == "mask2former_swin" and model["source"]["kind"] not in ("hub", "config"):
+            errors.append(f"models.{name}.source.kind: Mask2Former models come from the hub or a config, got {model['source']['kind']!r}")
+        if model["family"] == "mask2former_swin" and model["source"]["kind"] == "config":
+            for key in ("swin_config", "decoder_config"):
+                if key not in model["source"]:
+                    errors.append(f"models.{name}.source.{key}: a Mask2Former built from a config needs it")
         if model["family"] == "vit" and model["source"]["kind"] == "packaged":
             errors.append(f"models.{name}.source.kind: no packaged vision model exists; use dinov2_onnx, hub or config")
     if errors:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
+
+
+def _resolved(method: dict) -> OptinMethod:
+    try:
+        return OptinMethod.from_config(method)
+    except ValueError:
+        return OptinMethod()  # reported under methods.<name>
 
 
 def _check_fashion_mnist(name: str, directory: str, base_dir: Path) -> list[str]:

@@ -116,3 +116,58 @@ def delta_top1_vs_flops(metrics: pd.DataFrame, stem: Path, references: dict[str,
             ax.set_ylabel("change in top-1 (points)")
             ax.legend(fontsize="x-small", ncol=2 if reference else 1)
         return save(fig, stem)
+
+
+def miou_vs_flops(metrics: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    """Segmentation arm: mIoU and pixel accuracy vs relative FLOPs, against the backbone's prunable MACs
+    (solid) and the whole network's (hollow: decoders, patch embedding and merging as fixed cost)."""
+    data = _wide(metrics, ["relative_macs", "whole_network_relative_macs", "miou", "unpruned_miou", "pixel_accuracy"])
+    data = data.dropna(subset=["miou"]) if "miou" in data else data.iloc[0:0]
+    with plt.style.context(STYLE):
+        fig, ax = plt.subplots()
+        for color, ((experiment, method), group) in zip(PALETTE, data.groupby(["experiment", "method"])):
+            curve = group.groupby("budget").agg(
+                x=("relative_macs", "mean"), whole=("whole_network_relative_macs", "mean"), y=("miou", "mean"),
+                err=("miou", "std"), pixel=("pixel_accuracy", "mean")).sort_values("x")
+            ax.errorbar(curve["x"], 100 * curve["y"], yerr=100 * curve["err"].fillna(0.0), marker="o", color=color,
+                        label=f"{experiment} · {method}: mIoU", capsize=2)
+            ax.plot(curve["whole"], 100 * curve["y"], marker="o", markerfacecolor="none", linestyle=":", color=color,
+                    label="same, vs whole-network FLOPs")
+            ax.plot(curve["x"], 100 * curve["pixel"], marker="s", linestyle="--", color=color, alpha=0.6,
+                    label="pixel accuracy")
+            ax.axhline(100 * group["unpruned_miou"].iloc[0], color=color, linestyle="-.", linewidth=1, label="unpruned mIoU")
+        ax.set_xlabel("relative FLOPs (MACs kept / unpruned)")
+        ax.set_ylabel("test mIoU / pixel accuracy (%)")
+        ax.set_title(title)
+        ax.legend(fontsize="x-small")
+        return save(fig, stem)
+
+
+def segmentation_examples(images, truth, unpruned, pruned, class_names: list[str], stem: Path, title: str,
+                          pruned_label: str) -> list[Path]:
+    """Rows of (image, ground truth, unpruned prediction, pruned prediction), the paper's qualitative pair."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    colours = ["#FFFFFF"] + PALETTE[: len(class_names) - 1] if len(class_names) <= len(PALETTE) + 1 else None
+    cmap = ListedColormap(colours) if colours else plt.get_cmap("tab20", len(class_names))
+    columns = [("image", images), ("ground truth", truth), ("unpruned", unpruned), (pruned_label, pruned)]
+    with plt.style.context(STYLE):
+        fig, axes = plt.subplots(len(images), 4, figsize=(6.4, 1.7 * len(images) + 0.6), squeeze=False)
+        for row in range(len(images)):
+            for col, (name, maps) in enumerate(columns):
+                ax = axes[row][col]
+                if col == 0:
+                    ax.imshow(maps[row], cmap="gray", interpolation="nearest")
+                else:
+                    # Ignored pixels (255) show as the background colour.
+                    ax.imshow(maps[row], cmap=cmap, vmin=-0.5, vmax=len(class_names) - 0.5, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if row == 0:
+                    ax.set_title(name, fontsize="small")
+        fig.legend(handles=[Patch(facecolor=cmap(i), edgecolor="0.6", label=name) for i, name in enumerate(class_names)],
+                   loc="lower center", ncol=min(len(class_names), 5), fontsize="x-small", frameon=False)
+        fig.suptitle(title, fontsize="small")
+        fig.subplots_adjust(bottom=0.12)
+        return save(fig, stem)

@@ -14,6 +14,7 @@ rule calibrate:
         image_size=lambda w: config["datasets"][w.dataset].get("image_size"),
     threads: 1
     resources:
+        gpu=gpus,
         mem_mb=4000,
         runtime=10,
     conda:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from optin.config import CALIBRATION_DRAWS, IMAGE_SOURCES, TEXT_SOURCES, budget_label, calibration_n, check, experiment_methods
+from optin.config import CALIBRATION_DRAWS, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, budget_label, calibration_n, check, experiment_methods
 from optin.methods import OptinMethod
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
@@ -48,6 +48,10 @@ def is_image_dataset(dataset):
     return config["datasets"][dataset]["source"]["kind"] in IMAGE_SOURCES
 
 
+def is_segmentation_dataset(dataset):
+    return config["datasets"][dataset]["source"]["kind"] in SEGMENTATION_SOURCES
+
+
 def experiment_of(model, dataset):
     for exp in config["experiments"].values():
         if exp["model"] == model and exp["dataset"] == dataset:
@@ -57,6 +61,10 @@ def experiment_of(model, dataset):
 
 def run_pairs():
     return [(config["experiments"][e]["model"], config["experiments"][e]["dataset"]) for e in RUN["experiments"]]
+
+
+def gpus(w):
+    return config["models"][w.model].get("gpu", 0)
 
 
 def checkpoint_dir(model):
@@ -74,12 +82,22 @@ def finetune_max_length(model):
 
 def training_dataset(model):
     spec = config["models"][model]
-    train = spec.get("finetune") or spec.get("linear_probe")
+    train = spec.get("finetune") or spec.get("linear_probe") or spec.get("segmentation_training")
     return train["dataset"] if train else None
 
 
+def prepared_on(model):
+    """The dataset prepare_model reads: the training set, or for a segmenter the first experiment's
+    data (its unit MACs depend on the input size the checkpoint's processor produces)."""
+    if training_dataset(model):
+        return training_dataset(model)
+    if config["models"][model]["family"] == "mask2former_swin":
+        return next(e["dataset"] for e in config["experiments"].values() if e["model"] == model)
+    return None
+
+
 def dataset_files(dataset):
-    if is_image_dataset(dataset):
+    if is_image_dataset(dataset) or is_segmentation_dataset(dataset):
         return multiext(f"results/data/{dataset}/", "split.json", "source.json")
     return multiext(f"results/data/{dataset}/", "sentences.csv", "split.json")
 
@@ -101,6 +119,11 @@ def image_dataset_inputs(w):
     return {}
 
 
+def segmentation_experiments():
+    """Segmentation experiments of the run as (model, dataset)."""
+    return [(m, d) for m, d in run_pairs() if is_segmentation_dataset(d)]
+
+
 def vision_references():
     """Vision experiments of the run ("model/dataset" as in the metrics table) -> published points to overlay."""
     refs = {}
@@ -114,8 +137,8 @@ def vision_references():
 def prepare_inputs(w):
     model = config["models"][w.model]
     inputs = {}
-    if training_dataset(w.model):
-        inputs["data"] = dataset_files(training_dataset(w.model))
+    if prepared_on(w.model):
+        inputs["data"] = dataset_files(prepared_on(w.model))
     if model["source"]["kind"] == "hub":
         inputs["hub"] = f"results/hub/{w.model}"
     return inputs

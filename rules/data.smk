@@ -57,3 +57,26 @@ rule split_image_dataset:
     localrule: True
     script:
         "../scripts/split_image_dataset.py"
+
+
+rule make_segmentation_dataset:
+    # Canvases: the recipe (item, position, class per canvas) rebuilt from Fashion-MNIST by the
+    # readers; Cityscapes: the image/label pairs of a local tree, checked here.
+    wildcard_constraints:
+        dataset=datasets_of_kind(SEGMENTATION_SOURCES),
+    output:
+        split="results/data/{dataset}/split.json",
+        source="results/data/{dataset}/source.json",
+    params:
+        source=lambda w: config["datasets"][w.dataset]["source"],
+        split=lambda w: config["datasets"][w.dataset]["split"],
+        repository=str(Path(workflow.basedir).parent),
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/make_segmentation_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/make_segmentation_dataset/{dataset}.tsv"
+    localrule: True
+    script:
+        "../scripts/make_segmentation_dataset.py"

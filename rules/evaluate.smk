@@ -1,4 +1,6 @@
 rule evaluate:
+    wildcard_constraints:
+        dataset=datasets_of_kind(TEXT_SOURCES + IMAGE_SOURCES),
     input:
         checkpoint=lambda w: checkpoint_dir(w.model),
         info=lambda w: model_info(w.model),
@@ -16,6 +18,7 @@ rule evaluate:
     # Latency is measured on all cores: nothing else may run beside it.
     threads: config["threads"]
     resources:
+        gpu=gpus,
         mem_mb=4000,
         runtime=20,
     conda:
@@ -26,6 +29,36 @@ rule evaluate:
         "benchmarks/evaluate/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.tsv"
     script:
         "../scripts/evaluate.py"
+
+
+rule evaluate_segmentation:
+    # Slim = masked, reload, backbone MACs from weight shapes, whole-network MACs, mIoU, latency.
+    wildcard_constraints:
+        dataset=datasets_of_kind(SEGMENTATION_SOURCES),
+    input:
+        checkpoint=lambda w: checkpoint_dir(w.model),
+        info=lambda w: model_info(w.model),
+        masks="results/masks/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json",
+        data=lambda w: dataset_files(w.dataset),
+    output:
+        metrics="results/eval/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json",
+        slim=directory("results/slim/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}"),
+    params:
+        verify_atol=config["evaluation"]["verify_atol"],
+        latency=config["evaluation"]["latency"],
+    threads: config["threads"]
+    resources:
+        gpu=gpus,
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/evaluate/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.log",
+    benchmark:
+        "benchmarks/evaluate/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.tsv"
+    script:
+        "../scripts/evaluate_segmentation.py"
 
 
 rule collect:

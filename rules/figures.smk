@@ -1,6 +1,13 @@
 FIGURES = expand(
     "results/figures/{name}.{ext}", name=["accuracy_vs_flops", "speedup_vs_flops", "delta_top1_vs_flops"], ext=["png", "pdf"]
 )
+if segmentation_experiments():
+    FIGURES += expand("results/figures/miou_vs_flops.{ext}", ext=["png", "pdf"])
+    FIGURES += expand(
+        "results/figures/segmentation_qualitative_{model}.{ext}",
+        model=[m for m, _ in segmentation_experiments()],
+        ext=["png", "pdf"],
+    )
 
 
 rule figures:
@@ -36,3 +43,62 @@ rule figures:
     localrule: True
     script:
         "../scripts/figures.py"
+
+
+rule segmentation_curves:
+    input:
+        "results/tables/metrics.csv",
+    output:
+        png=report(
+            "results/figures/miou_vs_flops.png",
+            caption="../workflow/report/miou_vs_flops.rst",
+            category="Segmentation arm",
+        ),
+        pdf="results/figures/miou_vs_flops.pdf",
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/segmentation_curves/segmentation_curves.log",
+    benchmark:
+        "benchmarks/segmentation_curves/segmentation_curves.tsv"
+    localrule: True
+    script:
+        "../scripts/segmentation_curves.py"
+
+
+def qualitative_inputs(w):
+    dataset = next(d for m, d in segmentation_experiments() if m == w.model)
+    exp = next(e for e in RUN["experiments"] if config["experiments"][e]["model"] == w.model)
+    run = f"{w.model}/{dataset}/{experiment_methods(config, exp)[0]}/calib{calibration_n(config, exp)}-seed{RUN['seeds'][0]}"
+    budget = budget_label(config["evaluation"]["qualitative_budget"])
+    return {
+        "checkpoint": checkpoint_dir(w.model),
+        "data": dataset_files(dataset),
+        "slim": f"results/slim/{run}/budget{budget}",
+        "metrics": f"results/eval/{run}/budget{budget}.json",
+    }
+
+
+rule segmentation_figure:
+    # The paper's qualitative pair on held-out images: ground truth, unpruned and pruned predictions.
+    input:
+        unpack(qualitative_inputs),
+    output:
+        png=report(
+            "results/figures/segmentation_qualitative_{model}.png",
+            caption="../workflow/report/segmentation_qualitative.rst",
+            category="Segmentation arm",
+        ),
+        pdf="results/figures/segmentation_qualitative_{model}.pdf",
+    params:
+        examples=4,
+        experiment=lambda w: w.model,
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/segmentation_figure/{model}.log",
+    benchmark:
+        "benchmarks/segmentation_figure/{model}.tsv"
+    localrule: True
+    script:
+        "../scripts/segmentation_figure.py"

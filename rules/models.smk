@@ -26,6 +26,7 @@ rule prepare_model:
         family=lambda w: config["models"][w.model]["family"],
         source=lambda w: config["models"][w.model]["source"],
         linear_probe=lambda w: config["models"][w.model].get("linear_probe"),
+        segmentation_training=lambda w: config["models"][w.model].get("segmentation_training"),
         image_size=lambda w: config["datasets"][training_dataset(w.model)].get("image_size") if training_dataset(w.model) else None,
         num_layers=lambda w: config["models"][w.model]["num_layers"],
         num_labels=lambda w: config["models"][w.model]["num_labels"],

@@ -16,6 +16,7 @@ rule score_shard:
         chunk=config["scoring"]["chunk"],
     threads: config["threads"]
     resources:
+        gpu=gpus,
         mem_mb=6000,
         runtime=60,
     conda:

@@ -8,7 +8,7 @@ rule solve:
         budget=lambda w: float(w.budget),
         method=lambda w: method_settings(w.method),
         seed=lambda w: int(w.seed),
-        mac_seq_len=lambda w: experiment_of(w.model, w.dataset)["mac_seq_len"],
+        mac_seq_len=lambda w: experiment_of(w.model, w.dataset).get("mac_seq_len", "auto"),
         image_size=lambda w: config["datasets"][w.dataset].get("image_size"),
     conda:
         "../envs/optin.yaml"

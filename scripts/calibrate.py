@@ -35,13 +35,17 @@ if params.family == "bert":
 else:
     from optin.data import disjoint_draws
     from optin.data.images import open_split
+    from optin.data.segmentation import open_segmentation_split
 
-    pool = open_split(split_file, snakemake.input.data[1], "calib_pool", params.image_size, snakemake.input.checkpoint)
+    if params.family == "mask2former_swin":
+        pool = open_segmentation_split(split_file, snakemake.input.data[1], "calib_pool", snakemake.input.checkpoint)
+    else:
+        pool = open_split(split_file, snakemake.input.data[1], "calib_pool", params.image_size, snakemake.input.checkpoint)
     draws = disjoint_draws(len(pool), params.n, params.seed, params.draws)
     for positions in draws:
         teacher = run_teacher(adapter, {"pixel_values": pool.pixels(positions)}).to_dict()
         teachers.append({True: teacher, False: teacher})  # images have no padding
-        print(f"calibration batch of {len(positions)} images at {params.image_size} px")
+        print(f"calibration batch of {len(positions)} images of {tuple(pool.pixels(positions[:1]).shape[-2:])} px")
 torch.save({"teachers": teachers}, snakemake.output.teacher)
 Path(snakemake.output.indices).write_text(json.dumps(
     {"dataset_rows": [[split["calib_pool"][p] for p in positions] for positions in draws],

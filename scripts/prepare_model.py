@@ -38,6 +38,40 @@ if params.family == "bert":
         info["test_accuracy"] = accuracy(model, tokenizer, test["text"], test["label"], params.max_length)
         info["mean_test_tokens"] = mean_token_length(tokenizer, test["text"], params.max_length)
     tokenizer.save_pretrained(snakemake.output.checkpoint)
+elif params.family == "mask2former_swin":
+    from optin.data.segmentation import open_segmentation_split
+    from optin.models import segmentation
+
+    if params.source["kind"] == "hub":
+        from transformers import AutoImageProcessor
+
+        model = segmentation.load_segmenter(hub_dir)
+        AutoImageProcessor.from_pretrained(hub_dir).save_pretrained(snakemake.output.checkpoint)
+    else:
+        model = segmentation.mask2former_from_config(params.num_labels, params.source["swin_config"],
+                                                     params.source["decoder_config"], params.seed)
+    adapter = adapter_for(model)
+    info = structure(adapter)
+    split_file, source_file = snakemake.input.data
+    processor_dir = hub_dir
+    test = open_segmentation_split(split_file, source_file, "test", processor_dir)
+    if params.segmentation_training:
+        cfg = params.segmentation_training
+        train = open_segmentation_split(split_file, source_file, "train", processor_dir)
+        model = segmentation.train_segmenter(model, train, steps=cfg["steps"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+                                             seed=params.seed)
+        adapter = adapter_for(model)
+        scores = segmentation.segmentation_metrics(segmentation.predict(model, test), test.masks, len(test.class_names))
+        info.update({"training_dataset": cfg["dataset"], "test_miou": scores["miou"],
+                     "test_pixel_accuracy": scores["pixel_accuracy"], "test_iou_per_class": scores["iou_per_class"]})
+        print(f"test mIoU: {scores['miou']:.4f}, pixel accuracy {scores['pixel_accuracy']:.4f}")
+    # Unit MACs depend on the input size the model sees (after the checkpoint's own preprocessing).
+    input_size = list(test.pixels([0]).shape[-2:])
+    grid = adapter.patch_grid(input_size)
+    head_macs, neuron_macs = adapter.unit_macs(grid)
+    info.update({"input_size": input_size, "patch_grid": list(grid), "layer_widths": adapter.layer_widths(),
+                 "head_macs_per_layer": head_macs, "neuron_macs_per_layer": neuron_macs,
+                 "class_names": test.class_names})
 else:
     import torch
 

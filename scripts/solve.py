@@ -13,33 +13,45 @@ start_job(snakemake.log[0], threads=1)
 params = snakemake.params
 info = json.loads(Path(snakemake.input.info).read_text())
 method = OptinMethod.from_config(params.method)
-seq_len = params.mac_seq_len
-if seq_len == "auto":
-    # Text: mean tokenized test length. Images: the real token count at the dataset's image size.
-    seq_len = info["mean_test_tokens"] if info["family"] == "bert" else (
-        (params.image_size // info["patch_size"]) ** 2 + info["prefix_tokens"])
-seq_len = float(seq_len)
-hidden, head_dim = info["hidden_size"], info["head_dim"]
 scores = pd.read_parquet(snakemake.input.scores)
-if method.prune_tokens:
-    low, high = method.tau_head_neuron_share
-    # The authors draw the share at random; here it is seeded by (seed, budget), and recorded.
-    rng = np.random.default_rng([params.seed, int(round(params.budget * 1000))])
-    share = float(rng.uniform(low, high))
-    kept, removed, result = search_tau(
-        scores, budget=params.budget, head_neuron_share=share, seq_len=seq_len, hidden=hidden, head_dim=head_dim,
-        heads_per_layer=info["heads_per_layer"], neurons_per_layer=info["neurons_per_layer"],
-        max_removed=(params.image_size // info["patch_size"]) ** 2 - 1)
-    result["token_merges"] = [removed[0]] + [b - a for a, b in zip(removed, removed[1:])]
+heads, neurons = info["heads_per_layer"], info["neurons_per_layer"]
+
+if "head_macs_per_layer" in info:
+    # Windowed attention (Swin): a unit's cost depends on its stage's width and resolution.
+    head_cost, neuron_cost = info["head_macs_per_layer"], info["neuron_macs_per_layer"]
+    base = sum(h * c for h, c in zip(heads, head_cost, strict=True)) + sum(n * c for n, c in zip(neurons, neuron_cost, strict=True))
+    kept, result = search_mac(scores, budget=params.budget, head_cost=head_cost, neuron_cost=neuron_cost, base_macs=base,
+                              heads_per_layer=heads, neurons_per_layer=neurons)
+    result.update({"token_merges": None, "input_size": info["input_size"], "head_macs_per_layer": head_cost,
+                   "neuron_macs_per_layer": neuron_cost})
 else:
-    base = flops.encoder_macs(info["heads_per_layer"], info["neurons_per_layer"], seq_len, hidden, head_dim)
-    kept, result = search_mac(
-        scores, budget=params.budget, head_cost=flops.head_macs(seq_len, hidden, head_dim),
-        neuron_cost=flops.neuron_macs(seq_len, hidden), base_macs=base, heads_per_layer=info["heads_per_layer"],
-        neurons_per_layer=info["neurons_per_layer"])
-    result["token_merges"] = None
-result.update({"mac_seq_len": seq_len, "head_macs": flops.head_macs(seq_len, hidden, head_dim),
-               "neuron_macs": flops.neuron_macs(seq_len, hidden), "kept": kept.to_json()})
+    seq_len = params.mac_seq_len
+    if seq_len == "auto":
+        # Text: mean tokenized test length. Images: the real token count at the dataset's image size.
+        seq_len = info["mean_test_tokens"] if info["family"] == "bert" else (
+            (params.image_size // info["patch_size"]) ** 2 + info["prefix_tokens"])
+    seq_len = float(seq_len)
+    hidden, head_dim = info["hidden_size"], info["head_dim"]
+    if method.prune_tokens:
+        low, high = method.tau_head_neuron_share
+        # The authors draw the share at random; here it is seeded by (seed, budget), and recorded.
+        rng = np.random.default_rng([params.seed, int(round(params.budget * 1000))])
+        share = float(rng.uniform(low, high))
+        kept, removed, result = search_tau(
+            scores, budget=params.budget, head_neuron_share=share, seq_len=seq_len, hidden=hidden, head_dim=head_dim,
+            heads_per_layer=heads, neurons_per_layer=neurons,
+            max_removed=(params.image_size // info["patch_size"]) ** 2 - 1)
+        result["token_merges"] = [removed[0]] + [b - a for a, b in zip(removed, removed[1:])]
+    else:
+        base = flops.encoder_macs(heads, neurons, seq_len, hidden, head_dim)
+        kept, result = search_mac(
+            scores, budget=params.budget, head_cost=flops.head_macs(seq_len, hidden, head_dim),
+            neuron_cost=flops.neuron_macs(seq_len, hidden), base_macs=base, heads_per_layer=heads,
+            neurons_per_layer=neurons)
+        result["token_merges"] = None
+    result.update({"mac_seq_len": seq_len, "head_macs": flops.head_macs(seq_len, hidden, head_dim),
+                   "neuron_macs": flops.neuron_macs(seq_len, hidden)})
+result["kept"] = kept.to_json()
 Path(snakemake.output[0]).write_text(json.dumps(result, indent=1) + "\n")
 print(f"budget {result['budget']}: kept {result['heads_kept']} heads, {result['neurons_kept']} neurons, "
       f"token merges {result['token_merges']}, ratio {result['achieved_ratio']:.4f}")

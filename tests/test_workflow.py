@@ -215,15 +215,18 @@ def test_rerun_does_nothing_and_a_new_budget_reruns_only_its_jobs(tiny_runs):
     snakemake(run, config, "-n")  # leave the config as the fixture wrote it
 
 
-def test_paper_config_dry_run_builds_the_vision_dag(tmp_path):
+def test_paper_config_dry_run_builds_the_vision_and_segmentation_dag(tmp_path):
     paper = yaml.safe_load((ROOT / "workflow/configs/paper.yaml").read_text())
     merged = copy.deepcopy(DEFAULT)  # the Snakefile's configfile is extended by --configfile
     for key, value in paper.items():
         merged[key] = {**merged[key], **value} if isinstance(value, dict) and key in merged else value
     result = snakemake(tmp_path, merged, "-n")
     assert result.returncode == 0, result.stderr[-3000:]
-    experiments, budgets = len(paper["run"]["experiments"]), len(paper["run"]["budgets"])
+    budgets = len(paper["run"]["budgets"])
+    vision = 5  # DeiT-Ti/S/B and ViT-B on ImageNet, ViT-B on CIFAR-10, each with beta and tau
     counts = job_counts(result.stdout)
-    assert counts["download_model"] == 5 and counts["download_cifar10"] == 1
-    assert counts["score_shard"] == experiments * 12  # beta and tau share one scoring run per model
-    assert counts["evaluate"] == experiments * 2 * budgets
+    assert counts["download_model"] == vision + 1 and counts["download_cifar10"] == 1
+    assert counts["score_shard"] == vision * 12 + 12  # beta and tau share one scoring run; Swin-T has 12 blocks
+    assert counts["evaluate"] == vision * 2 * budgets
+    assert counts["evaluate_segmentation"] == budgets
+    assert counts["make_segmentation_dataset"] == counts["segmentation_figure"] == counts["segmentation_curves"] == 1

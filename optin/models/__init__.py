@@ -14,4 +14,8 @@ def load_checkpoint(family: str, path):
         from transformers import AutoModelForImageClassification
 
         return AutoModelForImageClassification.from_pretrained(path).eval()
-    raise ValueError(f"unknown model family {family!r}; known: bert, vit")
+    if family == "mask2former_swin":
+        from optin.models.segmentation import load_segmenter
+
+        return load_segmenter(path)
+    raise ValueError(f"unknown model family {family!r}; known: bert, vit, mask2former_swin")
