@@ -45,7 +45,8 @@ bench: install
 # The README's figures: the default arm with both semantics.
 readme-figures: install
 	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml workflow/configs/with_reference.yaml
-	cp results/figures/accuracy_vs_flops.png results/figures/speedup_vs_flops.png results/figures/delta_top1_vs_flops.png docs/
+	cp results/figures/accuracy_vs_flops.png results/figures/speedup_vs_flops.png results/figures/delta_top1_vs_flops.png \
+	   results/figures/miou_vs_flops.png results/figures/segmentation_qualitative_mask2former_fmnist.png docs/
 
 dry-run: install
 	$(BIN)/snakemake -n --configfile config.yaml

@@ -162,8 +162,7 @@ def segmentation_examples(images, truth, unpruned, pruned, class_names: list[str
                 else:
                     # Ignored pixels (255) show as the background colour.
                     ax.imshow(maps[row], cmap=cmap, vmin=-0.5, vmax=len(class_names) - 0.5, interpolation="nearest")
-                ax.set_xticks([])
-                ax.set_yticks([])
+                ax.set_axis_off()
                 if row == 0:
                     ax.set_title(name, fontsize="small")
         fig.legend(handles=[Patch(facecolor=cmap(i), edgecolor="0.6", label=name) for i, name in enumerate(class_names)],

@@ -142,3 +142,16 @@ def prepare_inputs(w):
     if model["source"]["kind"] == "hub":
         inputs["hub"] = f"results/hub/{w.model}"
     return inputs
+
+
+def qualitative_inputs(w):
+    dataset = next(d for m, d in segmentation_experiments() if m == w.model)
+    exp = next(e for e in RUN["experiments"] if config["experiments"][e]["model"] == w.model)
+    run = f"{w.model}/{dataset}/{experiment_methods(config, exp)[0]}/calib{calibration_n(config, exp)}-seed{RUN['seeds'][0]}"
+    budget = budget_label(config["evaluation"]["qualitative_budget"])
+    return {
+        "checkpoint": checkpoint_dir(w.model),
+        "data": dataset_files(dataset),
+        "slim": f"results/slim/{run}/budget{budget}",
+        "metrics": f"results/eval/{run}/budget{budget}.json",
+    }

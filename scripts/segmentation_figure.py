@@ -21,6 +21,6 @@ images = test.images[rows] if test.images is not None else test.pixels(rows).per
 plots.segmentation_examples(
     images, test.masks[rows], segmentation.predict(dense, test, rows), segmentation.predict(slim, test, rows),
     test.class_names, Path(snakemake.output.png).with_suffix(""),
-    f"{params.experiment}: held-out canvases, unpruned (mIoU {metrics['unpruned_miou']:.3f}) vs OPTIN at "
+    f"{params.experiment}: held-out test images, unpruned (mIoU {metrics['unpruned_miou']:.3f}) vs OPTIN at "
     f"{metrics['relative_macs']:.2f} of the backbone MACs (mIoU {metrics['miou']:.3f})",
     pruned_label=f"pruned ({metrics['relative_macs']:.2f} MACs)")

