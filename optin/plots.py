@@ -36,6 +36,7 @@ def _wide(metrics: pd.DataFrame, names: list[str]) -> pd.DataFrame:
 
 def accuracy_vs_flops(metrics: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     data = _wide(metrics, ["relative_macs", "accuracy", "unpruned_accuracy"])
+    data = data.dropna(subset=["accuracy"]) if "accuracy" in data else data  # segmentation rows report mIoU
     with plt.style.context(STYLE):
         fig, ax = plt.subplots()
         for color, ((experiment, method), group) in zip(PALETTE, data.groupby(["experiment", "method"])):

@@ -27,3 +27,32 @@ def test_vision_figure_overlays_the_papers_points(tmp_path):
 def test_published_points_keep_their_provenance():
     points = plots.paper_points("deit_tiny_imagenet")
     assert points["optin"][0] == [0.50, -2.98] and len(points["baselines"]) == 11
+
+
+def segmentation_metrics() -> pd.DataFrame:
+    rows = []
+    for seed in (0, 1):
+        for budget in (0.4, 0.6, 0.8):
+            values = {"relative_macs": budget, "whole_network_relative_macs": 0.3 + 0.7 * budget,
+                      "miou": 0.6 + 0.2 * budget + 0.01 * seed, "unpruned_miou": 0.8, "pixel_accuracy": 0.95,
+                      "latency_speedup": 1 / budget}
+            rows += [{"experiment": "m2f/canvases", "method": "optin", "seed": seed, "budget": budget,
+                      "metric": name, "value": value} for name, value in values.items()]
+    return pd.DataFrame(rows)
+
+
+def test_segmentation_curve_and_examples_render_deterministically(tmp_path):
+    import numpy as np
+
+    both = pd.concat([synthetic_metrics(), segmentation_metrics()])
+    paths = plots.miou_vs_flops(both, tmp_path / "miou", "mIoU")
+    again = plots.miou_vs_flops(both, tmp_path / "miou_again", "mIoU")
+    assert all(p.stat().st_size > 0 for p in paths)
+    assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
+    # Classifier rows have no mIoU and must not break the classifier figure either way round.
+    assert all(p.stat().st_size > 0 for p in plots.accuracy_vs_flops(both, tmp_path / "acc", "accuracy"))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (2, 16, 16), dtype=np.uint8)
+    maps = [rng.integers(0, 3, (2, 16, 16)) for _ in range(3)]
+    paths = plots.segmentation_examples(images, *maps, ["background", "a", "b"], tmp_path / "examples", "examples", "pruned")
+    assert all(p.stat().st_size > 0 for p in paths)
