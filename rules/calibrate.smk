@@ -12,6 +12,7 @@ rule calibrate:
         max_length=CALIB["max_length"],
         family=lambda w: config["models"][w.model]["family"],
         image_size=lambda w: config["datasets"][w.dataset].get("image_size"),
+        pixels=lambda w: config["datasets"][w.dataset].get("pixels"),
     threads: 1
     resources:
         gpu=gpus,

@@ -3,8 +3,9 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from optin.config import CALIBRATION_DRAWS, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, budget_label, calibration_n, check, experiment_methods
-from optin.methods import OptinMethod
+from optin.config import CALIBRATION_DRAWS, CNN_FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, budget_label, calibration_n, check, experiment_methods
+from optin.methods import OptinMethod, method_kind
+from optin.methods import method_settings as resolved_method
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 check(config, base_dir=Path(workflow.basedir).parent)
@@ -25,11 +26,21 @@ wildcard_constraints:
 
 
 def method_settings(method):
-    return OptinMethod.from_config(config["methods"][method]).settings()
+    return resolved_method(config["methods"][method])
 
 
 def scoring_settings(method):
-    return OptinMethod.from_config(config["methods"][method]).scoring_settings()
+    entry = config["methods"][method]
+    return OptinMethod.from_config(entry).scoring_settings() if method_kind(entry) == "optin" else dict(entry)
+
+
+def methods_of_kind(*kinds):
+    names = [name for name, entry in config["methods"].items() if method_kind(entry) in kinds]
+    return "|".join(map(re.escape, names)) if names else "(?!)"
+
+
+def is_convnet(model):
+    return config["models"][model]["family"] in CNN_FAMILIES
 
 
 def scores_method(method):
@@ -82,16 +93,16 @@ def finetune_max_length(model):
 
 def training_dataset(model):
     spec = config["models"][model]
-    train = spec.get("finetune") or spec.get("linear_probe") or spec.get("segmentation_training")
+    train = spec.get("finetune") or spec.get("linear_probe") or spec.get("segmentation_training") or spec.get("cnn_training")
     return train["dataset"] if train else None
 
 
 def prepared_on(model):
-    """The dataset prepare_model reads: the training set, or for a segmenter the first experiment's
-    data (its unit MACs depend on the input size the checkpoint's processor produces)."""
+    """The dataset prepare_model reads: the training set, or for a pretrained segmenter or CNN the
+    first experiment's data (unit MACs depend on the input size; the unpruned accuracy is measured)."""
     if training_dataset(model):
         return training_dataset(model)
-    if config["models"][model]["family"] == "mask2former_swin":
+    if config["models"][model]["family"] in ("mask2former_swin", *CNN_FAMILIES):
         return next(e["dataset"] for e in config["experiments"].values() if e["model"] == model)
     return None
 
@@ -141,6 +152,8 @@ def prepare_inputs(w):
         inputs["data"] = dataset_files(prepared_on(w.model))
     if model["source"]["kind"] == "hub":
         inputs["hub"] = f"results/hub/{w.model}"
+    if model["source"]["kind"] == "url":
+        inputs["weights"] = f"results/downloads/weights/{w.model}.pt"
     return inputs
 
 

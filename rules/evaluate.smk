@@ -13,6 +13,7 @@ rule evaluate:
         family=lambda w: config["models"][w.model]["family"],
         max_length=lambda w: config["datasets"][w.dataset].get("max_length"),
         image_size=lambda w: config["datasets"][w.dataset].get("image_size"),
+        pixels=lambda w: config["datasets"][w.dataset].get("pixels"),
         verify_atol=config["evaluation"]["verify_atol"],
         latency=config["evaluation"]["latency"],
     # Latency is measured on all cores: nothing else may run beside it.

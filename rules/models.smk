@@ -16,6 +16,24 @@ rule download_model:
         "../scripts/download_model.py"
 
 
+rule download_weights:
+    # A plain state-dict file (the paper's CIFAR CNNs), checked against the configured sha256.
+    output:
+        "results/downloads/weights/{model}.pt",
+    params:
+        url=lambda w: config["models"][w.model]["source"]["url"],
+        sha256=lambda w: config["models"][w.model]["source"]["sha256"],
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/download_weights/{model}.log",
+    benchmark:
+        "benchmarks/download_weights/{model}.tsv"
+    localrule: True
+    script:
+        "../scripts/download_weights.py"
+
+
 rule prepare_model:
     input:
         unpack(prepare_inputs),
@@ -27,7 +45,9 @@ rule prepare_model:
         source=lambda w: config["models"][w.model]["source"],
         linear_probe=lambda w: config["models"][w.model].get("linear_probe"),
         segmentation_training=lambda w: config["models"][w.model].get("segmentation_training"),
-        image_size=lambda w: config["datasets"][training_dataset(w.model)].get("image_size") if training_dataset(w.model) else None,
+        cnn_training=lambda w: config["models"][w.model].get("cnn_training"),
+        image_size=lambda w: config["datasets"][prepared_on(w.model)].get("image_size") if prepared_on(w.model) else None,
+        pixels=lambda w: config["datasets"][prepared_on(w.model)].get("pixels") if prepared_on(w.model) else None,
         num_layers=lambda w: config["models"][w.model]["num_layers"],
         num_labels=lambda w: config["models"][w.model]["num_labels"],
         finetune=lambda w: config["models"][w.model].get("finetune"),

@@ -30,6 +30,8 @@ rule score_shard:
 
 
 rule merge_scores:
+    wildcard_constraints:
+        method=methods_of_kind("optin"),
     input:
         lambda w: expand(
             "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/shards/layer{layer}.parquet",
@@ -50,3 +52,24 @@ rule merge_scores:
     localrule: True
     script:
         "../scripts/merge_scores.py"
+
+
+rule score_magnitude:
+    # Baseline: L1 filter norms from the checkpoint's weights; no calibration data.
+    wildcard_constraints:
+        method=methods_of_kind("magnitude"),
+    input:
+        checkpoint=lambda w: checkpoint_dir(w.model),
+    output:
+        "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/scores.parquet",
+    params:
+        family=lambda w: config["models"][w.model]["family"],
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/score_magnitude/{model}/{dataset}/{method}/calib{n}-seed{seed}.log",
+    benchmark:
+        "benchmarks/score_magnitude/{model}/{dataset}/{method}/calib{n}-seed{seed}.tsv"
+    localrule: True
+    script:
+        "../scripts/score_magnitude.py"

@@ -40,7 +40,8 @@ else:
     if params.family == "mask2former_swin":
         pool = open_segmentation_split(split_file, snakemake.input.data[1], "calib_pool", snakemake.input.checkpoint)
     else:
-        pool = open_split(split_file, snakemake.input.data[1], "calib_pool", params.image_size, snakemake.input.checkpoint)
+        pool = open_split(split_file, snakemake.input.data[1], "calib_pool", params.image_size, snakemake.input.checkpoint,
+                          pixels=params.pixels)
     draws = disjoint_draws(len(pool), params.n, params.seed, params.draws)
     for positions in draws:
         teacher = run_teacher(adapter, {"pixel_values": pool.pixels(positions)}).to_dict()

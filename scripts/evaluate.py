@@ -15,15 +15,56 @@ from optin.models.text import write_json  # noqa: E402
 params = snakemake.params
 info = json.loads(Path(snakemake.input.info).read_text())
 masks = json.loads(Path(snakemake.input.masks).read_text())
-kept = Kept.from_json(masks["kept"])
 merges = masks.get("token_merges")
 dense = load_checkpoint(params.family, snakemake.input.checkpoint)
 adapter = adapter_for(dense)
-head_masks, neuron_masks = adapter.kept_masks(kept)
 lat_cfg = params.latency
 extra = {}
+convnet = params.family in ("cifar_resnet", "vgg")
+if not convnet:
+    kept = Kept.from_json(masks["kept"])
+    head_masks, neuron_masks = adapter.kept_masks(kept)
 
-if params.family == "bert":
+
+def logits_of(model, batch):
+    out = model(**batch)
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def recount(model) -> float:
+    """The slim model's MACs, counted from its weight shapes (and tokens per layer)."""
+    if convnet:
+        from optin.arch.cnn import count_conv_linear_macs
+
+        return count_conv_linear_macs(model, probe["pixel_values"])
+    tokens = masks.get("tokens_per_layer") or masks["mac_seq_len"]
+    return flops.count_linear_attention_macs(adapter_for(model).layer_linear_shapes(), tokens)
+
+
+if convnet:
+    from optin.data.images import open_split
+    from optin.models import cnn
+
+    channels = masks["kept"]["channel"]
+    split_file, source_file = snakemake.input.data
+    test = open_split(split_file, source_file, "test", params.image_size, pixels=params.pixels)
+    probe = {"pixel_values": test.pixels(range(64))}
+    masked_logits = adapter.forward(probe, adapter.kept_masks(channels))[2]
+    slim = adapter.slim(channels)
+    adapter.save_slim(slim, snakemake.output.slim)
+
+    def reload():
+        return cnn.load_convnet(snakemake.output.slim)
+
+    def test_accuracy(model):
+        return cnn.accuracy(model, test)
+
+    lat_batch = {"pixel_values": test.pixels(range(lat_cfg["batch_size"]))}
+    kept_counts = [len(c) for c in channels]
+    extra.update({"image_size": params.image_size, "channels_kept": sum(kept_counts),
+                  "dense_channels": sum(adapter.unit_counts()),
+                  "layers_with_at_most_one_channel": sum(k <= 1 for k in kept_counts)})
+elif params.family == "bert":
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from optin.data.text import load_split, tokenize
@@ -78,7 +119,7 @@ else:
 
 # 1. The slim model (with its token-merge schedule) is the masked model.
 with torch.no_grad():
-    slim_logits = slim(**probe).logits
+    slim_logits = logits_of(slim, probe)
 slim_vs_masked = float((slim_logits - masked_logits).abs().max())
 if slim_vs_masked > params.verify_atol:
     raise RuntimeError(f"slim model differs from the masked model by {slim_vs_masked:.2e} > {params.verify_atol}")
@@ -86,20 +127,22 @@ if slim_vs_masked > params.verify_atol:
 # 2. It reloads through the usual API.
 reloaded = reload()
 with torch.no_grad():
-    reload_diff = float((reloaded(**probe).logits - slim_logits).abs().max())
+    reload_diff = float((logits_of(reloaded, probe) - slim_logits).abs().max())
 if reload_diff > 1e-6:
     raise RuntimeError(f"reloaded slim model differs from the saved one by {reload_diff:.2e}")
 
 # 3. Its MACs, counted from its weight shapes (and tokens per layer), are what the search accounted for.
-tokens = masks.get("tokens_per_layer") or masks["mac_seq_len"]
-counted = flops.count_linear_attention_macs(adapter_for(reloaded).layer_linear_shapes(), tokens)
+counted = recount(reloaded)
 if abs(counted - masks["achieved_macs"]) > 1e-6 * masks["base_macs"]:
     raise RuntimeError(f"slim model has {counted:.6g} MACs; the search accounted {masks['achieved_macs']:.6g}")
 
 # 4. Accuracy, size, latency.
 acc = test_accuracy(reloaded)
 times = latency.compare({"dense": dense, "slim": reloaded}, lat_batch, lat_cfg["repeats"], lat_cfg["warmup"])
-heads, neurons = kept.counts()
+if not convnet:
+    heads, neurons = kept.counts()
+    extra.update({"heads_kept": sum(heads), "neurons_kept": sum(neurons), "layers_without_heads": sum(h == 0 for h in heads),
+                  "layers_without_neurons": sum(n == 0 for n in neurons)})
 result = {
     "budget": masks["budget"],
     "relative_macs": counted / masks["base_macs"],
@@ -110,10 +153,6 @@ result = {
     "unpruned_accuracy": info["test_accuracy"] if "test_accuracy" in info else test_accuracy(dense),
     "params": flops.count_module_params(reloaded),
     "dense_params": flops.count_module_params(dense),
-    "heads_kept": sum(heads),
-    "neurons_kept": sum(neurons),
-    "layers_without_heads": sum(h == 0 for h in heads),
-    "layers_without_neurons": sum(n == 0 for n in neurons),
     "slim_vs_masked_max_abs": slim_vs_masked,
     "latency_dense_s": times["dense"],
     "latency_slim_s": times["slim"],

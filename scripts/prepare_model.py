@@ -72,6 +72,43 @@ elif params.family == "mask2former_swin":
     info.update({"input_size": input_size, "patch_grid": list(grid), "layer_widths": adapter.layer_widths(),
                  "head_macs_per_layer": head_macs, "neuron_macs_per_layer": neuron_macs,
                  "class_names": test.class_names})
+elif params.family in ("cifar_resnet", "vgg"):
+    import torch
+
+    from optin.arch.cnn import count_conv_linear_macs, network_macs
+    from optin.data.images import open_split
+    from optin.models import cnn
+
+    kind = params.source["kind"]
+    if kind == "ccexam":
+        model = cnn.ccexam_mnist()
+    else:
+        torch.manual_seed(params.seed)
+        model = cnn.build_convnet({**params.source["convnet_config"], "num_labels": params.num_labels})
+        if kind == "url":
+            model = cnn.load_state_dict_file(model, snakemake.input.weights)
+    split_file, source_file = snakemake.input.data
+    test = open_split(split_file, source_file, "test", params.image_size, pixels=params.pixels)
+    if params.cnn_training:
+        cfg = params.cnn_training
+        train = open_split(split_file, source_file, "train", params.image_size, pixels=params.pixels)
+        model = cnn.train_convnet(model, train, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+                                  weight_decay=cfg["weight_decay"], seed=params.seed)
+    adapter = adapter_for(model)
+    if adapter.num_layers != params.num_layers:
+        raise ValueError(f"models.{name}.num_layers is {params.num_layers} but the network has {adapter.num_layers} prunable layers")
+    ops = adapter.mac_ops(params.image_size)
+    probe = test.pixels([0])
+    # The MAC model must be the network's real cost before anything relies on it.
+    counted = count_conv_linear_macs(model, probe)
+    if abs(network_macs(ops, adapter.unit_counts()) - counted) > 1e-6 * counted:
+        raise RuntimeError(f"MAC model {network_macs(ops, adapter.unit_counts()):.6g} != direct count {counted:.6g}")
+    info = {"family": adapter.family, "num_layers": adapter.num_layers, "channels_per_layer": adapter.unit_counts(),
+            "min_channels_per_layer": adapter.min_channels(), "mac_ops": [op.to_json() for op in ops],
+            "base_macs": counted, "input_size": params.image_size, "params": sum(p.numel() for p in model.parameters()),
+            "test_accuracy": cnn.accuracy(model, test)}
+    if params.cnn_training:
+        info["training_dataset"] = params.cnn_training["dataset"]
 else:
     import torch
 
@@ -113,7 +150,10 @@ else:
         info["linear_probe_dataset"] = probe_cfg["dataset"]
         info["test_accuracy"] = vision.accuracy(model, test)
         info["image_size"] = params.image_size
-model.save_pretrained(snakemake.output.checkpoint)
+if params.family in ("cifar_resnet", "vgg"):
+    cnn.save_convnet(model, snakemake.output.checkpoint)
+else:
+    model.save_pretrained(snakemake.output.checkpoint)
 if "test_accuracy" in info:
     print(f"test accuracy: {info['test_accuracy']:.4f}")
 write_json(Path(snakemake.output.info), info)

@@ -10,7 +10,7 @@ import torch  # noqa: E402
 from optin.arch import adapter_for  # noqa: E402
 from optin.methods import OptinMethod  # noqa: E402
 from optin.models import load_checkpoint  # noqa: E402
-from optin.scoring import Teacher, score_layer  # noqa: E402
+from optin.scoring import Teacher, score_channels, score_layer  # noqa: E402
 
 params = snakemake.params
 method = OptinMethod.from_config(params.method)
@@ -20,12 +20,18 @@ teachers = [Teacher.from_dict(draw[method.md_include_padding]) for draw in draws
 parts = []
 # Vision models also score tokens (layer 0 never loses one): cheap, and OPTIN-beta and OPTIN-tau
 # then share one scoring run.
-kinds = ["head", "neuron"] + (["token"] if params.family == "vit" and params.layer > 0 else [])
+if params.family in ("cifar_resnet", "vgg"):
+    kinds = ["channel"]
+else:
+    kinds = ["head", "neuron"] + (["token"] if params.family == "vit" and params.layer > 0 else [])
 for kind in kinds:
     # §4.7: the authors score neurons on a second calibration batch.
     teacher = teachers[0] if (method.same_batch or kind != "neuron") else teachers[1]
     start = time.perf_counter()
-    part = score_layer(adapter, teacher, params.layer, kind, method, params.seed, chunk=params.chunk, progress=True)
+    if kind == "channel":
+        part = score_channels(adapter, teacher, params.layer, method, params.seed, chunk=params.chunk, progress=True)
+    else:
+        part = score_layer(adapter, teacher, params.layer, kind, method, params.seed, chunk=params.chunk, progress=True)
     elapsed = time.perf_counter() - start
     print(f"layer {params.layer}: {len(part)} {kind}s in {elapsed:.1f} s ({1000 * elapsed / max(len(part), 1):.1f} ms/unit)")
     parts.append(part)

@@ -5,19 +5,28 @@ import numpy as np
 import pandas as pd
 
 from optin import flops
-from optin.methods import OptinMethod
+from optin.arch.cnn import MacOp
 from optin.runtime import start_job
-from optin.search import search_mac, search_tau
+from optin.search import search_channels, search_mac, search_tau
 
 start_job(snakemake.log[0], threads=1)
 params = snakemake.params
 info = json.loads(Path(snakemake.input.info).read_text())
-method = OptinMethod.from_config(params.method)
+# The solver reads OPTIN-tau's token settings and the channel ranking; baselines use the defaults.
+prune_tokens = params.method.get("prune_tokens", False)
 scores = pd.read_parquet(snakemake.input.scores)
-heads, neurons = info["heads_per_layer"], info["neurons_per_layer"]
 
-if "head_macs_per_layer" in info:
+if "mac_ops" in info:
+    # CNN channels: whole-network MACs, exact for the kept counts (optin.arch.cnn).
+    channels, result = search_channels(scores, budget=params.budget, ops=[MacOp(**op) for op in info["mac_ops"]],
+                                       channels_per_layer=info["channels_per_layer"],
+                                       min_per_layer=info["min_channels_per_layer"],
+                                       ranking=params.method.get("channel_ranking", "per_mac"))
+    result.update({"input_size": info["input_size"], "kept": {"channel": channels}})
+    summary = f"kept {result['channels_kept']} channels {result['channels_per_layer_kept']}"
+elif "head_macs_per_layer" in info:
     # Windowed attention (Swin): a unit's cost depends on its stage's width and resolution.
+    heads, neurons = info["heads_per_layer"], info["neurons_per_layer"]
     head_cost, neuron_cost = info["head_macs_per_layer"], info["neuron_macs_per_layer"]
     base = sum(h * c for h, c in zip(heads, head_cost, strict=True)) + sum(n * c for n, c in zip(neurons, neuron_cost, strict=True))
     kept, result = search_mac(scores, budget=params.budget, head_cost=head_cost, neuron_cost=neuron_cost, base_macs=base,
@@ -25,6 +34,7 @@ if "head_macs_per_layer" in info:
     result.update({"token_merges": None, "input_size": info["input_size"], "head_macs_per_layer": head_cost,
                    "neuron_macs_per_layer": neuron_cost})
 else:
+    heads, neurons = info["heads_per_layer"], info["neurons_per_layer"]
     seq_len = params.mac_seq_len
     if seq_len == "auto":
         # Text: mean tokenized test length. Images: the real token count at the dataset's image size.
@@ -32,8 +42,8 @@ else:
             (params.image_size // info["patch_size"]) ** 2 + info["prefix_tokens"])
     seq_len = float(seq_len)
     hidden, head_dim = info["hidden_size"], info["head_dim"]
-    if method.prune_tokens:
-        low, high = method.tau_head_neuron_share
+    if prune_tokens:
+        low, high = params.method["tau_head_neuron_share"]
         # The authors draw the share at random; here it is seeded by (seed, budget), and recorded.
         rng = np.random.default_rng([params.seed, int(round(params.budget * 1000))])
         share = float(rng.uniform(low, high))
@@ -51,7 +61,8 @@ else:
         result["token_merges"] = None
     result.update({"mac_seq_len": seq_len, "head_macs": flops.head_macs(seq_len, hidden, head_dim),
                    "neuron_macs": flops.neuron_macs(seq_len, hidden)})
-result["kept"] = kept.to_json()
+if "mac_ops" not in info:
+    result["kept"] = kept.to_json()
+    summary = f"kept {result['heads_kept']} heads, {result['neurons_kept']} neurons, token merges {result['token_merges']}"
 Path(snakemake.output[0]).write_text(json.dumps(result, indent=1) + "\n")
-print(f"budget {result['budget']}: kept {result['heads_kept']} heads, {result['neurons_kept']} neurons, "
-      f"token merges {result['token_merges']}, ratio {result['achieved_ratio']:.4f}")
+print(f"budget {result['budget']}: {summary}, ratio {result['achieved_ratio']:.4f}")

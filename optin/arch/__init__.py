@@ -7,15 +7,17 @@ from __future__ import annotations
 
 from optin.arch.base import EncoderAdapter, Kept
 from optin.arch.bert import BertAdapter
+from optin.arch.cnn import CifarResNetAdapter, ConvNetAdapter, VggAdapter
 from optin.arch.swin import Mask2FormerSwinAdapter
 from optin.arch.vit import HfVitAdapter, TimmVitAdapter
 
-ADAPTERS: dict[str, type[EncoderAdapter]] = {
-    adapter.family: adapter for adapter in (BertAdapter, HfVitAdapter, TimmVitAdapter, Mask2FormerSwinAdapter)
+ADAPTERS: dict[str, type[EncoderAdapter] | type[ConvNetAdapter]] = {
+    adapter.family: adapter
+    for adapter in (BertAdapter, HfVitAdapter, TimmVitAdapter, Mask2FormerSwinAdapter, CifarResNetAdapter, VggAdapter)
 }
 
 
-def adapter_for(model) -> EncoderAdapter:
+def adapter_for(model) -> EncoderAdapter | ConvNetAdapter:
     for adapter_cls in ADAPTERS.values():
         if adapter_cls.handles(model):
             return adapter_cls(model)
@@ -24,4 +26,4 @@ def adapter_for(model) -> EncoderAdapter:
     )
 
 
-__all__ = ["ADAPTERS", "EncoderAdapter", "Kept", "adapter_for"]
+__all__ = ["ADAPTERS", "ConvNetAdapter", "EncoderAdapter", "Kept", "adapter_for"]

