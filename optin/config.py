@@ -31,11 +31,17 @@ FAMILY_DATA = {"bert": TEXT_SOURCES, "vit": IMAGE_SOURCES, "mask2former_swin": S
                "cifar_resnet": IMAGE_SOURCES, "vgg": IMAGE_SOURCES}
 # Taps of different sizes (stages): one MD row subset per unit for every tap cannot be drawn.
 STAGED_FAMILIES = ("mask2former_swin", *CNN_FAMILIES)
+KWON_FAMILIES = ("bert", "vit")  # head/neuron masks on a classifier whose labels calibration keeps
 DINOV2_PATCH = 14
 
 
 def experiment_methods(config: dict, experiment: str) -> list[str]:
     return config["experiments"][experiment].get("methods", config["run"]["methods"])
+
+
+def experiment_seeds(config: dict, experiment: str) -> list[int]:
+    """Calibration draws (and random-baseline draws) the experiment is repeated over."""
+    return config["experiments"][experiment].get("seeds", config["run"]["seeds"])
 
 
 def calibration_n(config: dict, experiment: str) -> int:
@@ -72,14 +78,15 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
                 if family in STAGED_FAMILIES and _resolved(entry).md_fresh_subsets:
                     errors.append(f"experiments.{name}: method {method!r} draws one MD row subset per unit for every tap, "
                                   f"but {family} stages have taps of different sizes (set md_fresh_subsets: false)")
-                if entry.get("kind") == "magnitude" and family not in CNN_FAMILIES:
-                    errors.append(f"experiments.{name}: method {method!r} (magnitude) scores CNN channels only "
-                                  f"(families {list(CNN_FAMILIES)}), not a {family} model")
+                kind = entry.get("kind", "optin")
+                if kind == "kwon" and family not in KWON_FAMILIES:
+                    errors.append(f"experiments.{name}: method {method!r} (kwon) needs head and neuron masks and a "
+                                  f"labelled classifier (families {list(KWON_FAMILIES)}), not a {family} model")
+                if kind == "optin" and entry.get("prune_tokens") and family != "vit":
+                    errors.append(f"experiments.{name}: method {method!r} prunes tokens, which only vision models (family vit) have")
             if family in CNN_FAMILIES and "pixels" not in config["datasets"][exp["dataset"]]:
                 errors.append(f"datasets.{exp['dataset']}.pixels: a CNN experiment ({name}) needs the input statistics "
                               "its model was trained with ({channels, mean, std})")
-                if config["methods"].get(method, {}).get("prune_tokens") and family != "vit":
-                    errors.append(f"experiments.{name}: method {method!r} prunes tokens, which only vision models (family vit) have")
     for name in run["methods"]:
         if name not in config["methods"]:
             errors.append(f"run.methods: unknown method {name!r}; defined: {sorted(config['methods'])}")

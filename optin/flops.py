@@ -7,8 +7,7 @@ and classifier are excluded, so relative FLOPs = M_pruned / M_base.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import torch
+from dataclasses import dataclass
 
 
 def head_macs(seq_len: float, hidden: int, head_dim: int) -> float:
@@ -82,6 +81,7 @@ def measured_macs(module: torch.nn.Module, *args, **kwargs) -> tuple[float, dict
     counter does not see the CPU SDPA kernels."""
     import copy
 
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     if hasattr(module, "set_attn_implementation"):
@@ -96,3 +96,29 @@ def measured_macs(module: torch.nn.Module, *args, **kwargs) -> tuple[float, dict
 
 def count_module_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+# CNN channels (optin.arch.cnn describes each network as MacOps): every conv and linear counts.
+@dataclass(frozen=True)
+class MacOp:
+    """One conv or linear: ``per_pair`` MACs per (input channel, output channel) pair. ``src``/``dst``
+    name the prunable layer whose kept count is the input/output width, or None for a fixed width."""
+
+    name: str
+    per_pair: float
+    src: int | None
+    dst: int | None
+    src_fixed: int = 0
+    dst_fixed: int = 0
+
+    def macs(self, counts) -> float:
+        cin = self.src_fixed if self.src is None else counts[self.src]
+        cout = self.dst_fixed if self.dst is None else counts[self.dst]
+        return self.per_pair * cin * cout
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def network_macs(ops: list[MacOp], counts) -> float:
+    return sum(op.macs(counts) for op in ops)

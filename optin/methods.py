@@ -19,6 +19,9 @@ import pandas as pd
 class OptinMethod:
     semantics: str = "paper"
     lambda_c: float = 0.1                 # fixed KL weight (paper)
+    md_weight: float = 1.0                # ablation: 0 scores by the KL term alone
+    # Ablation: MD over every downstream tap (the paper) or the next one only.
+    trajectory_horizon: str = "all"
     temperature: float = 4.0
     md_rows: int = 768                    # K token rows per Gram matrix
     # ||G_t - G_s||^2 summed over the K x K entries (the paper), or their mean: CNN taps have
@@ -52,6 +55,10 @@ class OptinMethod:
 
     # Fields that only change the mask search: methods that differ only here share one scoring run.
     SOLVER_FIELDS = ("prune_tokens", "tau_head_neuron_share", "channel_ranking")
+    # Fields that only change how merge_scores combines per-unit (md, kl): methods that differ only
+    # here (and in the search) share the per-layer score shards, so lambda sweeps cost no forward.
+    COMBINE_FIELDS = ("semantics", "lambda_c", "md_weight", "dynamic_lambda", "lambda_contribution",
+                      "positional_weighting", "head_metric_decay", "neuron_metric_decay", "fin_decay")
 
     def settings(self) -> dict:
         """Every resolved field: what a rule passes as params, so a changed default reruns it."""
@@ -59,6 +66,10 @@ class OptinMethod:
 
     def scoring_settings(self) -> dict:
         return {k: v for k, v in self.settings().items() if k not in self.SOLVER_FIELDS}
+
+    def shard_settings(self) -> dict:
+        """What the per-layer (md, kl) computation reads."""
+        return {k: v for k, v in self.scoring_settings().items() if k not in self.COMBINE_FIELDS}
 
     @classmethod
     def from_config(cls, config: dict) -> OptinMethod:
@@ -75,6 +86,8 @@ class OptinMethod:
             raise ValueError(f"unknown OPTIN method setting(s) {unknown}; known: {sorted(fields)}")
         if config.get("channel_ranking", "per_mac") not in ("per_mac", "importance"):
             raise ValueError(f"channel_ranking must be 'per_mac' or 'importance', got {config['channel_ranking']!r}")
+        if config.get("trajectory_horizon", "all") not in ("all", "next"):
+            raise ValueError(f"trajectory_horizon must be 'all' or 'next', got {config['trajectory_horizon']!r}")
         if config.get("md_reduction", "sum") not in ("sum", "mean"):
             raise ValueError(f"md_reduction must be 'sum' or 'mean', got {config['md_reduction']!r}")
         if "tau_head_neuron_share" in config:
@@ -90,14 +103,17 @@ class OptinMethod:
         ``decoder_taps`` taps L, L+1, ... follow the encoder (a segmentation decoder): they are the
         final output F_N of Algorithm 1 for every unit, the last layer's included."""
         if decoder_taps:
-            return list(range(layer + 1, num_layers)) + list(range(num_layers, num_layers + decoder_taps))
-        if layer == num_layers - 1 and self.include_final_layer_tap:
-            return [num_layers - 1 if final_tap is None else final_tap]
-        return list(range(layer + 1, num_layers))
+            taps = list(range(layer + 1, num_layers)) + list(range(num_layers, num_layers + decoder_taps))
+        elif layer == num_layers - 1 and self.include_final_layer_tap:
+            taps = [num_layers - 1 if final_tap is None else final_tap]
+        else:
+            taps = list(range(layer + 1, num_layers))
+        return taps[:1] if self.trajectory_horizon == "next" else taps
 
 
-# A method entry's ``kind``: OPTIN (the default) or a baseline scored without calibration (optin.baselines).
-METHOD_KINDS = ("optin", "magnitude")
+# A method entry's ``kind``: OPTIN (the default), Kwon et al.'s Fisher scores (optin.kwon), or a
+# baseline scored without calibration (optin.baselines). Every kind goes through the same search.
+METHOD_KINDS = ("optin", "kwon", "magnitude", "random")
 
 
 def method_kind(config: dict) -> str:
@@ -182,6 +198,6 @@ def combine(raw: pd.DataFrame, method: OptinMethod, num_layers: int) -> pd.DataF
         if kind in ("head", "neuron"):
             weight[part["layer"].to_numpy() == num_layers - 1] *= method.fin_decay
         part["kl_term"] = kl_term
-        part["importance"] = (md + kl_term) * weight
+        part["importance"] = (method.md_weight * md + kl_term) * weight
         parts.append(part)
     return pd.concat(parts, ignore_index=True)

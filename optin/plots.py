@@ -202,3 +202,50 @@ def channels_vs_flops(metrics: pd.DataFrame, stem: Path, experiments: list[str])
             bottom.set_ylabel("CPU speed-up")
         fig.suptitle("CNN channel pruning at equal MACs", fontsize="small")
         return save(fig, stem)
+
+
+def method_comparison(metrics: pd.DataFrame, stem: Path, experiments: list[str], title: str) -> list[Path]:
+    """Accuracy vs relative FLOPs, one panel per experiment, one line per method: the mean over seeds
+    with a band of ± one standard deviation (no band with one seed)."""
+    data = _wide(metrics, ["relative_macs", "accuracy", "unpruned_accuracy"])
+    data = data.dropna(subset=["accuracy"]) if "accuracy" in data else data.iloc[0:0]
+    columns = max(1, len(experiments))
+    with plt.style.context(STYLE):
+        fig, axes = plt.subplots(1, columns, figsize=(4.2 * columns, 3.6), squeeze=False)
+        for ax, experiment in zip(axes[0], experiments):
+            part = data[data["experiment"] == experiment]
+            for color, (method, group) in zip(PALETTE, part.groupby("method", sort=False)):
+                curve = group.groupby("budget").agg(x=("relative_macs", "mean"), y=("accuracy", "mean"),
+                                                   err=("accuracy", "std"), seeds=("seed", "nunique")).sort_values("x")
+                seeds = int(curve["seeds"].min())
+                ax.plot(curve["x"], 100 * curve["y"], marker="o", color=color,
+                        label=f"{method} ({seeds} seed{'s' if seeds > 1 else ''})")
+                if seeds > 1:
+                    err = 100 * curve["err"].fillna(0.0)
+                    ax.fill_between(curve["x"], 100 * curve["y"] - err, 100 * curve["y"] + err, color=color, alpha=0.2,
+                                    linewidth=0)
+            if not part.empty:
+                ax.axhline(100 * part["unpruned_accuracy"].iloc[0], color="0.4", linestyle=":", linewidth=1, label="unpruned")
+            ax.set_title(experiment, fontsize="small")
+            ax.set_xlabel("relative FLOPs (MACs kept / unpruned)")
+            ax.set_ylabel("test accuracy (%)")
+            ax.legend(fontsize="x-small")
+        fig.suptitle(title, fontsize="small")
+        return save(fig, stem)
+
+
+def scoring_cost(cost: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    """Wall time of the scoring stage per method (mean over seeds), one group of bars per experiment."""
+    summary = cost.groupby(["experiment", "method"], sort=False)["scoring_wall_s"].agg(["mean", "std"]).reset_index()
+    experiments = list(dict.fromkeys(summary["experiment"]))
+    with plt.style.context(STYLE):
+        fig, axes = plt.subplots(1, max(1, len(experiments)), figsize=(3.4 * max(1, len(experiments)), 3.0), squeeze=False)
+        for ax, experiment in zip(axes[0], experiments):
+            part = summary[summary["experiment"] == experiment]
+            ax.bar(range(len(part)), part["mean"], yerr=part["std"].fillna(0.0), color=PALETTE[: len(part)], capsize=2)
+            ax.set_xticks(range(len(part)), part["method"], rotation=30, ha="right", fontsize="x-small")
+            ax.set_yscale("symlog", linthresh=1.0)
+            ax.set_ylabel("scoring wall time (s, 2 CPU threads)")
+            ax.set_title(experiment, fontsize="small")
+        fig.suptitle(title, fontsize="small")
+        return save(fig, stem)

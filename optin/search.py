@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from optin import flops
-from optin.arch.base import Kept
+from optin.flops import network_macs
+from optin.masks import Kept
 
 
 def ranked(scores: pd.DataFrame, kind: str, by: str = "importance") -> pd.DataFrame:
@@ -167,7 +168,6 @@ def search_channels(
     of its layer costs in the unpruned network (the knapsack ratio). Heads and neurons get the same
     cost awareness from search_mac's enumeration of (heads, neurons) pairs; channels of different
     layers differ in cost by up to 40x (ccexam's MNISTNet: conv1 120k, fc 3k MACs each)."""
-    from optin.arch.cnn import network_macs
 
     if not 0.0 < budget <= 1.0:
         raise ValueError(f"budget (fraction of MACs kept) must be in (0, 1], got {budget}")

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from optin.config import CALIBRATION_DRAWS, CNN_FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, budget_label, calibration_n, check, experiment_methods
+from optin.config import CALIBRATION_DRAWS, CNN_FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, budget_label, calibration_n, check, experiment_methods, experiment_seeds
 from optin.methods import OptinMethod, method_kind
 from optin.methods import method_settings as resolved_method
 
@@ -32,6 +32,18 @@ def method_settings(method):
 def scoring_settings(method):
     entry = config["methods"][method]
     return OptinMethod.from_config(entry).scoring_settings() if method_kind(entry) == "optin" else dict(entry)
+
+
+def shard_settings(method):
+    return OptinMethod.from_config(config["methods"][method]).shard_settings()
+
+
+def shards_method(method):
+    """The first configured OPTIN method whose per-layer (md, kl) shards are the same: methods that
+    differ only in how (md, kl) combine (lambda_c, md_weight, the reference decays) share them."""
+    settings = shard_settings(method)
+    return next(name for name, entry in config["methods"].items()
+                if method_kind(entry) == "optin" and shard_settings(name) == settings)
 
 
 def methods_of_kind(*kinds):
@@ -119,7 +131,7 @@ def eval_files():
         f"calib{calibration_n(config, e)}-seed{seed}/budget{b}.json"
         for e in RUN["experiments"]
         for method in experiment_methods(config, e)
-        for seed in RUN["seeds"]
+        for seed in experiment_seeds(config, e)
         for b in BUDGETS
     ]
 
@@ -165,7 +177,7 @@ def prepare_inputs(w):
 def qualitative_inputs(w):
     dataset = next(d for m, d in segmentation_experiments() if m == w.model)
     exp = next(e for e in RUN["experiments"] if config["experiments"][e]["model"] == w.model)
-    run = f"{w.model}/{dataset}/{experiment_methods(config, exp)[0]}/calib{calibration_n(config, exp)}-seed{RUN['seeds'][0]}"
+    run = f"{w.model}/{dataset}/{experiment_methods(config, exp)[0]}/calib{calibration_n(config, exp)}-seed{experiment_seeds(config, exp)[0]}"
     budget = budget_label(config["evaluation"]["qualitative_budget"])
     return {
         "checkpoint": checkpoint_dir(w.model),
@@ -173,3 +185,30 @@ def qualitative_inputs(w):
         "slim": f"results/slim/{run}/budget{budget}",
         "metrics": f"results/eval/{run}/budget{budget}.json",
     }
+
+
+def scoring_jobs():
+    """Every (experiment, method, seed) of the run with the benchmark files of the jobs that scored it
+    and its scores file: the pruning cost of each method (rule method_tables)."""
+    jobs = []
+    for e in RUN["experiments"]:
+        exp = config["experiments"][e]
+        model, dataset, n = exp["model"], exp["dataset"], calibration_n(config, e)
+        for method in experiment_methods(config, e):
+            kind = method_kind(config["methods"][method])
+            for seed in experiment_seeds(config, e):
+                run = f"{model}/{dataset}/{{}}/calib{n}-seed{seed}"
+                if kind == "optin":
+                    shards = shards_method(method)
+                    merged = scores_method(method)
+                    benchmarks = [f"benchmarks/score_shard/{run.format(shards)}/layer{layer}.tsv"
+                                  for layer in range(config["models"][model]["num_layers"])]
+                    benchmarks.append(f"benchmarks/merge_scores/{run.format(merged)}.tsv")
+                else:
+                    merged = scores_method(method)
+                    scorer = "score_kwon" if kind == "kwon" else "score_baseline"
+                    benchmarks = [f"benchmarks/{scorer}/{run.format(merged)}.tsv"]
+                jobs.append({"experiment": f"{model}/{dataset}", "method": method, "kind": kind, "seed": seed,
+                             "calibration_size": n, "scores": f"results/scores/{run.format(merged)}/scores.parquet",
+                             "benchmarks": benchmarks})
+    return jobs

@@ -10,6 +10,7 @@ if segmentation_experiments():
     )
 if cnn_experiments():
     FIGURES += expand("results/figures/cnn_accuracy_vs_flops.{ext}", ext=["png", "pdf"])
+FIGURES += expand("results/figures/{name}.{ext}", name=["method_comparison", "scoring_cost"], ext=["png", "pdf"])
 
 
 rule figures:
@@ -115,3 +116,36 @@ rule cnn_curves:
     localrule: True
     script:
         "../scripts/cnn_curves.py"
+
+
+rule method_tables:
+    # Methods side by side: accuracy per budget (mean ± std over seeds) as CSV and Markdown, and the
+    # scoring stage's cost per method from the scoring jobs' own benchmark files.
+    input:
+        metrics="results/tables/metrics.csv",
+        benchmarks=sorted({b for job in scoring_jobs() for b in job["benchmarks"]}),
+        scores=sorted({job["scores"] for job in scoring_jobs()}),
+    output:
+        methods_csv=report("results/tables/methods.csv", caption="../workflow/report/methods_table.rst", category="Methods"),
+        methods_md="results/tables/methods.md",
+        cost_csv=report("results/tables/scoring_cost.csv", caption="../workflow/report/scoring_cost.rst", category="Methods"),
+        comparison_png=report(
+            "results/figures/method_comparison.png",
+            caption="../workflow/report/method_comparison.rst",
+            category="Methods",
+        ),
+        comparison_pdf="results/figures/method_comparison.pdf",
+        cost_png=report("results/figures/scoring_cost.png", caption="../workflow/report/scoring_cost.rst", category="Methods"),
+        cost_pdf="results/figures/scoring_cost.pdf",
+    params:
+        jobs=scoring_jobs(),
+        experiments=[f"{m}/{d}" for m, d in run_pairs() if not is_segmentation_dataset(d)],
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/method_tables/method_tables.log",
+    benchmark:
+        "benchmarks/method_tables/method_tables.tsv"
+    localrule: True
+    script:
+        "../scripts/method_tables.py"

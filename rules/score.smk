@@ -3,13 +3,15 @@
 
 
 rule score_shard:
+    wildcard_constraints:
+        method=methods_of_kind("optin"),
     input:
         checkpoint=lambda w: checkpoint_dir(w.model),
         teacher="results/calibration/{model}/{dataset}/calib{n}-seed{seed}/teacher.pt",
     output:
         "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/shards/layer{layer}.parquet",
     params:
-        method=lambda w: scoring_settings(w.method),
+        method=lambda w: shard_settings(w.method),
         family=lambda w: config["models"][w.model]["family"],
         layer=lambda w: int(w.layer),
         seed=lambda w: int(w.seed),
@@ -34,8 +36,9 @@ rule merge_scores:
         method=methods_of_kind("optin"),
     input:
         lambda w: expand(
-            "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/shards/layer{layer}.parquet",
+            "results/scores/{model}/{dataset}/{shards}/calib{n}-seed{seed}/shards/layer{layer}.parquet",
             **w,
+            shards=shards_method(w.method),
             layer=range(config["models"][w.model]["num_layers"]),
         ),
     output:
@@ -54,22 +57,51 @@ rule merge_scores:
         "../scripts/merge_scores.py"
 
 
-rule score_magnitude:
-    # Baseline: L1 filter norms from the checkpoint's weights; no calibration data.
+rule score_baseline:
+    # Baselines scored from the checkpoint's weights (magnitude) or a seeded draw (random); no calibration data.
     wildcard_constraints:
-        method=methods_of_kind("magnitude"),
+        method=methods_of_kind("magnitude", "random"),
     input:
         checkpoint=lambda w: checkpoint_dir(w.model),
     output:
         "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/scores.parquet",
     params:
         family=lambda w: config["models"][w.model]["family"],
+        kind=lambda w: config["methods"][w.method]["kind"],
+        seed=lambda w: int(w.seed),
     conda:
         "../envs/optin.yaml"
     log:
-        "logs/score_magnitude/{model}/{dataset}/{method}/calib{n}-seed{seed}.log",
+        "logs/score_baseline/{model}/{dataset}/{method}/calib{n}-seed{seed}.log",
     benchmark:
-        "benchmarks/score_magnitude/{model}/{dataset}/{method}/calib{n}-seed{seed}.tsv"
+        "benchmarks/score_baseline/{model}/{dataset}/{method}/calib{n}-seed{seed}.tsv"
     localrule: True
     script:
-        "../scripts/score_magnitude.py"
+        "../scripts/score_baseline.py"
+
+
+rule score_kwon:
+    # Kwon et al. 2022: per-sample Fisher of the head/neuron masks under the task loss, on the
+    # labelled first calibration draw (the same sentences or images OPTIN scores on).
+    wildcard_constraints:
+        method=methods_of_kind("kwon"),
+    input:
+        checkpoint=lambda w: checkpoint_dir(w.model),
+        teacher="results/calibration/{model}/{dataset}/calib{n}-seed{seed}/teacher.pt",
+    output:
+        "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/scores.parquet",
+    params:
+        family=lambda w: config["models"][w.model]["family"],
+    threads: config["threads"]
+    resources:
+        gpu=gpus,
+        mem_mb=6000,
+        runtime=60,
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/score_kwon/{model}/{dataset}/{method}/calib{n}-seed{seed}.log",
+    benchmark:
+        "benchmarks/score_kwon/{model}/{dataset}/{method}/calib{n}-seed{seed}.tsv"
+    script:
+        "../scripts/score_kwon.py"

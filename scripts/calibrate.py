@@ -17,7 +17,8 @@ split_file = next(p for p in snakemake.input.data if p.endswith("split.json"))
 split = json.loads(Path(split_file).read_text())
 if not split["calib_pool"]:
     raise ValueError(f"{split_file}: the calibration pool is empty")
-teachers = []
+# Labels of each draw: Kwon et al.'s Fisher scores (optin.kwon) need the task loss.
+teachers, labels = [], []
 if params.family == "bert":
     from transformers import AutoTokenizer
 
@@ -31,6 +32,7 @@ if params.family == "bert":
         # Teachers with padding positions as MD rows (the authors' code) and without; each method
         # picks the one its md_include_padding asks for.
         teachers.append({padding: run_teacher(adapter, batch, include_padding=padding).to_dict() for padding in (True, False)})
+        labels.append(torch.as_tensor(pool["label"].iloc[positions].to_numpy()))
         print(f"calibration batch of {len(positions)} sentences: {int(batch['attention_mask'].sum())} tokens, padded to {batch['input_ids'].numel()}")
 else:
     from optin.data import disjoint_draws
@@ -46,8 +48,10 @@ else:
     for positions in draws:
         teacher = run_teacher(adapter, {"pixel_values": pool.pixels(positions)}).to_dict()
         teachers.append({True: teacher, False: teacher})  # images have no padding
+        if params.family != "mask2former_swin":
+            labels.append(torch.as_tensor(pool.labels[positions]))
         print(f"calibration batch of {len(positions)} images of {tuple(pool.pixels(positions[:1]).shape[-2:])} px")
-torch.save({"teachers": teachers}, snakemake.output.teacher)
+torch.save({"teachers": teachers, "labels": labels}, snakemake.output.teacher)
 Path(snakemake.output.indices).write_text(json.dumps(
     {"dataset_rows": [[split["calib_pool"][p] for p in positions] for positions in draws],
      "seed": params.seed, "n": params.n}, indent=1) + "\n")

@@ -3,13 +3,13 @@ import platform
 import subprocess
 from pathlib import Path
 
+from importlib.metadata import version
+
 import pandas as pd
-import torch
-import transformers
 
 from optin.runtime import start_job
 
-start_job(snakemake.log[0], threads=1)
+start_job(snakemake.log[0], threads=1, light=True)
 
 
 def git_revision() -> str:
@@ -29,8 +29,8 @@ for path in map(Path, snakemake.input.evals):
             "calibration_size": int(n_calib), "seed": int(seed), "budget": metrics.pop("budget")}
     rows += [{**keys, "metric": name, "value": float(value)} for name, value in sorted(metrics.items())]
 table = pd.DataFrame(rows)
-table["torch"] = torch.__version__
-table["transformers"] = transformers.__version__
+table["torch"] = version("torch")
+table["transformers"] = version("transformers")
 table["device"] = f"cpu:{platform.machine()}"
 table["git_revision"] = git_revision()
 table.sort_values(["experiment", "method", "seed", "budget", "metric"]).to_csv(snakemake.output[0], index=False)

@@ -5,7 +5,7 @@ import pandas as pd
 from optin import plots
 from optin.runtime import start_job
 
-start_job(snakemake.log[0], threads=1)
+start_job(snakemake.log[0], threads=1, light=True)
 metrics = pd.read_csv(snakemake.input[0])
 out = snakemake.output
 # CNN experiments have their own figure (cnn_curves).

@@ -3,7 +3,7 @@ import pandas as pd
 from optin.methods import OptinMethod, combine
 from optin.runtime import start_job
 
-start_job(snakemake.log[0], threads=1)
+start_job(snakemake.log[0], threads=1, light=True)
 raw = pd.concat([pd.read_parquet(path) for path in snakemake.input], ignore_index=True)
 method = OptinMethod.from_config(snakemake.params.method)
 scores = combine(raw, method, snakemake.params.num_layers)

@@ -5,6 +5,6 @@ import pandas as pd
 from optin import plots
 from optin.runtime import start_job
 
-start_job(snakemake.log[0], threads=1)
+start_job(snakemake.log[0], threads=1, light=True)
 plots.miou_vs_flops(pd.read_csv(snakemake.input[0]), Path(snakemake.output.png).with_suffix(""),
                     "Segmentation: mIoU of the slimmed Mask2Former vs relative FLOPs")

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 
 from optin import flops
-from optin.arch.cnn import MacOp
+from optin.flops import MacOp
 from optin.runtime import start_job
 from optin.search import search_channels, search_mac, search_tau
 
-start_job(snakemake.log[0], threads=1)
+start_job(snakemake.log[0], threads=1, light=True)
 params = snakemake.params
 info = json.loads(Path(snakemake.input.info).read_text())
 # The solver reads OPTIN-tau's token settings and the channel ranking; baselines use the defaults.

@@ -56,3 +56,29 @@ def test_reference_weights_and_decays():
     assert scores.loc[("head", 1, 2), "importance"] == pytest.approx(3.0 * head_w[2] * 0.5 * 0.5)
     neuron_w = np.geomspace(1, 100, 4)[::-1]
     assert scores.loc[("neuron", 0, 0), "importance"] == pytest.approx(0.5 * neuron_w[0])
+
+
+def test_kl_only_and_md_only_ablations():
+    kl_only = combine(raw_scores(), OptinMethod.from_config({"md_weight": 0.0}), num_layers=2)
+    np.testing.assert_allclose(kl_only["importance"], 0.1 * kl_only["kl"])
+    md_only = combine(raw_scores(), OptinMethod.from_config({"lambda_c": 0.0}), num_layers=2)
+    np.testing.assert_allclose(md_only["importance"], md_only["md"])
+
+
+def test_next_layer_horizon_keeps_only_the_first_downstream_tap():
+    paper, nearest = OptinMethod(), OptinMethod.from_config({"trajectory_horizon": "next"})
+    assert paper.trajectory(1, 5) == [2, 3, 4] and nearest.trajectory(1, 5) == [2]
+    assert nearest.trajectory(4, 5) == paper.trajectory(4, 5) == [4]  # a last-layer unit: its own tap
+    assert nearest.trajectory(1, 3, decoder_taps=2) == [2]
+    with pytest.raises(ValueError, match="trajectory_horizon"):
+        OptinMethod.from_config({"trajectory_horizon": "far"})
+
+
+def test_methods_that_differ_only_in_combining_share_score_shards():
+    paper = OptinMethod()
+    for change in ({"lambda_c": 1.0}, {"md_weight": 0.0}, {"dynamic_lambda": True}, {"head_metric_decay": 0.5}):
+        variant = OptinMethod.from_config(change)
+        assert variant.shard_settings() == paper.shard_settings()
+        assert variant.scoring_settings() != paper.scoring_settings()
+    for change in ({"kl_divide_logits": False}, {"md_fresh_subsets": True}, {"trajectory_horizon": "next"}):
+        assert OptinMethod.from_config(change).shard_settings() != paper.shard_settings()

@@ -1,4 +1,5 @@
 import pandas as pd
+import pytest
 
 from optin import plots
 
@@ -71,3 +72,33 @@ def test_cnn_figure_renders_each_method_deterministically(tmp_path):
     again = plots.channels_vs_flops(metrics, tmp_path / "cnn_again", ["resnet20/fmnist"])
     assert all(p.stat().st_size > 0 for p in paths)
     assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
+
+
+def test_method_comparison_table_markdown_and_cost_figure(tmp_path):
+    from optin import tables
+
+    metrics = synthetic_metrics()
+    experiments = ["dinov2_fmnist/fashion_mnist", "deit_tiny/imagenet"]
+    paths = plots.method_comparison(metrics, tmp_path / "methods", experiments, "methods")
+    again = plots.method_comparison(metrics, tmp_path / "methods_again", experiments, "methods")
+    assert all(p.stat().st_size > 0 for p in paths)
+    assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
+    table = tables.method_table(metrics, experiments)
+    # accuracy = 0.7 + 0.1 b + 0.01 seed over seeds 0 and 1: mean +0.005, std 0.01 / sqrt(2)
+    row = table[(table["experiment"] == "deit_tiny/imagenet") & (table["method"] == "optin") & (table["budget"] == 0.6)].iloc[0]
+    assert row["mean"] == pytest.approx(0.765) and row["std"] == pytest.approx(0.01 / 2**0.5) and row["seeds"] == 2
+    assert list(dict.fromkeys(table["experiment"])) == experiments
+    markdown = tables.to_markdown(table)
+    assert "| optin_tau | 0.755 ± 0.007 | 0.765 ± 0.007 | 0.775 ± 0.007 |" in markdown
+    cost = pd.DataFrame([{"experiment": e, "method": m, "seed": s, "scoring_wall_s": w}
+                         for e in experiments for m, w in (("optin", 300.0), ("kwon", 4.0), ("random", 0.5)) for s in (0, 1)])
+    paths = plots.scoring_cost(cost, tmp_path / "cost", "cost")
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_scoring_passes_per_method():
+    from optin.tables import scoring_passes
+
+    assert scoring_passes("optin", 9288, 16) == (9288, 0)
+    assert scoring_passes("kwon", 9288, 16) == (16, 16)
+    assert scoring_passes("random", 9288, 16) == scoring_passes("magnitude", 9288, 16) == (0, 0)

@@ -35,27 +35,48 @@ def test_default_config_dry_run_builds_the_whole_dag(tmp_path):
     result = snakemake(tmp_path, DEFAULT, "-n")
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    n_budgets, seeds = len(DEFAULT["run"]["budgets"]), len(DEFAULT["run"]["seeds"])
-    text_layers, vision_layers = DEFAULT["models"]["minilm_rt"]["num_layers"], DEFAULT["models"]["dinov2_fmnist"]["num_layers"]
-    segmentation_layers = DEFAULT["models"]["mask2former_fmnist"]["num_layers"]
-    cnn_layers = DEFAULT["models"]["resnet20_fmnist"]["num_layers"] + DEFAULT["models"]["ccexam_mnist"]["num_layers"]
-    text_methods = len(DEFAULT["run"]["methods"])
-    vision_methods = len(DEFAULT["experiments"]["dinov2_fmnist"]["methods"])
-    cnn_methods = len(DEFAULT["experiments"]["resnet20_fmnist"]["methods"])  # on both CNNs
+    experiments, models = DEFAULT["experiments"], DEFAULT["models"]
+    budgets = len(DEFAULT["run"]["budgets"])
+    text = experiments["minilm_rt"]
+    assert text["methods"] == ["optin", "kwon", "magnitude", "random"] and len(text["seeds"]) >= 3
+    text_seeds = len(text["seeds"])
+    text_layers, vision_layers = models["minilm_rt"]["num_layers"], models["dinov2_fmnist"]["num_layers"]
+    segmentation_layers = models["mask2former_fmnist"]["num_layers"]
+    cnn_layers = models["resnet20_fmnist"]["num_layers"] + models["ccexam_mnist"]["num_layers"]
+    vision_methods = len(experiments["dinov2_fmnist"]["methods"])
+    cnn_methods = len(experiments["resnet20_fmnist"]["methods"])  # on both CNNs
     cnn_scored = cnn_methods - 1  # every method but magnitude runs the masked-forward scoring
-    # OPTIN-beta and OPTIN-tau share one scoring run: only the search differs.
+    # OPTIN-beta and OPTIN-tau share one scoring run: only the search differs. The text arm scores
+    # OPTIN (sharded), Kwon (one job) and two weight/seed baselines (one job each) per seed.
     assert counts == {
         "download_dataset": 1, "split_image_dataset": 3, "make_segmentation_dataset": 1, "prepare_model": 5,
-        "calibrate": 5 * seeds,
-        "score_shard": seeds * (text_methods * text_layers + vision_layers + text_methods * segmentation_layers
-                                + cnn_scored * cnn_layers),
-        "merge_scores": seeds * (2 * text_methods + 1 + 2 * cnn_scored),
-        "score_magnitude": seeds * 2,
-        "solve": seeds * n_budgets * (2 * text_methods + vision_methods + 2 * cnn_methods),
-        "evaluate": seeds * n_budgets * (text_methods + vision_methods + 2 * cnn_methods),
-        "evaluate_segmentation": seeds * n_budgets * text_methods,
-        "collect": 1, "figures": 1, "segmentation_curves": 1, "segmentation_figure": 1, "cnn_curves": 1, "all": 1,
+        "calibrate": text_seeds + 4,
+        "score_shard": text_seeds * text_layers + vision_layers + segmentation_layers + cnn_scored * cnn_layers,
+        "merge_scores": text_seeds + 1 + 1 + 2 * cnn_scored,
+        "score_kwon": text_seeds,
+        "score_baseline": 2 * text_seeds + 2,
+        "solve": budgets * (4 * text_seeds + vision_methods + 1 + 2 * cnn_methods),
+        "evaluate": budgets * (4 * text_seeds + vision_methods + 2 * cnn_methods),
+        "evaluate_segmentation": budgets,
+        "collect": 1, "figures": 1, "segmentation_curves": 1, "segmentation_figure": 1, "cnn_curves": 1,
+        "method_tables": 1, "all": 1,
     }
+
+
+def test_ablation_overlay_builds_one_method_label_per_ablation(tmp_path):
+    overlay = yaml.safe_load((ROOT / "workflow/configs/ablations.yaml").read_text())
+    (tmp_path / "ablations.yaml").write_text(yaml.safe_dump(overlay))
+    result = snakemake(tmp_path, DEFAULT, "-n", "--configfile", str(tmp_path / "config.yaml"), str(tmp_path / "ablations.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    methods = overlay["experiments"]["minilm_rt"]["methods"]
+    seeds, layers = len(DEFAULT["experiments"]["minilm_rt"]["seeds"]), DEFAULT["models"]["minilm_rt"]["num_layers"]
+    assert counts["evaluate"] == len(methods) * seeds * len(DEFAULT["run"]["budgets"])
+    # Combining-only ablations (md_only, kl_only, lambda sweep, decays...) reuse optin's shards.
+    shard_runs = {"optin", "optin_reference", "optin_next_layer", "ref_md_fresh_subsets", "ref_md_include_padding",
+                  "ref_kl_softmax_z", "ref_kl_sum", "ref_kl_float32", "ref_kl_clamp", "ref_separate_batches"}
+    assert counts["score_shard"] == len(shard_runs) * seeds * layers
+    assert counts["merge_scores"] == (len(methods) - 3) * seeds  # every OPTIN label has its own combination
 
 
 def test_hub_model_is_fetched_by_the_download_rule_only(tmp_path):
@@ -100,6 +121,8 @@ def bad(path: str, value):
         (bad("experiments.minilm_rt.methods", ["optin_tau"]), "prunes tokens"),
         (bad("experiments.dinov2_fmnist.dataset", "rt_polarity"), "a vit model needs a dataset of kind"),
         (bad("methods.optin", {"semantics": "paper", "lambda": 1}), "lambda"),
+        (bad("experiments.resnet20_fmnist.methods", ["kwon"]), "(kwon) needs head and neuron masks"),
+        (bad("methods.random", {"kind": "random", "seed": 3}), "takes no settings"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, config, expected):
@@ -168,7 +191,8 @@ def tiny_config(data_path: Path) -> dict:
                                                                  "stage_widths": [4, 8, 8], "in_channels": 1}},
                 "cnn_training": {"dataset": "fmnist28", "epochs": 1, "lr": 0.05, "batch_size": 64, "weight_decay": 0.0}},
             "ccexam": {"family": "vgg", "num_layers": 3, "num_labels": 10, "source": {"kind": "ccexam"}}},
-        "experiments": {"tiny": {"model": "tinybert", "dataset": "synthetic", "mac_seq_len": "auto"},
+        "experiments": {"tiny": {"model": "tinybert", "dataset": "synthetic", "mac_seq_len": "auto",
+                                 "methods": ["optin", "optin_reference", "kwon", "magnitude", "random"], "seeds": [0, 1]},
                         "tiny_vision": {"model": "tinyvit", "dataset": "fmnist", "mac_seq_len": "auto",
                                         "methods": ["optin", "optin_tau"], "calibration_n": 3},
                         "tiny_segmentation": {"model": "tinyseg", "dataset": "canvases", "methods": ["optin"],
@@ -179,12 +203,19 @@ def tiny_config(data_path: Path) -> dict:
                                    "calibration_n": 4}},
         "methods": {"optin": {"semantics": "paper"}, "optin_reference": {"semantics": "reference"},
                     "optin_tau": {"semantics": "paper", "prune_tokens": True},
-                    "optin_md_mean": {"semantics": "paper", "md_reduction": "mean"}, "magnitude": {"kind": "magnitude"}},
+                    "optin_md_mean": {"semantics": "paper", "md_reduction": "mean"}, "magnitude": {"kind": "magnitude"},
+                    "kwon": {"kind": "kwon"}, "random": {"kind": "random"}},
         "run": {"experiments": ["tiny", "tiny_vision", "tiny_segmentation", "tiny_cnn", "ccexam"], "methods": ["optin", "optin_reference"], "seeds": [0], "budgets": [0.5, 0.8]},
         "calibration": {"n": 4, "max_length": 16},
         "scoring": {"chunk": 16},
         "evaluation": {"verify_atol": 1.0e-4, "qualitative_budget": 0.5, "latency": {"batch_size": 4, "seq_len": 16, "repeats": 2, "warmup": 1}},
     }
+
+
+def json_kept(run: Path, method: str, seed: int) -> dict:
+    import json
+
+    return json.loads((run / f"results/masks/tinybert/synthetic/{method}/calib4-seed{seed}/budget0.500.json").read_text())["kept"]
 
 
 @pytest.fixture(scope="module")
@@ -205,9 +236,9 @@ def tiny_runs(tmp_path_factory):
 def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
     config, (run, _) = tiny_runs
     metrics = pd.read_csv(run / "results/tables/metrics.csv")
-    assert set(metrics["method"]) == {"optin", "optin_reference", "optin_tau", "optin_md_mean", "magnitude"}
-    wide = metrics.pivot_table(index=["experiment", "method", "budget"], columns="metric", values="value")
-    assert len(wide) == 10 + (3 + 2) * 2
+    assert set(metrics["method"]) == {"optin", "optin_reference", "optin_tau", "optin_md_mean", "magnitude", "kwon", "random"}
+    wide = metrics.pivot_table(index=["experiment", "method", "seed", "budget"], columns="metric", values="value")
+    assert len(wide) == 5 * 2 * 2 + 2 * 2 + 2 + (3 + 2) * 2  # text: 5 methods x 2 seeds
     assert (wide["relative_macs"] <= wide.index.get_level_values("budget") + 1e-9).all()
     assert (wide["slim_vs_masked_max_abs"] <= 1e-4).all()
     assert (wide["params"] <= wide["dense_params"]).all()
@@ -224,8 +255,21 @@ def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
         assert (cnn["channels_kept"] < cnn["dense_channels"]).all()
         assert set(cnn.index.get_level_values("method")) == methods
     assert wide.loc["ccexam/mnist", "unpruned_accuracy"].iloc[0] > 0.95  # the packaged pretrained MNIST CNN
+    text = wide.loc["tinybert/synthetic"]
+    assert set(text.index.get_level_values("seed")) == {0, 1}
+    random_kept = [json_kept(run, "random", seed) for seed in (0, 1)]
+    assert random_kept[0] != random_kept[1]  # each seed draws its own random scores
+    table = pd.read_csv(run / "results/tables/methods.csv")
+    assert set(table[table["experiment"] == "tinybert/synthetic"]["method"]) == {"optin", "optin_reference", "kwon", "magnitude", "random"}
+    assert (table[table["experiment"] == "tinybert/synthetic"]["seeds"] == 2).all()
+    assert "| kwon |" in (run / "results/tables/methods.md").read_text()
+    cost = pd.read_csv(run / "results/tables/scoring_cost.csv").set_index(["experiment", "method", "seed"])
+    assert cost.loc[("tinybert/synthetic", "kwon", 0), "backward_passes"] == config["calibration"]["n"]
+    assert cost.loc[("tinybert/synthetic", "optin", 0), "forward_passes"] == 2 * 4 + 2 * 64  # one per head / neuron
+    assert cost.loc[("tinybert/synthetic", "random", 0), "forward_passes"] == 0
+    assert (cost["scoring_wall_s"] > 0).all()
     for name in ("accuracy_vs_flops", "speedup_vs_flops", "miou_vs_flops", "segmentation_qualitative_tinyseg",
-                 "cnn_accuracy_vs_flops"):
+                 "cnn_accuracy_vs_flops", "method_comparison", "scoring_cost"):
         for ext in ("png", "pdf"):
             assert (run / f"results/figures/{name}.{ext}").stat().st_size > 0
     assert (run / "results/calibration/tinybert/synthetic/calib4-seed0/indices.json").exists()
@@ -248,10 +292,11 @@ def test_two_clean_runs_give_identical_scores_masks_and_calibration(tiny_runs):
         for pattern in ("scores/**/*.parquet", "masks/**/*.json", "calibration/**/indices.json")
         for p in (first / "results").glob(pattern)
     )
-    # text: 2 methods x (2 shards + merged); vision: OPTIN-beta and -tau share (3 shards + merged);
-    # segmentation: 8 Swin blocks + merged; CNNs: 3 shards + merged per OPTIN method, and magnitude scores
-    assert sum("scores" in str(p) for p in files) == 2 * 3 + 4 + 9 + (2 * 4 + 1) + (4 + 1)
-    assert sum("masks" in str(p) for p in files) == 2 * 2 + 2 * 2 + 2 + (3 + 2) * 2
+    # text, 2 seeds: 2 OPTIN methods x (2 shards + merged), and kwon, magnitude, random scores;
+    # vision: OPTIN-beta and -tau share (3 shards + merged); segmentation: 8 Swin blocks + merged;
+    # CNNs: 3 shards + merged per OPTIN method, and magnitude scores
+    assert sum("scores" in str(p) for p in files) == 2 * (2 * 3 + 3) + 4 + 9 + (2 * 4 + 1) + (4 + 1)
+    assert sum("masks" in str(p) for p in files) == 5 * 2 * 2 + 2 * 2 + 2 + (3 + 2) * 2
     for rel in files:
         assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
 
@@ -264,8 +309,9 @@ def test_rerun_does_nothing_and_a_new_budget_reruns_only_its_jobs(tiny_runs):
     changed = copy.deepcopy(config)
     changed["run"]["budgets"] = [0.5, 0.7]
     result = snakemake(run, changed, "-n")
-    assert job_counts(result.stdout) == {"solve": 5 + 5, "evaluate": 4 + 5, "evaluate_segmentation": 1, "collect": 1,
-                                         "figures": 1, "segmentation_curves": 1, "cnn_curves": 1, "all": 1}
+    assert job_counts(result.stdout) == {"solve": 10 + 2 + 1 + 5, "evaluate": 10 + 2 + 5, "evaluate_segmentation": 1,
+                                         "collect": 1, "figures": 1, "segmentation_curves": 1, "cnn_curves": 1,
+                                         "method_tables": 1, "all": 1}
     snakemake(run, config, "-n")  # leave the config as the fixture wrote it
 
 
@@ -284,7 +330,7 @@ def test_paper_config_dry_run_builds_the_vision_and_segmentation_dag(tmp_path):
     # beta and tau share one scoring run; Swin-T has 12 blocks; VGG-16-BN 15 layers, ResNet-56 27 blocks,
     # each scored for OPTIN with summed and with averaged MD
     assert counts["score_shard"] == vision * 12 + 12 + 2 * (15 + 27)
-    assert counts["score_magnitude"] == 2
+    assert counts["score_baseline"] == 2
     assert counts["evaluate"] == vision * 2 * budgets + 2 * 3 * budgets  # CNNs: OPTIN, OPTIN (mean MD), magnitude
     assert counts["evaluate_segmentation"] == budgets
     assert counts["make_segmentation_dataset"] == counts["segmentation_figure"] == counts["segmentation_curves"] == 1

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from optin.masks import Kept  # noqa: F401 - re-exported: optin.arch.Kept
+
 @dataclass(frozen=True)
 class TokenLayout:
     """Which positions of a padded [N, T] batch exist as rows of the hidden states.
@@ -64,27 +66,6 @@ class TokenLayout:
     def from_padded(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(self.n * self.t, -1)
         return flat if self.index is None else flat[self.index]
-
-
-@dataclass(frozen=True)
-class Kept:
-    """Indices kept per layer for each unit kind (what a mask file holds)."""
-
-    heads: tuple[tuple[int, ...], ...]
-    neurons: tuple[tuple[int, ...], ...]
-
-    def counts(self) -> tuple[list[int], list[int]]:
-        return [len(h) for h in self.heads], [len(n) for n in self.neurons]
-
-    def to_json(self) -> dict:
-        return {"head": [list(h) for h in self.heads], "neuron": [list(n) for n in self.neurons]}
-
-    @classmethod
-    def from_json(cls, data: dict) -> Kept:
-        return cls(
-            heads=tuple(tuple(int(i) for i in h) for h in data["head"]),
-            neurons=tuple(tuple(int(i) for i in n) for n in data["neuron"]),
-        )
 
 
 class EncoderAdapter(ABC):
@@ -188,8 +169,7 @@ class EncoderAdapter(ABC):
         ffn_out, _ = self.ffn(layer, a, neuron_mask)
         return self.after_ffn(layer, a, ffn_out), self.layer_tap(layer, x, a, ffn_out)
 
-    @torch.no_grad()
-    def forward(
+    def masked_forward(
         self, batch: dict[str, torch.Tensor],
         head_masks: list[torch.Tensor | None] | None = None,
         neuron_masks: list[torch.Tensor | None] | None = None,
@@ -214,6 +194,45 @@ class EncoderAdapter(ABC):
             taps.append(tap)
         head_taps, logits = self.head(x, layout, {k: taps[k] for k in self.readout_layers})
         return inputs, taps + head_taps, logits
+
+    # Scoring and evaluation need no graph; Kwon's Fisher (optin.kwon) calls masked_forward with grad.
+    forward = torch.no_grad()(masked_forward)
+
+    # State-dict names of a layer's prunable projections, for weight-based baselines (optin.baselines).
+    block_names: BlockNames | None = None
+
+    def layer_prefix(self, layer: int) -> str:
+        raise NotImplementedError(f"{type(self).__name__} does not name its layers' weights")
+
+    def unit_weight_norms(self, kind: str) -> list[torch.Tensor]:
+        """Per layer, each unit's L1 weight norm: a head's rows of Q, K, V (biases included) and its
+        columns of the output projection; a neuron's row of the up projection (+ bias) and its column
+        of the down projection."""
+        if self.block_names is None:
+            raise NotImplementedError(f"{type(self).__name__} has no weight names for magnitude scores")
+        names, state, dh = self.block_names, self.model.state_dict(), self.head_dim
+        norms = []
+        for layer, count in enumerate(self.unit_counts(kind)):
+            prefix = self.layer_prefix(layer)
+            if count == 0:
+                norms.append(torch.zeros(0))
+                continue
+            if kind == "head":
+                total = torch.zeros(count)
+                for proj in names.qkv:
+                    rows = state[f"{prefix}{proj}.weight"].abs().sum(1)
+                    bias = state.get(f"{prefix}{proj}.bias")
+                    if bias is not None:
+                        rows = rows + bias.abs()
+                    total += rows.view(count, dh).sum(1)
+                total += state[f"{prefix}{names.out}.weight"].abs().sum(0).view(count, dh).sum(1)
+            elif kind == "neuron":
+                total = (state[f"{prefix}{names.up}.weight"].abs().sum(1) + state[f"{prefix}{names.up}.bias"].abs()
+                         + state[f"{prefix}{names.down}.weight"].abs().sum(0))
+            else:
+                raise ValueError(f"unit kind must be 'head' or 'neuron', got {kind!r}")
+            norms.append(total.double())
+        return norms
 
     def kept_masks(self, kept: Kept) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """0/1 mask tensors per layer for a Kept selection on the unpruned model."""

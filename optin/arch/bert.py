@@ -31,6 +31,8 @@ BERT_NAMES = BlockNames(
 class BertAdapter(EncoderAdapter):
     family = "bert"
 
+    block_names = BERT_NAMES
+
     def __init__(self, model):
         self.model = model.eval()
         self.bert = model.bert
@@ -172,6 +174,9 @@ class BertAdapter(EncoderAdapter):
         pooled = pooler.activation(pooler.dense(first)) if pooler is not None else first
         return self.model.classifier(pooled)
 
+    def layer_prefix(self, layer: int) -> str:
+        return f"bert.encoder.layer.{layer}."
+
     # -- physical slimming -------------------------------------------------------------------
     def slim(self, kept: Kept):
         """A `OptinSlimBertForSequenceClassification` holding only the kept heads and neurons."""
@@ -190,7 +195,7 @@ class BertAdapter(EncoderAdapter):
         for name in slim.state_dict():
             target[name] = source.get(name)
         for index, (block_heads, block_neurons) in enumerate(zip(kept.heads, kept.neurons, strict=True)):
-            slice_layer(source, target, f"bert.encoder.layer.{index}.", BERT_NAMES, block_heads, block_neurons, dh)
+            slice_layer(source, target, self.layer_prefix(index), BERT_NAMES, block_heads, block_neurons, dh)
         return load_sliced(slim, target)
 
     @staticmethod

@@ -17,11 +17,11 @@ two layers it connects and that of a ResNet block is additive in its inner chann
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from optin.flops import MacOp, network_macs  # noqa: F401 - the CNN MAC model lives with the others
 from optin.models import cnn
 
 
@@ -38,31 +38,6 @@ def apply_mask(act: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 def _repeat_to(t: torch.Tensor, n: int) -> torch.Tensor:
     return t if len(t) == n else t.repeat(n // len(t), *([1] * (t.dim() - 1)))
-
-
-@dataclass(frozen=True)
-class MacOp:
-    """One conv or linear: ``per_pair`` MACs per (input channel, output channel) pair. ``src``/``dst``
-    name the prunable layer whose kept count is the input/output width, or None for a fixed width."""
-
-    name: str
-    per_pair: float
-    src: int | None
-    dst: int | None
-    src_fixed: int = 0
-    dst_fixed: int = 0
-
-    def macs(self, counts) -> float:
-        cin = self.src_fixed if self.src is None else counts[self.src]
-        cout = self.dst_fixed if self.dst is None else counts[self.dst]
-        return self.per_pair * cin * cout
-
-    def to_json(self) -> dict:
-        return dict(self.__dict__)
-
-
-def network_macs(ops: list[MacOp], counts) -> float:
-    return sum(op.macs(counts) for op in ops)
 
 
 def count_conv_linear_macs(model: nn.Module, pixel_values: torch.Tensor) -> float:

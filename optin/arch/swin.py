@@ -257,6 +257,12 @@ class Mask2FormerSwinAdapter(EncoderAdapter):
     def logits(self, h, layout):
         raise NotImplementedError("Mask2Former logits need the stage outputs: use head()")
 
+    block_names = SWIN_NAMES
+
+    def layer_prefix(self, layer: int) -> str:
+        stage, index, _ = self.blocks[layer]
+        return f"{BACKBONE_PATH}.swin.encoder.layers.{stage}.blocks.{index}."
+
     # -- physical slimming ---------------------------------------------------------------------
     def slim(self, kept: Kept):
         slim_cls = mask2former_slim_model.OptinSlimMask2FormerForUniversalSegmentation
@@ -268,8 +274,7 @@ class Mask2FormerSwinAdapter(EncoderAdapter):
         source = self.model.state_dict()
         target = {name: source.get(name) for name in slim.state_dict()}
         for layer, (heads, neurons) in enumerate(zip(kept.heads, kept.neurons, strict=True)):
-            stage, index, _ = self.blocks[layer]
-            prefix = f"{BACKBONE_PATH}.swin.encoder.layers.{stage}.blocks.{index}."
+            prefix = self.layer_prefix(layer)
             slice_layer(source, target, prefix, SWIN_NAMES, heads, neurons, self.head_dim)
             if heads:
                 table = f"{prefix}attention.relative_position_bias.relative_position_bias_table"

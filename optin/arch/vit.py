@@ -284,6 +284,11 @@ class HfVitAdapter(VisionTransformerAdapter):
             return (m.cls_classifier(self._cls(h, layout)) + m.distillation_classifier(self._cls(h, layout, 1))) / 2
         return m.classifier(self._cls(h, layout))
 
+    block_names = HF_VIT_NAMES
+
+    def layer_prefix(self, layer: int) -> str:
+        return f"{self.backbone_name}.{self.layers_path}.{layer}."
+
     # -- physical slimming ---------------------------------------------------------------------
     def slim(self, kept: Kept, token_merges: list[int] | None = None):
         base = type(self.model).__name__.removeprefix("OptinSlim")
@@ -299,8 +304,7 @@ class HfVitAdapter(VisionTransformerAdapter):
         source = self.model.state_dict()
         target = {name: source.get(name) for name in slim.state_dict()}
         for index, (heads, neurons) in enumerate(zip(kept.heads, kept.neurons, strict=True)):
-            prefix = f"{self.backbone_name}.{self.layers_path}.{index}."
-            slice_layer(source, target, prefix, HF_VIT_NAMES, heads, neurons, self.head_dim)
+            slice_layer(source, target, self.layer_prefix(index), HF_VIT_NAMES, heads, neurons, self.head_dim)
         return load_sliced(slim, target)
 
     @staticmethod

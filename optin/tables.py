@@ -1,0 +1,58 @@
+"""Tables that compare methods: accuracy per budget over seeds, and what the scoring stage cost."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def method_table(metrics: pd.DataFrame, experiments: list[str], metric: str = "accuracy") -> pd.DataFrame:
+    """One row per (experiment, method, budget): mean and std over seeds of ``metric`` and of the
+    recounted relative MACs, and how many seeds there are."""
+    keys = ["experiment", "method", "seed", "budget"]
+    part = metrics[metrics["experiment"].isin(experiments) & metrics["metric"].isin([metric, "relative_macs"])]
+    wide = part.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
+    if metric not in wide:
+        return pd.DataFrame(columns=["experiment", "method", "budget", "mean", "std", "seeds", "relative_macs"])
+    table = wide.groupby(["experiment", "method", "budget"], sort=False).agg(
+        mean=(metric, "mean"), std=(metric, "std"), seeds=("seed", "nunique"), relative_macs=("relative_macs", "mean"))
+    order = {name: i for i, name in enumerate(experiments)}
+    return table.reset_index().sort_values(["experiment", "method", "budget"], key=lambda c: c.map(order) if c.name == "experiment" else c,
+                                            kind="stable").reset_index(drop=True)
+
+
+def _cell(mean: float, std: float, seeds: int) -> str:
+    return f"{mean:.3f} ± {std:.3f}" if seeds > 1 else f"{mean:.3f}"
+
+
+def to_markdown(table: pd.DataFrame, metric: str = "accuracy") -> str:
+    """A method x budget grid per experiment ("mean ± std over n seeds" cells)."""
+    lines = []
+    for experiment, part in table.groupby("experiment", sort=False):
+        budgets = sorted(part["budget"].unique())
+        seeds = int(part["seeds"].max())
+        lines += [f"### {experiment}: test {metric}" + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""), "",
+                  "| method | " + " | ".join(f"{b:.2f}" for b in budgets) + " |",
+                  "|---|" + "---|" * len(budgets)]
+        for method, rows in part.groupby("method", sort=False):
+            by_budget = rows.set_index("budget")
+            cells = [_cell(by_budget.at[b, "mean"], by_budget.at[b, "std"], int(by_budget.at[b, "seeds"]))
+                     if b in by_budget.index else "" for b in budgets]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def read_benchmark_seconds(path) -> float:
+    """Wall seconds of one Snakemake ``benchmark:`` file (its first column, first data row)."""
+    return float(pd.read_csv(path, sep="\t")["s"].iloc[0])
+
+
+def scoring_passes(kind: str, units_scored: int, calibration_size: int) -> tuple[int, int]:
+    """(forward, backward) passes of the scoring stage. OPTIN: one masked forward of the calibration
+    batch per unit (from the unit's layer on); Kwon: one forward and one backward per calibration
+    sample; weight magnitude and random: none."""
+    if kind == "optin":
+        return units_scored, 0
+    if kind == "kwon":
+        return calibration_size, calibration_size
+    return 0, 0

@@ -1,0 +1,29 @@
+from optin.runtime import start_job
+
+start_job(snakemake.log[0], snakemake.threads)
+
+import time  # noqa: E402
+
+import torch  # noqa: E402
+
+from optin.arch import adapter_for  # noqa: E402
+from optin.kwon import fisher_scores  # noqa: E402
+from optin.models import load_checkpoint  # noqa: E402
+from optin.scoring import Teacher  # noqa: E402
+
+adapter = adapter_for(load_checkpoint(snakemake.params.family, snakemake.input.checkpoint))
+calibration = torch.load(snakemake.input.teacher, weights_only=False)
+if not calibration.get("labels"):
+    raise ValueError(f"{snakemake.input.teacher} holds no labels; Kwon's Fisher needs the task loss")
+batch = Teacher.from_dict(calibration["teachers"][0][False]).batch
+labels = calibration["labels"][0]
+start = time.perf_counter()
+scores = fisher_scores(adapter, batch, labels)
+print(f"{len(labels)} samples: {len(labels)} forward and backward passes, {time.perf_counter() - start:.1f} s")
+w = snakemake.wildcards
+scores.insert(0, "model", w.model)
+scores.insert(1, "dataset", w.dataset)
+scores.insert(2, "method", w.method)
+scores.insert(3, "seed", int(w.seed))
+scores.to_parquet(snakemake.output[0], index=False)
+print(scores.groupby(["kind", "layer"])["importance"].describe())
