@@ -50,11 +50,14 @@ class OptinMethod:
     # not; heads + neurons take a fraction drawn (seeded) from this range, the authors' U(0.15, 0.30).
     prune_tokens: bool = False
     tau_head_neuron_share: tuple[float, float] = (0.15, 0.30)
+    # Tokens leave by OPTIN-tau's token scores ("importance") or r per layer as in ToMe ("uniform";
+    # with a share of 0 this is ToMe alone at equal MACs, the token baseline).
+    token_schedule: str = "importance"
     # CNN channels: rank by importance per MAC (default) or by importance alone (optin.search.search_channels).
     channel_ranking: str = "per_mac"
 
     # Fields that only change the mask search: methods that differ only here share one scoring run.
-    SOLVER_FIELDS = ("prune_tokens", "tau_head_neuron_share", "channel_ranking")
+    SOLVER_FIELDS = ("prune_tokens", "tau_head_neuron_share", "token_schedule", "channel_ranking")
     # Fields that only change how merge_scores combines per-unit (md, kl): methods that differ only
     # here (and in the search) share the per-layer score shards, so lambda sweeps cost no forward.
     COMBINE_FIELDS = ("semantics", "lambda_c", "md_weight", "dynamic_lambda", "lambda_contribution",
@@ -86,14 +89,16 @@ class OptinMethod:
             raise ValueError(f"unknown OPTIN method setting(s) {unknown}; known: {sorted(fields)}")
         if config.get("channel_ranking", "per_mac") not in ("per_mac", "importance"):
             raise ValueError(f"channel_ranking must be 'per_mac' or 'importance', got {config['channel_ranking']!r}")
+        if config.get("token_schedule", "importance") not in ("importance", "uniform"):
+            raise ValueError(f"token_schedule must be 'importance' or 'uniform', got {config['token_schedule']!r}")
         if config.get("trajectory_horizon", "all") not in ("all", "next"):
             raise ValueError(f"trajectory_horizon must be 'all' or 'next', got {config['trajectory_horizon']!r}")
         if config.get("md_reduction", "sum") not in ("sum", "mean"):
             raise ValueError(f"md_reduction must be 'sum' or 'mean', got {config['md_reduction']!r}")
         if "tau_head_neuron_share" in config:
             low, high = config["tau_head_neuron_share"]
-            if not 0.0 < low <= high < 1.0:
-                raise ValueError(f"tau_head_neuron_share must be [low, high] with 0 < low <= high < 1, got {[low, high]}")
+            if not 0.0 <= low <= high < 1.0:
+                raise ValueError(f"tau_head_neuron_share must be [low, high] with 0 <= low <= high < 1, got {[low, high]}")
             config["tau_head_neuron_share"] = (float(low), float(high))
         return dataclasses.replace(SEMANTICS[semantics], **config)
 

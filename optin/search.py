@@ -102,12 +102,15 @@ def search_tau(
     heads_per_layer: list[int],
     neurons_per_layer: list[int],
     max_removed: int,
+    uniform: bool = False,
 ) -> tuple[Kept, list[int], dict]:
     """OPTIN-tau (optin-method.md §5): heads and neurons take ``head_neuron_share`` of the MAC
     reduction; the rest comes from tokens, removing the least important (layer, token) entries
     (never in layer 0) with token counts kept non-increasing over depth, until the budget holds.
 
     At most ``max_removed`` tokens leave any layer (token merging keeps at least one patch token).
+    ``uniform``: ToMe's schedule instead, the same r tokens merged in every layer after the first,
+    with the smallest r that meets the budget (the token scores are not read).
     Returns the kept heads/neurons, tokens removed before each layer (cumulative, non-decreasing)
     and the search record.
     """
@@ -131,11 +134,17 @@ def search_tau(
     def macs() -> float:
         return flops.encoder_macs(*kept.counts(), [seq_len - r for r in schedule()], hidden, head_dim)
 
-    for layer in tokens["layer"]:
-        if macs() <= capacity:
-            break
-        if max(removed[: layer + 1]) < max_removed:
-            removed[layer] += 1
+    if uniform:
+        per_layer = 0
+        while macs() > capacity and per_layer < max_removed:
+            per_layer += 1
+            removed = [min(per_layer * layer, max_removed) for layer in range(num_layers)]
+    else:
+        for layer in tokens["layer"]:
+            if macs() <= capacity:
+                break
+            if max(removed[: layer + 1]) < max_removed:
+                removed[layer] += 1
     achieved = macs()
     if achieved > capacity * (1 + 1e-9):
         raise ValueError(f"budget {budget}: merging all but one patch token still leaves {achieved / base:.3f} of the MACs")
@@ -144,7 +153,8 @@ def search_tau(
         "budget": budget, "base_macs": base, "target_macs": capacity, "achieved_macs": achieved,
         "achieved_ratio": achieved / base, "heads_kept": hn_info["heads_kept"], "neurons_kept": hn_info["neurons_kept"],
         "importance_kept": hn_info["importance_kept"], "head_neuron_share": head_neuron_share,
-        "head_neuron_budget": hn_budget, "tokens_removed_per_layer": cumulative,
+        "head_neuron_budget": hn_budget, "token_schedule": "uniform" if uniform else "importance",
+        "tokens_removed_per_layer": cumulative,
         "tokens_per_layer": [seq_len - r for r in cumulative],
     }
     return kept, cumulative, info

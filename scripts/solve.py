@@ -50,7 +50,8 @@ else:
         kept, removed, result = search_tau(
             scores, budget=params.budget, head_neuron_share=share, seq_len=seq_len, hidden=hidden, head_dim=head_dim,
             heads_per_layer=heads, neurons_per_layer=neurons,
-            max_removed=(params.image_size // info["patch_size"]) ** 2 - 1)
+            max_removed=(params.image_size // info["patch_size"]) ** 2 - 1,
+            uniform=params.method.get("token_schedule") == "uniform")
         result["token_merges"] = [removed[0]] + [b - a for a, b in zip(removed, removed[1:])]
     else:
         base = flops.encoder_macs(heads, neurons, seq_len, hidden, head_dim)

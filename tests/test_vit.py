@@ -235,3 +235,26 @@ def test_token_scores_with_a_row_subset_equal_the_oracle(fresh):
     fast = score_layer(adapter, teacher, 1, "token", method, seed=3, chunk=5)
     naive = score_naive(adapter, teacher, 1, "token", method, seed=3)
     torch.testing.assert_close(torch.tensor(fast["md"].values), torch.tensor(naive["md"].values), rtol=1e-4, atol=1e-9)
+
+
+def test_uniform_token_schedule_is_tome_alone_at_equal_macs():
+    import pandas as pd
+
+    scores = pd.DataFrame(
+        [{"layer": l, "kind": "head", "index": i, "importance": 1.0 + i} for l in range(4) for i in range(4)]
+        + [{"layer": l, "kind": "neuron", "index": i, "importance": 1.0} for l in range(4) for i in range(48)]
+        + [{"layer": l, "kind": "token", "index": i, "importance": float(i)} for l in (1, 2, 3) for i in range(1, 17)])
+    shape = dict(seq_len=17.0, hidden=32, head_dim=8, heads_per_layer=[4] * 4, neurons_per_layer=[48] * 4, max_removed=15)
+    kept, removed, info = search_tau(scores, budget=0.7, head_neuron_share=0.0, uniform=True, **shape)
+    assert kept.counts() == ([4] * 4, [48] * 4)  # every head and neuron kept
+    # The smallest r per layer whose schedule (0, r, 2r, 3r) fits 0.7 of the MACs, found by brute force.
+    base = flops.encoder_macs([4] * 4, [48] * 4, 17.0, 32, 8)
+
+    def macs(r):
+        return flops.encoder_macs([4] * 4, [48] * 4, [17.0 - min(r * l, 15) for l in range(4)], 32, 8)
+
+    r = next(r for r in range(1, 16) if macs(r) <= 0.7 * base)
+    assert removed == [min(r * l, 15) for l in range(4)]
+    assert info["achieved_ratio"] == pytest.approx(macs(r) / base) and info["token_schedule"] == "uniform"
+    _, by_score, _ = search_tau(scores, budget=0.7, head_neuron_share=0.0, **shape)
+    assert by_score != removed  # OPTIN-tau's schedule follows the token scores instead
