@@ -82,6 +82,8 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
                 if kind == "kwon" and family not in KWON_FAMILIES:
                     errors.append(f"experiments.{name}: method {method!r} (kwon) needs head and neuron masks and a "
                                   f"labelled classifier (families {list(KWON_FAMILIES)}), not a {family} model")
+                if kind == "optin" and entry.get("tap", "default") != "default" and family != "bert":
+                    errors.append(f"experiments.{name}: method {method!r} moves the tap, which is defined for bert models only")
                 if kind == "optin" and entry.get("prune_tokens") and family != "vit":
                     errors.append(f"experiments.{name}: method {method!r} prunes tokens, which only vision models (family vit) have")
             if family in CNN_FAMILIES and "pixels" not in config["datasets"][exp["dataset"]]:

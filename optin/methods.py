@@ -27,6 +27,9 @@ class OptinMethod:
     # ||G_t - G_s||^2 summed over the K x K entries (the paper), or their mean: CNN taps have
     # different row counts per stage (spatial positions), and a sum weighs a tap by K^2.
     md_reduction: str = "sum"
+    # Ablation (BERT): the trajectory point of a layer, the FFN output as in the authors' code
+    # ("default") or the layer's output hidden state ("layer_output").
+    tap: str = "default"
     md_fresh_subsets: bool = False        # §4.8: a new random row subset per unit and tap
     md_include_padding: bool = False      # §4.9: the code's Gram rows include padding positions
     # Last-layer units also compare their own tap. Algorithm 1 sums k = i+1..N over F_0..F_N with F_N
@@ -89,6 +92,8 @@ class OptinMethod:
             raise ValueError(f"unknown OPTIN method setting(s) {unknown}; known: {sorted(fields)}")
         if config.get("channel_ranking", "per_mac") not in ("per_mac", "importance"):
             raise ValueError(f"channel_ranking must be 'per_mac' or 'importance', got {config['channel_ranking']!r}")
+        if config.get("tap", "default") not in ("default", "layer_output"):
+            raise ValueError(f"tap must be 'default' or 'layer_output', got {config['tap']!r}")
         if config.get("token_schedule", "importance") not in ("importance", "uniform"):
             raise ValueError(f"token_schedule must be 'importance' or 'uniform', got {config['token_schedule']!r}")
         if config.get("trajectory_horizon", "all") not in ("all", "next"):

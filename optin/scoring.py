@@ -272,7 +272,7 @@ def score_layer(
                 ffn_out_v = (ffn_out.unsqueeze(0) - removed).reshape(v * r, d)
                 a_v = a.repeat(v, 1)
             if layer in trajectory or layer in adapter.readout_layers:
-                tap = adapter.layer_tap(layer, x.repeat(v, 1), a_v, ffn_out_v)
+                tap = adapter.tap_at(layer, x.repeat(v, 1), a_v, ffn_out_v)
                 readout[layer] = tap
                 if layer in trajectory:
                     md.add(layer, tap)

@@ -10,13 +10,17 @@ import torch  # noqa: E402
 from optin.arch import adapter_for  # noqa: E402
 from optin.methods import OptinMethod  # noqa: E402
 from optin.models import load_checkpoint  # noqa: E402
-from optin.scoring import Teacher, score_channels, score_layer  # noqa: E402
+from optin.scoring import Teacher, run_teacher, score_channels, score_layer  # noqa: E402
 
 params = snakemake.params
 method = OptinMethod.from_config(params.method)
 adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint))
 draws = torch.load(snakemake.input.teacher, weights_only=False)["teachers"]
 teachers = [Teacher.from_dict(draw[method.md_include_padding]) for draw in draws]
+if method.tap != "default":
+    # The cached teacher holds the default taps; the unpruned forward with the ablation's taps is one pass.
+    adapter.tap_position = method.tap
+    teachers = [run_teacher(adapter, t.batch, include_padding=method.md_include_padding) for t in teachers]
 parts = []
 # Vision models also score tokens (layer 0 never loses one): cheap, and OPTIN-beta and OPTIN-tau
 # then share one scoring run.

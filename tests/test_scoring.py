@@ -14,6 +14,8 @@ VARIANTS = {
     "paper-row-subset": {"semantics": "paper", "md_rows": 10},
     "reference-fresh-subsets": {"semantics": "reference", "md_rows": 10},
     "reference-cumulative-head-mask": {"semantics": "reference", "cumulative_head_mask": True},
+    "paper-next-layer-horizon": {"semantics": "paper", "trajectory_horizon": "next"},
+    "paper-layer-output-tap": {"semantics": "paper", "tap": "layer_output"},
 }
 
 
@@ -37,6 +39,7 @@ def test_packed_rows_give_the_padded_batch_features(adapter, batch):
 @pytest.mark.parametrize("kind", ["head", "neuron"])
 def test_fast_scores_equal_naive_scores(adapter, batch, variant, kind):
     method = OptinMethod.from_config(VARIANTS[variant])
+    adapter.tap_position = method.tap
     teacher = run_teacher(adapter, batch, include_padding=method.md_include_padding)
     for layer in range(adapter.num_layers):
         fast = score_layer(adapter, teacher, layer, kind, method, seed=3, chunk=3)
@@ -77,3 +80,14 @@ def test_scores_do_not_depend_on_chunk_size(adapter, batch):
 def test_teacher_must_match_the_methods_padding_rows(adapter, batch):
     with pytest.raises(ValueError, match="md_include_padding"):
         score_layer(adapter, run_teacher(adapter, batch, True), 0, "head", OptinMethod.from_config({}), seed=0)
+
+
+def test_layer_output_taps_are_the_hf_hidden_states(model, adapter, batch):
+    adapter.tap_position = "layer_output"
+    teacher = run_teacher(adapter, batch, include_padding=True)
+    with torch.no_grad():
+        hidden = model(**batch, output_hidden_states=True).hidden_states
+    for k in range(adapter.num_layers):
+        torch.testing.assert_close(teacher.taps[k], hidden[k + 1].reshape(-1, hidden[k + 1].shape[-1]), rtol=0, atol=1e-5)
+    adapter.tap_position = "default"
+    assert not torch.allclose(run_teacher(adapter, batch).taps[0], teacher.taps[0], atol=1e-3)

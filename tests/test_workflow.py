@@ -73,7 +73,7 @@ def test_ablation_overlay_builds_one_method_label_per_ablation(tmp_path):
     seeds, layers = len(DEFAULT["experiments"]["minilm_rt"]["seeds"]), DEFAULT["models"]["minilm_rt"]["num_layers"]
     assert counts["evaluate"] == len(methods) * seeds * len(DEFAULT["run"]["budgets"])
     # Combining-only ablations (md_only, kl_only, lambda sweep, decays...) reuse optin's shards.
-    shard_runs = {"optin", "optin_reference", "optin_next_layer", "ref_md_fresh_subsets", "ref_md_include_padding",
+    shard_runs = {"optin", "optin_reference", "optin_next_layer", "optin_tap_layer_output", "ref_md_fresh_subsets", "ref_md_include_padding",
                   "ref_kl_softmax_z", "ref_kl_sum", "ref_kl_float32", "ref_kl_clamp", "ref_separate_batches"}
     assert counts["score_shard"] == len(shard_runs) * seeds * layers
     assert counts["merge_scores"] == (len(methods) - 3) * seeds  # every OPTIN label has its own combination
@@ -122,6 +122,7 @@ def bad(path: str, value):
         (bad("experiments.dinov2_fmnist.dataset", "rt_polarity"), "a vit model needs a dataset of kind"),
         (bad("methods.optin", {"semantics": "paper", "lambda": 1}), "lambda"),
         (bad("experiments.resnet20_fmnist.methods", ["kwon"]), "(kwon) needs head and neuron masks"),
+        (bad("methods.optin_tau", {"semantics": "paper", "prune_tokens": True, "tap": "layer_output"}), "bert models only"),
         (bad("methods.random", {"kind": "random", "seed": 3}), "takes no settings"),
     ],
 )

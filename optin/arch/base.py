@@ -167,7 +167,8 @@ class EncoderAdapter(ABC):
         attn_resid, _ = self.attention(layer, x, layout, head_mask)
         a = self.after_attention(layer, attn_resid)
         ffn_out, _ = self.ffn(layer, a, neuron_mask)
-        return self.after_ffn(layer, a, ffn_out), self.layer_tap(layer, x, a, ffn_out)
+        out = self.after_ffn(layer, a, ffn_out)
+        return out, (out if self.tap_position == "layer_output" else self.layer_tap(layer, x, a, ffn_out))
 
     def masked_forward(
         self, batch: dict[str, torch.Tensor],
@@ -197,6 +198,15 @@ class EncoderAdapter(ABC):
 
     # Scoring and evaluation need no graph; Kwon's Fisher (optin.kwon) calls masked_forward with grad.
     forward = torch.no_grad()(masked_forward)
+
+    # The trajectory point of a layer: the family's ``layer_tap`` (the authors' choice, §3), or, as an
+    # ablation (OptinMethod.tap), the layer's output hidden state.
+    tap_position: str = "default"
+
+    def tap_at(self, layer: int, x: torch.Tensor, a: torch.Tensor, ffn_out: torch.Tensor) -> torch.Tensor:
+        if self.tap_position == "layer_output":
+            return self.after_ffn(layer, a, ffn_out)
+        return self.layer_tap(layer, x, a, ffn_out)
 
     # State-dict names of a layer's prunable projections, for weight-based baselines (optin.baselines).
     block_names: BlockNames | None = None
