@@ -9,9 +9,17 @@ Gradients are per sample (one backward each), as the Fisher's definition asks; a
 squared would add cross terms between samples. The search (``optin.search.search_mac``), slimming and
 evaluation are OPTIN's, so the two methods differ only in their scores.
 
-Kwon et al. also rearrange masks inside a layer (using the Fisher's off-diagonal block) and tune the
-kept units' mask values by least squares; ``fisher_scores`` returns the per-sample gradients' diagonal
-only (their "mask search" stage).
+``fisher_scores`` is their "mask search" stage. Their two later stages, for the ``kwon_tuned``
+method, act on a searched mask per budget:
+
+- ``rearrange``: inside each layer, with the number of kept units fixed, swap kept and pruned units
+  greedily while the second-order loss estimate (1 - m)^T F_l (1 - m) decreases, F_l the layer's
+  block of the empirical Fisher (off-diagonals included);
+- ``tune_scales``: layer by layer, least-squares mask values for the kept units so that the pruned
+  layer's residual sums (before LayerNorm) match the unpruned model's on the calibration batch, the
+  pruned model's own input flowing in (ridge-regularised toward 1, as their damped LSMR). The scales
+  fold into the output-projection / down-projection columns (``apply_unit_scales``), so the slim
+  model stays a plain smaller model.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from __future__ import annotations
 import pandas as pd
 import torch
 import torch.nn.functional as F
+
+from optin.masks import Kept
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -71,3 +81,113 @@ def fisher_scores(adapter, batch: dict[str, torch.Tensor], labels: torch.Tensor)
                 rows.append({"layer": layer, "kind": kind, "index": index, "fisher": value, "importance": value})
             start += count
     return pd.DataFrame(rows, columns=["layer", "kind", "index", "fisher", "importance"])
+
+
+def _split_by_layer(grads: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+    return list(torch.split(grads, counts, dim=1))
+
+
+def rearrange_layer(grads: torch.Tensor, kept: list[int], max_swaps: int = 10_000) -> list[int]:
+    """Kwon et al.'s mask rearrangement for one layer and unit kind: ``grads`` [N, U] per-sample mask
+    gradients; returns as many kept indices as given, chosen by greedy pair swaps that decrease
+    sum_{a, b pruned} F_ab, F = grads^T grads."""
+    units = grads.shape[1]
+    if not kept or len(kept) == units:
+        return sorted(kept)
+    fisher = grads.double().T @ grads.double()
+    keep = torch.zeros(units, dtype=torch.bool)
+    keep[list(kept)] = True
+    diag = torch.diagonal(fisher)
+    for _ in range(max_swaps):
+        pruned_rows = fisher[:, ~keep].sum(1)  # s_u = sum over pruned b of F_ub
+        inside, outside = torch.nonzero(keep).squeeze(1), torch.nonzero(~keep).squeeze(1)
+        # Moving i (kept) into the pruned set and j out of it changes the objective by
+        # 2 s_i + F_ii - 2 s_j + F_jj - 2 F_ij.
+        delta = ((2 * pruned_rows[inside] + diag[inside])[:, None] + (diag[outside] - 2 * pruned_rows[outside])[None, :]
+                 - 2 * fisher[inside][:, outside])
+        best = int(torch.argmin(delta))
+        if float(delta.view(-1)[best]) >= -1e-12 * float(diag.sum()):
+            break
+        i, j = inside[best // len(outside)], outside[best % len(outside)]
+        keep[i], keep[j] = False, True
+    return torch.nonzero(keep).squeeze(1).tolist()
+
+
+def rearrange(adapter, batch, labels, kept: Kept) -> Kept:
+    head_grads, neuron_grads = mask_gradients(adapter, batch, labels)
+    heads = _split_by_layer(head_grads, adapter.unit_counts("head"))
+    neurons = _split_by_layer(neuron_grads, adapter.unit_counts("neuron"))
+    return Kept(heads=tuple(tuple(rearrange_layer(g, list(k))) for g, k in zip(heads, kept.heads, strict=True)),
+                neurons=tuple(tuple(rearrange_layer(g, list(k))) for g, k in zip(neurons, kept.neurons, strict=True)))
+
+
+def _ridge(gram: torch.Tensor, rhs: torch.Tensor, damping: float) -> torch.Tensor:
+    """argmin ||A m - b||^2 + lam ||m - 1||^2 from the normal equations (gram = A^T A, rhs = A^T b)."""
+    if len(rhs) == 0:
+        return rhs
+    lam = damping * float(torch.diagonal(gram).mean()) + 1e-12
+    eye = torch.eye(len(rhs), dtype=gram.dtype)
+    return torch.linalg.solve(gram + lam * eye, rhs + lam)
+
+
+@torch.no_grad()
+def tune_scales(adapter, teacher, kept: Kept, damping: float = 1e-3, bound: float = 10.0) -> tuple[list[list[float]], list[list[float]]]:
+    """Per layer, the least-squares scales of the kept heads and neurons (see the module docstring);
+    ``teacher`` is the unpruned run on the calibration batch (optin.scoring.Teacher, real tokens only)."""
+    x, layout = adapter.embed(teacher.batch, teacher.rows)
+    x = x.double()
+    model_dtype = next(adapter.model.parameters()).dtype
+    adapter.model.double()
+    adapter.weights_changed()
+    head_scales, neuron_scales = [], []
+    try:
+        for layer in range(adapter.num_layers):
+            x_t = teacher.layer_inputs[layer].double()
+            heads, neurons = list(kept.heads[layer]), list(kept.neurons[layer])
+            # Attention: resid = x + bias + sum_h m_h c_h, target = the unpruned layer's resid.
+            target_resid, _ = adapter.attention(layer, x_t, layout)
+            full, per_head = adapter.attention(layer, x, layout, per_head=True)
+            if per_head is None:  # a layer that already has no attention
+                a = adapter.after_attention(layer, full)
+                head_scales.append([])
+            else:
+                base = full - per_head.sum(0)
+                cols = per_head[heads].reshape(len(heads), -1)  # [k, R*D]
+                scales = _ridge(cols @ cols.T, cols @ (target_resid - base).reshape(-1), damping).clamp(-bound, bound)
+                head_scales.append(scales.tolist())
+                a = adapter.after_attention(layer, base + torch.einsum("k,krd->rd", scales, per_head[heads]))
+            # FFN: pre-LayerNorm sum a + sum_j m_j act_j w_j (+ bias), target the unpruned one.
+            a_t = adapter.after_attention(layer, target_resid)
+            ffn_t, _ = adapter.ffn(layer, a_t)
+            _, act = adapter.ffn(layer, a)
+            if act.shape[-1] == 0:
+                neuron_scales.append([])
+                x = adapter.after_ffn(layer, a, torch.zeros_like(a))
+                continue
+            directions = adapter.neuron_directions(layer).double()[neurons]  # [k, D]
+            act = act[:, neurons]
+            gram = (act.T @ act) * (directions @ directions.T)
+            rhs = (act * ((a_t + ffn_t - a) @ directions.T)).sum(0)
+            scales = _ridge(gram, rhs, damping).clamp(-bound, bound)
+            neuron_scales.append(scales.tolist())
+            x = adapter.after_ffn(layer, a, (act * scales) @ directions)
+    finally:
+        adapter.model.to(model_dtype)
+        adapter.weights_changed()
+    return head_scales, neuron_scales
+
+
+@torch.no_grad()
+def apply_unit_scales(adapter, kept: Kept, head_scales, neuron_scales) -> None:
+    """Fold per-unit scales into the weights in place: head h's columns of the output projection,
+    neuron j's column of the down projection (what multiplying their mask values by the scale does)."""
+    names, dh = adapter.block_names, adapter.head_dim
+    for layer in range(adapter.num_layers):
+        prefix = adapter.layer_prefix(layer)
+        out = adapter.model.get_parameter(f"{prefix}{names.out}.weight") if kept.heads[layer] else None
+        for head, scale in zip(kept.heads[layer], head_scales[layer], strict=True):
+            out[:, head * dh : (head + 1) * dh] *= scale
+        down = adapter.model.get_parameter(f"{prefix}{names.down}.weight") if kept.neurons[layer] else None
+        for neuron, scale in zip(kept.neurons[layer], neuron_scales[layer], strict=True):
+            down[:, neuron] *= scale
+    adapter.weights_changed()

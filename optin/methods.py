@@ -133,14 +133,29 @@ def method_kind(config: dict) -> str:
     return kind
 
 
+# Kwon et al.'s stages after the Fisher scores (optin.kwon), per searched mask: they change neither
+# the scores nor the MACs, so a tuned method shares the plain one's scoring run.
+KWON_STAGES = {"rearrange": False, "tune": False}
+
+
 def method_settings(config: dict) -> dict:
     """What a rule passes as params for a method entry: every resolved OPTIN field, or a baseline's entry."""
-    if method_kind(config) == "optin":
+    kind = method_kind(config)
+    if kind == "optin":
         return OptinMethod.from_config(config).settings()
-    extra = sorted(set(config) - {"kind"})
+    allowed = set(KWON_STAGES) if kind == "kwon" else set()
+    extra = sorted(set(config) - {"kind"} - allowed)
     if extra:
-        raise ValueError(f"a {config['kind']} method takes no settings, got {extra}")
-    return dict(config)
+        known = f"; a kwon method takes {sorted(KWON_STAGES)}" if kind == "kwon" else ""
+        raise ValueError(f"a {kind} method takes no settings {extra}{known}")
+    for key in allowed & set(config):
+        if not isinstance(config[key], bool):
+            raise ValueError(f"{key} must be true or false, got {config[key]!r}")
+    return {"kind": kind, **({k: config.get(k, v) for k, v in KWON_STAGES.items()} if kind == "kwon" else {})}
+
+
+def is_tuned_kwon(config: dict) -> bool:
+    return method_kind(config) == "kwon" and any(config.get(k, False) for k in KWON_STAGES)
 
 
 SEMANTICS = {

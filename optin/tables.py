@@ -47,12 +47,16 @@ def read_benchmark_seconds(path) -> float:
     return float(pd.read_csv(path, sep="\t")["s"].iloc[0])
 
 
-def scoring_passes(kind: str, units_scored: int, calibration_size: int) -> tuple[int, int]:
-    """(forward, backward) passes of the scoring stage. OPTIN: one masked forward of the calibration
+def scoring_passes(kind: str, units_scored: int, calibration_size: int, masks_tuned: int = 0,
+                   rearrange: bool = False, tune: bool = False) -> tuple[int, int]:
+    """(forward, backward) passes of the pruning stage. OPTIN: one masked forward of the calibration
     batch per unit (from the unit's layer on); Kwon: one forward and one backward per calibration
-    sample; weight magnitude and random: none."""
+    sample, again per tuned mask if it is rearranged (the Fisher blocks), and one forward of the
+    batch per tuned mask for the least-squares tuning (teacher and pruned model side by side, layer
+    by layer); weight magnitude and random: none."""
     if kind == "optin":
         return units_scored, 0
     if kind == "kwon":
-        return calibration_size, calibration_size
+        again = calibration_size * masks_tuned if rearrange else 0
+        return calibration_size + again + (2 * masks_tuned if tune else 0), calibration_size + again
     return 0, 0

@@ -4,7 +4,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from optin.config import CALIBRATION_DRAWS, CNN_FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, budget_label, calibration_n, check, experiment_methods, experiment_seeds
-from optin.methods import OptinMethod, method_kind
+from optin.methods import OptinMethod, is_tuned_kwon, method_kind
 from optin.methods import method_settings as resolved_method
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
@@ -31,7 +31,18 @@ def method_settings(method):
 
 def scoring_settings(method):
     entry = config["methods"][method]
-    return OptinMethod.from_config(entry).scoring_settings() if method_kind(entry) == "optin" else dict(entry)
+    return OptinMethod.from_config(entry).scoring_settings() if method_kind(entry) == "optin" else {"kind": method_kind(entry)}
+
+
+def mask_file(w):
+    """The searched mask, or for Kwon et al.'s rearranged / tuned variants the mask after those stages."""
+    suffix = ".tuned.json" if is_tuned_kwon(config["methods"][w.method]) else ".json"
+    return f"results/masks/{w.model}/{w.dataset}/{w.method}/calib{w.n}-seed{w.seed}/budget{w.budget}{suffix}"
+
+
+def methods_tuned():
+    names = [name for name, entry in config["methods"].items() if is_tuned_kwon(entry)]
+    return "|".join(map(re.escape, names)) if names else "(?!)"
 
 
 def shard_settings(method):
@@ -208,7 +219,11 @@ def scoring_jobs():
                     merged = scores_method(method)
                     scorer = "score_kwon" if kind == "kwon" else "score_baseline"
                     benchmarks = [f"benchmarks/{scorer}/{run.format(merged)}.tsv"]
+                stages = method_settings(method) if is_tuned_kwon(config["methods"][method]) else {}
+                if stages:  # Kwon et al.'s per-mask stages are part of its pruning cost
+                    benchmarks += [f"benchmarks/tune_mask/{run.format(method)}/budget{b}.tsv" for b in BUDGETS]
                 jobs.append({"experiment": f"{model}/{dataset}", "method": method, "kind": kind, "seed": seed,
                              "calibration_size": n, "scores": f"results/scores/{run.format(merged)}/scores.parquet",
-                             "benchmarks": benchmarks})
+                             "benchmarks": benchmarks, "masks_tuned": len(BUDGETS) if stages else 0,
+                             "rearrange": bool(stages.get("rearrange")), "tune": bool(stages.get("tune"))})
     return jobs

@@ -4,7 +4,7 @@ rule evaluate:
     input:
         checkpoint=lambda w: checkpoint_dir(w.model),
         info=lambda w: model_info(w.model),
-        masks="results/masks/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json",
+        masks=mask_file,
         data=lambda w: dataset_files(w.dataset),
     output:
         metrics="results/eval/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json",

@@ -19,3 +19,32 @@ rule solve:
     localrule: True
     script:
         "../scripts/solve.py"
+
+
+rule tune_mask:
+    # Kwon et al.'s mask rearrangement and least-squares mask tuning on one searched mask
+    # (optin.kwon), on the labelled first calibration draw.
+    wildcard_constraints:
+        method=methods_tuned(),
+    input:
+        mask="results/masks/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json",
+        checkpoint=lambda w: checkpoint_dir(w.model),
+        teacher="results/calibration/{model}/{dataset}/calib{n}-seed{seed}/teacher.pt",
+    output:
+        "results/masks/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.tuned.json",
+    params:
+        family=lambda w: config["models"][w.model]["family"],
+        method=lambda w: method_settings(w.method),
+    threads: config["threads"]
+    resources:
+        gpu=gpus,
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/tune_mask/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.log",
+    benchmark:
+        "benchmarks/tune_mask/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.tsv"
+    script:
+        "../scripts/tune_mask.py"

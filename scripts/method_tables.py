@@ -17,7 +17,8 @@ plots.method_comparison(metrics, Path(out.comparison_png).with_suffix(""), param
 rows = []
 for job in params.jobs:
     units = len(pd.read_parquet(job["scores"], columns=["kind"]))
-    forward, backward = tables.scoring_passes(job["kind"], units, job["calibration_size"])
+    forward, backward = tables.scoring_passes(job["kind"], units, job["calibration_size"], job["masks_tuned"],
+                                              job["rearrange"], job["tune"])
     rows.append({"experiment": job["experiment"], "method": job["method"], "seed": job["seed"], "kind": job["kind"],
                  "calibration_size": job["calibration_size"], "units": units, "scoring_jobs": len(job["benchmarks"]),
                  "scoring_wall_s": sum(tables.read_benchmark_seconds(b) for b in job["benchmarks"]),

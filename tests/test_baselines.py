@@ -129,3 +129,62 @@ def test_every_method_goes_through_the_same_mac_search(scorer):
     for layer, kept_neurons in enumerate(kept.neurons):
         part = scores[(scores["kind"] == "neuron") & (scores["layer"] == layer)].sort_values("importance", ascending=False)
         assert set(kept_neurons) == set(part["index"].iloc[: len(kept_neurons)])
+
+
+def _objective(grads, keep):
+    fisher = grads.double().T @ grads.double()
+    pruned = [u for u in range(grads.shape[1]) if u not in keep]
+    return float(fisher[pruned][:, pruned].sum())
+
+
+def test_rearrangement_keeps_the_count_and_ends_where_no_swap_helps():
+    from optin.kwon import rearrange_layer
+
+    g = torch.Generator().manual_seed(0)
+    direction, other = torch.randn(2, 16, generator=g, dtype=torch.float64)
+    # Units 0 and 2 have opposite gradients: pruned together they cancel, which the diagonal misses.
+    grads = torch.stack([3 * direction / direction.norm(), 2.9 * other / other.norm(),
+                         -2.85 * direction / direction.norm(), 0.1 * torch.randn(16, generator=g, dtype=torch.float64)], dim=1)
+    diagonal_top = torch.argsort(-(grads**2).sum(0))[:2].tolist()
+    assert sorted(diagonal_top) == [0, 1]
+    kept = rearrange_layer(grads, diagonal_top)
+    assert sorted(kept) == [1, 3]  # prunes the cancelling pair instead
+    assert _objective(grads, kept) < 0.1 * _objective(grads, diagonal_top)
+    for i in kept:  # a local optimum: no single swap lowers the objective
+        for j in set(range(4)) - set(kept):
+            assert _objective(grads, (set(kept) - {i}) | {j}) >= _objective(grads, kept) - 1e-9
+
+
+def test_mask_tuning_is_exact_when_nothing_is_pruned_and_helps_when_something_is():
+    from optin.arch import Kept
+    from optin.kwon import apply_unit_scales, tune_scales
+    from optin.scoring import run_teacher
+
+    model = tiny_bert(layers=2, heads=4, hidden=16, ffn=8)
+    adapter = adapter_for(model)
+    batch = padded_batch(lengths=(7, 4, 6, 5))
+    teacher = run_teacher(adapter, batch, include_padding=False)
+    everything = Kept(heads=((0, 1, 2, 3),) * 2, neurons=(tuple(range(8)),) * 2)
+    heads, neurons = tune_scales(adapter, teacher, everything)
+    # (float32 teacher features against a float64 solve: agreement to ~1e-5)
+    assert torch.allclose(torch.tensor(heads), torch.ones(2, 4), atol=1e-4)
+    assert torch.allclose(torch.tensor(neurons), torch.ones(2, 8), atol=1e-4)
+
+    kept = Kept(heads=((0, 2), (1, 3)), neurons=((0, 1, 5), (2, 3, 4, 7)))
+    heads, neurons = tune_scales(adapter, teacher, kept)
+    head_masks, neuron_masks = adapter.kept_masks(kept)
+    # Mask values = scales in the functional forward ...
+    scaled_heads = [m.clone() for m in head_masks]
+    scaled_neurons = [m.clone() for m in neuron_masks]
+    for layer in range(2):
+        scaled_heads[layer][list(kept.heads[layer])] = torch.tensor(heads[layer])
+        scaled_neurons[layer][list(kept.neurons[layer])] = torch.tensor(neurons[layer])
+    rows = teacher.rows
+    _, _, by_mask_values = adapter.forward(batch, scaled_heads, scaled_neurons, rows=rows)
+    _, _, untuned = adapter.forward(batch, head_masks, neuron_masks, rows=rows)
+    # ... bring the pruned model's logits closer to the unpruned ones on the calibration batch,
+    assert (by_mask_values - teacher.logits).norm() < (untuned - teacher.logits).norm()
+    # ... and folding them into the weights gives the same model.
+    apply_unit_scales(adapter, kept, heads, neurons)
+    _, _, folded = adapter.forward(batch, head_masks, neuron_masks, rows=rows)
+    torch.testing.assert_close(folded, by_mask_values, rtol=0, atol=1e-5)

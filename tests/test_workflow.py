@@ -76,7 +76,9 @@ def test_ablation_overlay_builds_one_method_label_per_ablation(tmp_path):
     shard_runs = {"optin", "optin_reference", "optin_next_layer", "optin_tap_layer_output", "ref_md_fresh_subsets", "ref_md_include_padding",
                   "ref_kl_softmax_z", "ref_kl_sum", "ref_kl_float32", "ref_kl_clamp", "ref_separate_batches"}
     assert counts["score_shard"] == len(shard_runs) * seeds * layers
-    assert counts["merge_scores"] == (len(methods) - 3) * seeds  # every OPTIN label has its own combination
+    assert counts["merge_scores"] == (len(methods) - 4) * seeds  # every OPTIN label has its own combination
+    assert counts["score_kwon"] == seeds  # kwon_tuned reuses kwon's Fisher scores ...
+    assert counts["tune_mask"] == seeds * len(DEFAULT["run"]["budgets"])  # ... and tunes each searched mask
 
 
 def test_hub_model_is_fetched_by_the_download_rule_only(tmp_path):
@@ -193,7 +195,8 @@ def tiny_config(data_path: Path) -> dict:
                 "cnn_training": {"dataset": "fmnist28", "epochs": 1, "lr": 0.05, "batch_size": 64, "weight_decay": 0.0}},
             "ccexam": {"family": "vgg", "num_layers": 3, "num_labels": 10, "source": {"kind": "ccexam"}}},
         "experiments": {"tiny": {"model": "tinybert", "dataset": "synthetic", "mac_seq_len": "auto",
-                                 "methods": ["optin", "optin_reference", "kwon", "magnitude", "random"], "seeds": [0, 1]},
+                                 "methods": ["optin", "optin_reference", "kwon", "kwon_tuned", "magnitude", "random"],
+                                 "seeds": [0, 1]},
                         "tiny_vision": {"model": "tinyvit", "dataset": "fmnist", "mac_seq_len": "auto",
                                         "methods": ["optin", "optin_tau"], "calibration_n": 3},
                         "tiny_segmentation": {"model": "tinyseg", "dataset": "canvases", "methods": ["optin"],
@@ -203,6 +206,7 @@ def tiny_config(data_path: Path) -> dict:
                         "ccexam": {"model": "ccexam", "dataset": "mnist", "methods": ["optin", "magnitude"],
                                    "calibration_n": 4}},
         "methods": {"optin": {"semantics": "paper"}, "optin_reference": {"semantics": "reference"},
+                    "kwon_tuned": {"kind": "kwon", "rearrange": True, "tune": True},
                     "optin_tau": {"semantics": "paper", "prune_tokens": True},
                     "optin_md_mean": {"semantics": "paper", "md_reduction": "mean"}, "magnitude": {"kind": "magnitude"},
                     "kwon": {"kind": "kwon"}, "random": {"kind": "random"}},
@@ -213,10 +217,14 @@ def tiny_config(data_path: Path) -> dict:
     }
 
 
-def json_kept(run: Path, method: str, seed: int) -> dict:
+def json_mask(run: Path, method: str, seed: int, suffix: str = ".json") -> dict:
     import json
 
-    return json.loads((run / f"results/masks/tinybert/synthetic/{method}/calib4-seed{seed}/budget0.500.json").read_text())["kept"]
+    return json.loads((run / f"results/masks/tinybert/synthetic/{method}/calib4-seed{seed}/budget0.500{suffix}").read_text())
+
+
+def json_kept(run: Path, method: str, seed: int) -> dict:
+    return json_mask(run, method, seed)["kept"]
 
 
 @pytest.fixture(scope="module")
@@ -237,9 +245,10 @@ def tiny_runs(tmp_path_factory):
 def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
     config, (run, _) = tiny_runs
     metrics = pd.read_csv(run / "results/tables/metrics.csv")
-    assert set(metrics["method"]) == {"optin", "optin_reference", "optin_tau", "optin_md_mean", "magnitude", "kwon", "random"}
+    assert set(metrics["method"]) == {"optin", "optin_reference", "optin_tau", "optin_md_mean", "magnitude", "kwon", "kwon_tuned",
+                                      "random"}
     wide = metrics.pivot_table(index=["experiment", "method", "seed", "budget"], columns="metric", values="value")
-    assert len(wide) == 5 * 2 * 2 + 2 * 2 + 2 + (3 + 2) * 2  # text: 5 methods x 2 seeds
+    assert len(wide) == 6 * 2 * 2 + 2 * 2 + 2 + (3 + 2) * 2  # text: 6 methods x 2 seeds
     assert (wide["relative_macs"] <= wide.index.get_level_values("budget") + 1e-9).all()
     assert (wide["slim_vs_masked_max_abs"] <= 1e-4).all()
     assert (wide["params"] <= wide["dense_params"]).all()
@@ -261,13 +270,20 @@ def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
     random_kept = [json_kept(run, "random", seed) for seed in (0, 1)]
     assert random_kept[0] != random_kept[1]  # each seed draws its own random scores
     table = pd.read_csv(run / "results/tables/methods.csv")
-    assert set(table[table["experiment"] == "tinybert/synthetic"]["method"]) == {"optin", "optin_reference", "kwon", "magnitude", "random"}
+    assert set(table[table["experiment"] == "tinybert/synthetic"]["method"]) == {"optin", "optin_reference", "kwon", "kwon_tuned",
+                                                                                 "magnitude", "random"}
     assert (table[table["experiment"] == "tinybert/synthetic"]["seeds"] == 2).all()
     assert "| kwon |" in (run / "results/tables/methods.md").read_text()
     cost = pd.read_csv(run / "results/tables/scoring_cost.csv").set_index(["experiment", "method", "seed"])
     assert cost.loc[("tinybert/synthetic", "kwon", 0), "backward_passes"] == config["calibration"]["n"]
     assert cost.loc[("tinybert/synthetic", "optin", 0), "forward_passes"] == 2 * 4 + 2 * 64  # one per head / neuron
     assert cost.loc[("tinybert/synthetic", "random", 0), "forward_passes"] == 0
+    assert cost.loc[("tinybert/synthetic", "kwon_tuned", 0), "backward_passes"] == 4 + 4 * 2  # + rearrangement per budget
+    tuned = json_mask(run, "kwon_tuned", 0, ".tuned.json")
+    assert len(tuned["unit_scales"]["neuron"]) == 2 and tuned["kwon_stages"] == {"rearrange": True, "tune": True}
+    plain = json_mask(run, "kwon", 0)
+    # Rearrangement moves units inside a layer only: the same counts, so the same MACs.
+    assert [len(h) for h in tuned["kept"]["neuron"]] == [len(h) for h in plain["kept"]["neuron"]]
     assert (cost["scoring_wall_s"] > 0).all()
     for name in ("accuracy_vs_flops", "speedup_vs_flops", "miou_vs_flops", "segmentation_qualitative_tinyseg",
                  "cnn_accuracy_vs_flops", "method_comparison", "scoring_cost"):
@@ -297,7 +313,7 @@ def test_two_clean_runs_give_identical_scores_masks_and_calibration(tiny_runs):
     # vision: OPTIN-beta and -tau share (3 shards + merged); segmentation: 8 Swin blocks + merged;
     # CNNs: 3 shards + merged per OPTIN method, and magnitude scores
     assert sum("scores" in str(p) for p in files) == 2 * (2 * 3 + 3) + 4 + 9 + (2 * 4 + 1) + (4 + 1)
-    assert sum("masks" in str(p) for p in files) == 5 * 2 * 2 + 2 * 2 + 2 + (3 + 2) * 2
+    assert sum("masks" in str(p) for p in files) == 6 * 2 * 2 + 2 * 2 + 2 * 2 + 2 + (3 + 2) * 2  # + kwon_tuned's tuned masks
     for rel in files:
         assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
 
@@ -310,7 +326,7 @@ def test_rerun_does_nothing_and_a_new_budget_reruns_only_its_jobs(tiny_runs):
     changed = copy.deepcopy(config)
     changed["run"]["budgets"] = [0.5, 0.7]
     result = snakemake(run, changed, "-n")
-    assert job_counts(result.stdout) == {"solve": 10 + 2 + 1 + 5, "evaluate": 10 + 2 + 5, "evaluate_segmentation": 1,
+    assert job_counts(result.stdout) == {"solve": 12 + 2 + 1 + 5, "evaluate": 12 + 2 + 5, "tune_mask": 2, "evaluate_segmentation": 1,
                                          "collect": 1, "figures": 1, "segmentation_curves": 1, "cnn_curves": 1,
                                          "method_tables": 1, "all": 1}
     snakemake(run, config, "-n")  # leave the config as the fixture wrote it

@@ -199,6 +199,9 @@ class EncoderAdapter(ABC):
     # Scoring and evaluation need no graph; Kwon's Fisher (optin.kwon) calls masked_forward with grad.
     forward = torch.no_grad()(masked_forward)
 
+    def weights_changed(self) -> None:
+        """Drop anything cached from the weights (after they are edited or cast)."""
+
     # The trajectory point of a layer: the family's ``layer_tap`` (the authors' choice, §3), or, as an
     # ablation (OptinMethod.tap), the layer's output hidden state.
     tap_position: str = "default"

@@ -40,6 +40,9 @@ class BertAdapter(EncoderAdapter):
         self.config = model.config
         self._qkv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    def weights_changed(self) -> None:
+        self._qkv.clear()
+
     def _fused_qkv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Q, K and V projections as one GEMM (one matmul and one scatter instead of three)."""
         if layer not in self._qkv:
