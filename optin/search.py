@@ -34,6 +34,20 @@ def _cumulative_costs(units: pd.DataFrame, cost: float | Sequence[float]) -> np.
     return np.concatenate([[0.0], np.cumsum(per_unit)])
 
 
+def cost_weighted(scores: pd.DataFrame, head_cost: float | Sequence[float], neuron_cost: float | Sequence[float]) -> pd.DataFrame:
+    """Scores with ``importance`` multiplied by each unit's MACs. For baselines whose scores carry no
+    scale shared by heads and neurons (weight magnitude, random): search_mac maximises summed
+    importance, and a head costs ~66 MiniLM neurons, so unit-scale scores would buy neurons and drop
+    nearly every head. Weighted, the search is indifferent between a head and its MACs in neurons
+    (in expectation for random scores), and within a kind and layer the ranking is unchanged."""
+    out = scores.copy()
+    for kind, cost in (("head", head_cost), ("neuron", neuron_cost)):
+        rows = out["kind"] == kind
+        per_unit = cost if isinstance(cost, (int, float)) else np.asarray(cost, dtype=np.float64)[out.loc[rows, "layer"].to_numpy()]
+        out.loc[rows, "importance"] = out.loc[rows, "importance"].to_numpy(dtype=np.float64) * per_unit
+    return out
+
+
 def search_mac(
     scores: pd.DataFrame,
     *,

@@ -7,7 +7,7 @@ import pandas as pd
 from optin import flops
 from optin.flops import MacOp
 from optin.runtime import start_job
-from optin.search import search_channels, search_mac, search_tau
+from optin.search import cost_weighted, search_channels, search_mac, search_tau
 
 start_job(snakemake.log[0], threads=1, light=True)
 params = snakemake.params
@@ -15,6 +15,8 @@ info = json.loads(Path(snakemake.input.info).read_text())
 # The solver reads OPTIN-tau's token settings and the channel ranking; baselines use the defaults.
 prune_tokens = params.method.get("prune_tokens", False)
 scores = pd.read_parquet(snakemake.input.scores)
+# Weight-magnitude and random scores have no scale shared by heads and neurons (optin.search.cost_weighted).
+unscaled_kinds = params.method.get("kind") in ("magnitude", "random")
 
 if "mac_ops" in info:
     # CNN channels: whole-network MACs, exact for the kept counts (optin.arch.cnn).
@@ -29,6 +31,8 @@ elif "head_macs_per_layer" in info:
     heads, neurons = info["heads_per_layer"], info["neurons_per_layer"]
     head_cost, neuron_cost = info["head_macs_per_layer"], info["neuron_macs_per_layer"]
     base = sum(h * c for h, c in zip(heads, head_cost, strict=True)) + sum(n * c for n, c in zip(neurons, neuron_cost, strict=True))
+    if unscaled_kinds:
+        scores = cost_weighted(scores, head_cost, neuron_cost)
     kept, result = search_mac(scores, budget=params.budget, head_cost=head_cost, neuron_cost=neuron_cost, base_macs=base,
                               heads_per_layer=heads, neurons_per_layer=neurons)
     result.update({"token_merges": None, "input_size": info["input_size"], "head_macs_per_layer": head_cost,
@@ -42,6 +46,8 @@ else:
             (params.image_size // info["patch_size"]) ** 2 + info["prefix_tokens"])
     seq_len = float(seq_len)
     hidden, head_dim = info["hidden_size"], info["head_dim"]
+    if unscaled_kinds:
+        scores = cost_weighted(scores, flops.head_macs(seq_len, hidden, head_dim), flops.neuron_macs(seq_len, hidden))
     if prune_tokens:
         low, high = params.method["tau_head_neuron_share"]
         # The authors draw the share at random; here it is seeded by (seed, budget), and recorded.

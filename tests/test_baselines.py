@@ -188,3 +188,22 @@ def test_mask_tuning_is_exact_when_nothing_is_pruned_and_helps_when_something_is
     apply_unit_scales(adapter, kept, heads, neurons)
     _, _, folded = adapter.forward(batch, head_masks, neuron_masks, rows=rows)
     torch.testing.assert_close(folded, by_mask_values, rtol=0, atol=1e-5)
+
+
+def test_cost_weighting_lets_unscaled_baselines_keep_heads_and_neurons_alike():
+    from optin.search import cost_weighted
+
+    adapter = adapter_for(tiny_bert())
+    scores = random_scores(adapter, 0)
+    weighted = cost_weighted(scores, 11840.0, [640.0, 700.0, 800.0])
+    heads, neurons = scores["kind"] == "head", scores["kind"] == "neuron"
+    assert weighted.loc[heads, "importance"].to_numpy() == pytest.approx(11840.0 * scores.loc[heads, "importance"].to_numpy())
+    layer2 = neurons & (scores["layer"] == 2)
+    assert weighted.loc[layer2, "importance"].to_numpy() == pytest.approx(800.0 * scores.loc[layer2, "importance"].to_numpy())
+    counts = dict(heads_per_layer=adapter.unit_counts("head"), neurons_per_layer=adapter.unit_counts("neuron"))
+    base = 12 * 11840.0 + 144 * 640.0
+    plain, _ = search_mac(scores, budget=0.5, head_cost=11840.0, neuron_cost=640.0, base_macs=base, **counts)
+    fair, _ = search_mac(cost_weighted(scores, 11840.0, 640.0), budget=0.5, head_cost=11840.0, neuron_cost=640.0,
+                         base_macs=base, **counts)
+    assert sum(plain.counts()[0]) <= 2  # unit-scale scores buy neurons and drop nearly every head
+    assert 0.25 <= sum(fair.counts()[0]) / 12 <= 0.75
