@@ -226,3 +226,11 @@ def combine(raw: pd.DataFrame, method: OptinMethod, num_layers: int) -> pd.DataF
         part["importance"] = (method.md_weight * md + kl_term) * weight
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
+
+
+def write_scores(scores: pd.DataFrame, path, *, model: str, dataset: str, method: str, seed: int) -> pd.DataFrame:
+    """Prefix a scores table with the run it belongs to and write it (every scoring rule's output)."""
+    for position, (key, value) in enumerate((("model", model), ("dataset", dataset), ("method", method), ("seed", int(seed)))):
+        scores.insert(position, key, value)
+    scores.to_parquet(path, index=False)
+    return scores

@@ -41,8 +41,7 @@ def mask_file(w):
 
 
 def methods_tuned():
-    names = [name for name, entry in config["methods"].items() if is_tuned_kwon(entry)]
-    return "|".join(map(re.escape, names)) if names else "(?!)"
+    return name_pattern([name for name, entry in config["methods"].items() if is_tuned_kwon(entry)])
 
 
 def shard_settings(method):
@@ -52,14 +51,16 @@ def shard_settings(method):
 def shards_method(method):
     """The first configured OPTIN method whose per-layer (md, kl) shards are the same: methods that
     differ only in how (md, kl) combine (lambda_c, md_weight, the reference decays) share them."""
-    settings = shard_settings(method)
-    return next(name for name, entry in config["methods"].items()
-                if method_kind(entry) == "optin" and shard_settings(name) == settings)
+    return first_alike(method, shard_settings, [n for n, e in config["methods"].items() if method_kind(e) == "optin"])
+
+
+def name_pattern(names):
+    """A wildcard constraint matching exactly these names (none: matches nothing)."""
+    return "|".join(map(re.escape, names)) if names else "(?!)"
 
 
 def methods_of_kind(*kinds):
-    names = [name for name, entry in config["methods"].items() if method_kind(entry) in kinds]
-    return "|".join(map(re.escape, names)) if names else "(?!)"
+    return name_pattern([name for name, entry in config["methods"].items() if method_kind(entry) in kinds])
 
 
 def is_convnet(model):
@@ -69,13 +70,17 @@ def is_convnet(model):
 def scores_method(method):
     """The first configured method with the same scoring settings: OPTIN-beta and OPTIN-tau differ
     only in the search, so they share one scoring run."""
-    settings = scoring_settings(method)
-    return next(name for name in config["methods"] if scoring_settings(name) == settings)
+    return first_alike(method, scoring_settings, list(config["methods"]))
+
+
+def first_alike(method, settings, candidates):
+    """The first of ``candidates`` whose ``settings`` equal ``method``'s: whose outputs it can reuse."""
+    target = settings(method)
+    return next(name for name in candidates if settings(name) == target)
 
 
 def datasets_of_kind(kinds):
-    names = [name for name, d in config["datasets"].items() if d["source"]["kind"] in kinds]
-    return "|".join(map(re.escape, names)) if names else "(?!)"
+    return name_pattern([name for name, d in config["datasets"].items() if d["source"]["kind"] in kinds])
 
 
 def is_image_dataset(dataset):

@@ -18,20 +18,20 @@ masks = json.loads(Path(snakemake.input.masks).read_text())
 merges = masks.get("token_merges")
 dense = load_checkpoint(params.family, snakemake.input.checkpoint)
 adapter = adapter_for(dense)
-if "unit_scales" in masks:
-    # Kwon et al.'s tuned mask values, folded into a copy's weights: the slim model carries them,
-    # and latency still compares against the untouched dense model.
-    import copy
-
-    from optin.kwon import apply_unit_scales
-
-    adapter = adapter_for(copy.deepcopy(dense))
-    apply_unit_scales(adapter, Kept.from_json(masks["kept"]), masks["unit_scales"]["head"], masks["unit_scales"]["neuron"])
 lat_cfg = params.latency
 extra = {}
 convnet = params.family in ("cifar_resnet", "vgg")
 if not convnet:
     kept = Kept.from_json(masks["kept"])
+    if "unit_scales" in masks:
+        # Kwon et al.'s tuned mask values, folded into a copy's weights: the slim model carries them,
+        # and latency still compares against the untouched dense model.
+        import copy
+
+        from optin.kwon import apply_unit_scales
+
+        adapter = adapter_for(copy.deepcopy(dense))
+        apply_unit_scales(adapter, kept, masks["unit_scales"]["head"], masks["unit_scales"]["neuron"])
     head_masks, neuron_masks = adapter.kept_masks(kept)
 
 

@@ -1,6 +1,6 @@
 import pandas as pd
 
-from optin.methods import OptinMethod, combine
+from optin.methods import OptinMethod, combine, write_scores
 from optin.runtime import start_job
 
 start_job(snakemake.log[0], threads=1, light=True)
@@ -8,9 +8,5 @@ raw = pd.concat([pd.read_parquet(path) for path in snakemake.input], ignore_inde
 method = OptinMethod.from_config(snakemake.params.method)
 scores = combine(raw, method, snakemake.params.num_layers)
 w = snakemake.wildcards
-scores.insert(0, "model", w.model)
-scores.insert(1, "dataset", w.dataset)
-scores.insert(2, "method", w.method)
-scores.insert(3, "seed", int(w.seed))
-scores.to_parquet(snakemake.output[0], index=False)
+write_scores(scores, snakemake.output[0], model=w.model, dataset=w.dataset, method=w.method, seed=w.seed)
 print(scores.groupby("kind")["importance"].describe())

@@ -8,6 +8,7 @@ import torch  # noqa: E402
 
 from optin.arch import adapter_for  # noqa: E402
 from optin.kwon import fisher_scores  # noqa: E402
+from optin.methods import write_scores  # noqa: E402
 from optin.models import load_checkpoint  # noqa: E402
 from optin.scoring import Teacher  # noqa: E402
 
@@ -21,9 +22,5 @@ start = time.perf_counter()
 scores = fisher_scores(adapter, batch, labels)
 print(f"{len(labels)} samples: {len(labels)} forward and backward passes, {time.perf_counter() - start:.1f} s")
 w = snakemake.wildcards
-scores.insert(0, "model", w.model)
-scores.insert(1, "dataset", w.dataset)
-scores.insert(2, "method", w.method)
-scores.insert(3, "seed", int(w.seed))
-scores.to_parquet(snakemake.output[0], index=False)
+write_scores(scores, snakemake.output[0], model=w.model, dataset=w.dataset, method=w.method, seed=w.seed)
 print(scores.groupby(["kind", "layer"])["importance"].describe())
