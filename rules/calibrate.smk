@@ -16,7 +16,7 @@ rule calibrate:
     threads: 1
     resources:
         gpu=gpus,
-        mem_mb=4000,
+        mem_mb=memory(4000),
         runtime=10,
     conda:
         "../envs/optin.yaml"

@@ -102,8 +102,16 @@ def run_pairs():
     return [(config["experiments"][e]["model"], config["experiments"][e]["dataset"]) for e in RUN["experiments"]]
 
 
+DEVICE = config.get("device", "cpu")
+
+
 def gpus(w):
-    return config["models"][w.model].get("gpu", 0)
+    return 1 if DEVICE == "cuda" else 0
+
+
+def memory(mb):
+    """Host memory that grows with each retry (the cluster profiles retry failed jobs)."""
+    return lambda wildcards, attempt: mb * attempt
 
 
 def checkpoint_dir(model):

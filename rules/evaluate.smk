@@ -20,7 +20,7 @@ rule evaluate:
     threads: config["threads"]
     resources:
         gpu=gpus,
-        mem_mb=4000,
+        mem_mb=memory(4000),
         runtime=20,
     conda:
         "../envs/optin.yaml"
@@ -50,7 +50,7 @@ rule evaluate_segmentation:
     threads: config["threads"]
     resources:
         gpu=gpus,
-        mem_mb=4000,
+        mem_mb=memory(4000),
         runtime=20,
     conda:
         "../envs/optin.yaml"

@@ -55,7 +55,7 @@ rule prepare_model:
         seed=config["seed"],
     threads: config["threads"]
     resources:
-        mem_mb=6000,
+        mem_mb=memory(6000),
         runtime=60,
     conda:
         "../envs/optin.yaml"

@@ -19,7 +19,7 @@ rule score_shard:
     threads: config["threads"]
     resources:
         gpu=gpus,
-        mem_mb=6000,
+        mem_mb=memory(6000),
         runtime=60,
     conda:
         "../envs/optin.yaml"
@@ -95,7 +95,7 @@ rule score_kwon:
     threads: config["threads"]
     resources:
         gpu=gpus,
-        mem_mb=6000,
+        mem_mb=memory(6000),
         runtime=60,
     conda:
         "../envs/optin.yaml"

@@ -38,7 +38,7 @@ rule tune_mask:
     threads: config["threads"]
     resources:
         gpu=gpus,
-        mem_mb=4000,
+        mem_mb=memory(4000),
         runtime=20,
     conda:
         "../envs/optin.yaml"
