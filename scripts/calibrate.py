@@ -22,13 +22,13 @@ teachers, labels = [], []
 if params.family == "bert":
     from transformers import AutoTokenizer
 
-    from optin.data.text import draw_calibration, load_split, tokenize
+    from optin.data.text import draw_calibration, load_split, tokenize_rows
 
     pool = load_split(Path(split_file).parent, "calib_pool")
     tokenizer = AutoTokenizer.from_pretrained(snakemake.input.checkpoint)
     draws = draw_calibration(pool, params.n, params.seed, params.draws)
     for positions in draws:
-        batch = tokenize(tokenizer, pool["text"].iloc[positions].tolist(), params.max_length)
+        batch = tokenize_rows(tokenizer, pool.iloc[positions], params.max_length)
         # Teachers with padding positions as MD rows (the authors' code) and without; each method
         # picks the one its md_include_padding asks for.
         teachers.append({padding: run_teacher(adapter, batch, include_padding=padding).to_dict() for padding in (True, False)})

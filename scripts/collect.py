@@ -25,13 +25,15 @@ for path in map(Path, snakemake.input.evals):
     model, dataset, method, run = path.parts[-5:-1]
     n_calib, seed = run.removeprefix("calib").split("-seed")
     metrics = json.loads(path.read_text())
+    # "accuracy" holds the task's dev metric: top-1 / accuracy, or Spearman for a regressor (STS-B)
     keys = {"experiment": f"{model}/{dataset}", "model": model, "dataset": dataset, "method": method,
-            "calibration_size": int(n_calib), "seed": int(seed), "budget": metrics.pop("budget")}
+            "calibration_size": int(n_calib), "seed": int(seed), "budget": metrics.pop("budget"),
+            "task_metric": metrics.pop("metric", "accuracy"),
+            "device": metrics.pop("device", f"cpu:{platform.machine()}")}
     rows += [{**keys, "metric": name, "value": float(value)} for name, value in sorted(metrics.items())]
 table = pd.DataFrame(rows)
 table["torch"] = version("torch")
 table["transformers"] = version("transformers")
-table["device"] = f"cpu:{platform.machine()}"
 table["git_revision"] = git_revision()
 table.sort_values(["experiment", "method", "seed", "budget", "metric"]).to_csv(snakemake.output[0], index=False)
 print(f"{len(table)} rows")

@@ -1,15 +1,17 @@
 from pathlib import Path
 
-from optin.data.text import fetch_rt_polarity, make_split, read_local_csv, write_dataset
+from optin.data.text import fetch_glue, fetch_rt_polarity, glue_dataset, make_split, read_local_csv, write_dataset
 from optin.runtime import start_job
 
 start_job(snakemake.log[0], threads=1, offline=False)
 source, split = snakemake.params.source, snakemake.params.split
 out_dir = Path(snakemake.output.sentences).parent
-if source["kind"] == "rt_polarity":
-    frame = fetch_rt_polarity()
+if source["kind"] == "glue":
+    train, dev = fetch_glue(source["task"], source["revision"])
+    frame, indices = glue_dataset(train, dev, split["train"], split["test"], split["calib_pool"], split["seed"])
+    print(f"GLUE {source['task']}@{source['revision']}: {len(train)} train rows, {len(dev)} dev rows")
 else:
-    frame = read_local_csv(Path(source["path"]))
-indices = make_split(len(frame), split["train"], split["test"], split["calib_pool"], split["seed"])
+    frame = fetch_rt_polarity() if source["kind"] == "rt_polarity" else read_local_csv(Path(source["path"]))
+    indices = make_split(len(frame), split["train"], split["test"], split["calib_pool"], split["seed"])
 write_dataset(frame, indices, out_dir)
 print(f"{len(frame)} rows; train {len(indices['train'])}, test {len(indices['test'])}, calibration pool {len(indices['calib_pool'])}")

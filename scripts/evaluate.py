@@ -76,12 +76,12 @@ if convnet:
 elif params.family == "bert":
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from optin.data.text import load_split, tokenize
-    from optin.models.text import accuracy
+    from optin.data.text import load_split, tokenize_rows
+    from optin.models.text import metric_name, task_metric
 
     tokenizer = AutoTokenizer.from_pretrained(snakemake.input.checkpoint)
     test = load_split(Path(snakemake.input.data[0]).parent, "test")
-    probe = tokenize(tokenizer, test["text"].iloc[:64].tolist(), params.max_length)
+    probe = tokenize_rows(tokenizer, test.iloc[:64], params.max_length)
     masked_logits = adapter.forward(probe, head_masks, neuron_masks)[2]
     slim = adapter.slim(kept)
     adapter.save_slim(slim, tokenizer, snakemake.output.slim)
@@ -90,9 +90,10 @@ elif params.family == "bert":
         return AutoModelForSequenceClassification.from_pretrained(snakemake.output.slim, trust_remote_code=True).eval()
 
     def test_accuracy(model):
-        return accuracy(model, tokenizer, test["text"], test["label"], params.max_length)
+        return task_metric(model, tokenizer, test, params.max_length)
 
-    lat_batch = tokenize(tokenizer, test["text"].iloc[: lat_cfg["batch_size"]].tolist(), lat_cfg["seq_len"], pad_to_max=True)
+    extra["metric"] = metric_name(dense.config.num_labels)  # the "accuracy" fields hold this metric
+    lat_batch = tokenize_rows(tokenizer, test.iloc[: lat_cfg["batch_size"]], lat_cfg["seq_len"], pad_to_max=True)
     extra["latency_seq_len"] = lat_cfg["seq_len"]
 else:
     from optin.data.images import open_split

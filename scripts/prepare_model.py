@@ -24,7 +24,7 @@ def structure(adapter) -> dict:
 
 if params.family == "bert":
     from optin.data.text import load_split
-    from optin.models.text import accuracy, finetune, load_base, mean_token_length
+    from optin.models.text import finetune, load_base, mean_token_length, task_metric
 
     model, tokenizer = load_base(params.source, params.num_labels, hub_dir, params.seed)
     info = structure(adapter_for(model))
@@ -32,11 +32,11 @@ if params.family == "bert":
         data_dir = Path(snakemake.input.data[0]).parent
         train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
         ft = params.finetune
-        model = finetune(model, tokenizer, train["text"].tolist(), train["label"].tolist(), epochs=ft["epochs"],
+        model = finetune(model, tokenizer, train, epochs=ft["epochs"],
                          lr=ft["lr"], batch_size=ft["batch_size"], max_length=params.max_length, seed=params.seed)
         info["finetune_dataset"] = ft["dataset"]
-        info["test_accuracy"] = accuracy(model, tokenizer, test["text"], test["label"], params.max_length)
-        info["mean_test_tokens"] = mean_token_length(tokenizer, test["text"], params.max_length)
+        info["test_accuracy"] = task_metric(model, tokenizer, test, params.max_length)
+        info["mean_test_tokens"] = mean_token_length(tokenizer, test, params.max_length)
     tokenizer.save_pretrained(snakemake.output.checkpoint)
 elif params.family == "mask2former_swin":
     from optin.data.segmentation import open_segmentation_split

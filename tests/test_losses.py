@@ -44,3 +44,12 @@ def test_kl_matches_torch_kl_div():
     pt = torch.softmax(zt, -1)
     manual = 16 * (pt * (torch.log(pt) - torch.log_softmax(zs[0], -1))).sum()
     assert float(summed[0]) == pytest.approx(float(manual), rel=1e-5)
+
+
+def test_single_output_regressor_uses_the_squared_error_of_its_output():
+    """KL of one logit is 0 for every unit; the regressor's logit term is (z_s - z_t)^2."""
+    zt, zs = torch.tensor([[1.0], [2.0], [-1.0]]), torch.tensor([[[1.5], [2.0], [0.0]], [[1.0], [2.0], [-1.0]]])
+    mean = kl_divergence(zt, zs, temperature=4.0, divide_logits=True, reduction="batchmean", dtype=torch.float64, clamp=False)
+    total = kl_divergence(zt, zs, temperature=4.0, divide_logits=False, reduction="sum", dtype=torch.float32, clamp=True)
+    assert mean.tolist() == pytest.approx([(0.25 + 0 + 1) / 3, 0.0])
+    assert total.tolist() == pytest.approx([1.25, 0.0])

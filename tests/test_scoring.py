@@ -91,3 +91,20 @@ def test_layer_output_taps_are_the_hf_hidden_states(model, adapter, batch):
         torch.testing.assert_close(teacher.taps[k], hidden[k + 1].reshape(-1, hidden[k + 1].shape[-1]), rtol=0, atol=1e-5)
     adapter.tap_position = "default"
     assert not torch.allclose(run_teacher(adapter, batch).taps[0], teacher.taps[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["head", "neuron"])
+def test_regressor_scores_fast_equal_naive_and_see_the_output_drift(batch, kind):
+    """STS-B: a single-output BERT regressor; its logit term must not vanish like a 1-class KL."""
+    from conftest import tiny_bert
+
+    from optin.arch import adapter_for
+
+    adapter = adapter_for(tiny_bert(labels=1))
+    method = OptinMethod.from_config({"semantics": "paper"})
+    teacher = run_teacher(adapter, batch, include_padding=method.md_include_padding)
+    fast = score_layer(adapter, teacher, 0, kind, method, seed=3, chunk=3)
+    naive = score_naive(adapter, teacher, 0, kind, method, seed=3)
+    assert (naive["kl"] > 0).all()
+    torch.testing.assert_close(torch.tensor(fast["kl"].values), torch.tensor(naive["kl"].values), rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(torch.tensor(fast["md"].values), torch.tensor(naive["md"].values), rtol=1e-4, atol=1e-9)

@@ -126,6 +126,10 @@ def bad(path: str, value):
         (bad("experiments.resnet20_fmnist.methods", ["kwon"]), "(kwon) needs head and neuron masks"),
         (bad("methods.optin_tau", {"semantics": "paper", "prune_tokens": True, "tap": "layer_output"}), "bert models only"),
         (bad("methods.random", {"kind": "random", "seed": 3}), "takes no settings"),
+        (bad("datasets.rt_polarity.source", {"kind": "glue", "task": "mnli"}), "revision"),
+        (bad("datasets.rt_polarity.source", {"kind": "glue", "task": "mnli", "revision": "main"}), "needs 3 output(s), got 2"),
+        (bad("models.minilm_rt.num_labels", 1), "only for GLUE stsb"),
+        (bad("experiments.minilm_rt.budgets", [0.5, 0.5001]), "collide"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, config, expected):
@@ -332,22 +336,74 @@ def test_rerun_does_nothing_and_a_new_budget_reruns_only_its_jobs(tiny_runs):
     snakemake(run, config, "-n")  # leave the config as the fixture wrote it
 
 
-def test_paper_config_dry_run_builds_the_vision_and_segmentation_dag(tmp_path):
-    paper = yaml.safe_load((ROOT / "workflow/configs/paper.yaml").read_text())
-    merged = copy.deepcopy(DEFAULT)  # the Snakefile's configfile is extended by --configfile
-    for key, value in paper.items():
-        merged[key] = {**merged[key], **value} if isinstance(value, dict) and key in merged else value
-    result = snakemake(tmp_path, merged, "-n")
+PAPER = ROOT / "workflow" / "configs" / "paper.yaml"
+
+
+def paper_dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """`snakemake -n --configfile workflow/configs/paper.yaml` as a user runs it: the paper config
+    extends the default config.yaml of the working directory."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(DEFAULT))
+    return subprocess.run([*SNAKEMAKE, "--directory", str(workdir), "-n", "--configfile", str(PAPER), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def paper_job_counts() -> dict[str, int]:
+    """Jobs per rule of the full paper DAG, from the paper config's own experiment list."""
+    paper = yaml.safe_load(PAPER.read_text())
+    exps = [paper["experiments"][e] for e in paper["run"]["experiments"]]
+    models, datasets = paper["models"], paper["datasets"]
+
+    def budgets(exp):
+        return len(exp.get("budgets", paper["run"]["budgets"]))
+
+    def kind(exp):
+        return datasets[exp["dataset"]]["source"]["kind"]
+
+    text = [e for e in exps if kind(e) == "glue"]
+    vision = [e for e in exps if models[e["model"]]["family"] == "vit"]
+    cnns = [e for e in exps if models[e["model"]]["family"] in ("vgg", "cifar_resnet")]
+    segmentation = [e for e in exps if kind(e) == "cityscapes"]
+    assert len(text) == 6 and len(vision) == 5 and len(cnns) == 2 and len(segmentation) == 1
+    assert all(e["methods"] == ["optin", "kwon"] for e in text)
+    assert all(e["methods"] == ["optin", "optin_tau"] for e in vision)
+    assert all(e["methods"] == ["optin", "optin_md_mean", "magnitude"] for e in cnns)
+    layers = {name: m["num_layers"] for name, m in models.items()}
+    return {
+        "download_dataset": 6, "download_cifar10": 1, "split_image_dataset": 3, "make_segmentation_dataset": 1,
+        "download_model": 6 + 5 + 1, "download_weights": 2, "prepare_model": 6 + 5 + 1 + 2,
+        "calibrate": 6 + 5 + 1 + 2,
+        # text: OPTIN sharded per layer + one Kwon job; vision: beta and tau share one scoring run;
+        # CNNs: OPTIN with summed and with averaged MD sharded, magnitude one job
+        "score_shard": sum(layers[e["model"]] for e in text + vision + segmentation) + 2 * sum(layers[e["model"]] for e in cnns),
+        "score_kwon": 6, "score_baseline": 2, "merge_scores": 6 + 5 + 1 + 2 * 2,
+        "solve": sum(2 * budgets(e) for e in text + vision) + sum(3 * budgets(e) for e in cnns) + budgets(segmentation[0]),
+        "evaluate": sum(2 * budgets(e) for e in text + vision) + sum(3 * budgets(e) for e in cnns),
+        "evaluate_segmentation": budgets(segmentation[0]),
+        "segmentation_figure": 1, "segmentation_curves": 1, "cnn_curves": 1, "collect": 1, "figures": 1,
+        "method_tables": 1, "all": 1,
+    }
+
+
+def test_paper_config_dry_run_builds_the_full_dag(tmp_path):
+    result = paper_dry_run(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    budgets = len(paper["run"]["budgets"])
-    vision = 5  # DeiT-Ti/S/B and ViT-B on ImageNet, ViT-B on CIFAR-10, each with beta and tau
-    counts = job_counts(result.stdout)
-    assert counts["download_model"] == vision + 1 and counts["download_cifar10"] == 1
-    assert counts["download_weights"] == 2  # VGG-16-BN and ResNet-56 release files
-    # beta and tau share one scoring run; Swin-T has 12 blocks; VGG-16-BN 15 layers, ResNet-56 27 blocks,
-    # each scored for OPTIN with summed and with averaged MD
-    assert counts["score_shard"] == vision * 12 + 12 + 2 * (15 + 27)
-    assert counts["score_baseline"] == 2
-    assert counts["evaluate"] == vision * 2 * budgets + 2 * 3 * budgets  # CNNs: OPTIN, OPTIN (mean MD), magnitude
-    assert counts["evaluate_segmentation"] == budgets
-    assert counts["make_segmentation_dataset"] == counts["segmentation_figure"] == counts["segmentation_curves"] == 1
+    expected = paper_job_counts()
+    assert job_counts(result.stdout) == expected
+    assert sum(expected.values()) == 636
+    # the paper's own budgets: 0.5-0.9 for MNLI, 0.5-0.7 for the other GLUE tasks
+    assert "results/eval/bert_base_mnli/glue_mnli/kwon/calib128-seed0/budget0.900.json" in result.stdout
+    assert "results/eval/bert_base_sst2/glue_sst2/optin/calib128-seed0/budget0.750.json" not in result.stdout
+
+
+@pytest.mark.parametrize("profile", ["slurm", "cluster-generic"])
+def test_paper_config_dry_run_with_the_cluster_profiles(tmp_path, profile):
+    result = paper_dry_run(tmp_path, "--workflow-profile", str(ROOT / "workflow" / "profiles" / profile))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout) == paper_job_counts()
+    shard = result.stdout[result.stdout.index("rule score_shard:"):]
+    resources = re.search(r"resources: (.*)", shard)[1]
+    assert "gpu=1" in resources and "mem_mb=6000" in resources  # device: cuda -> one GPU per scoring job
+    if profile == "slurm":
+        assert "slurm_partition=CHANGE_ME_gpu_partition" in resources and "slurm_account=" in resources
+

@@ -1,7 +1,9 @@
-"""Sentence-classification datasets: readers, a seeded split with indices on disk, tokenization.
+"""Sentence(-pair) classification and regression datasets: readers, a seeded split with indices on
+disk, tokenization.
 
-Every source is normalised to ``sentences.csv`` (columns ``text``, ``label`` with labels 0..C-1);
-``split.json`` holds the row indices of train / test and of the calibration pool (drawn from train).
+Every source is normalised to ``sentences.csv``: columns ``text``, ``label`` (0..C-1, or a float for
+a regression task such as STS-B) and, for sentence-pair tasks, ``text_pair``; ``split.json`` holds
+the row indices of train / test and of the calibration pool (drawn from train).
 """
 
 from __future__ import annotations
@@ -51,14 +53,74 @@ def fetch_rt_polarity() -> pd.DataFrame:
 
 
 def read_local_csv(path: Path) -> pd.DataFrame:
-    """A local CSV with columns ``text`` and ``label`` (integers 0..C-1)."""
+    """A local CSV with columns ``text`` and ``label`` (integers 0..C-1) and optionally ``text_pair``."""
     if not path.is_file():
         raise FileNotFoundError(f"dataset file {path} does not exist (expected a CSV with columns text,label)")
     frame = pd.read_csv(path)
     missing = {"text", "label"} - set(frame.columns)
     if missing:
         raise ValueError(f"dataset file {path}: missing column(s) {sorted(missing)}; expected text,label")
-    return frame[["text", "label"]]
+    return frame[["text", "label"] + (["text_pair"] if "text_pair" in frame.columns else [])]
+
+
+# GLUE as published on the hub (nyu-mll/glue), read through the `datasets` library: the sentence
+# columns of each task and the split the paper reports (dev; MNLI matched). Test labels are hidden.
+GLUE_REPO = "nyu-mll/glue"
+GLUE_TASKS = {
+    "mnli": (("premise", "hypothesis"), "validation_matched"),
+    "qqp": (("question1", "question2"), "validation"),
+    "qnli": (("question", "sentence"), "validation"),
+    "sst2": (("sentence",), "validation"),
+    "stsb": (("sentence1", "sentence2"), "validation"),
+    "mrpc": (("sentence1", "sentence2"), "validation"),
+}
+
+
+def glue_rows(rows: pd.DataFrame, task: str) -> pd.DataFrame:
+    """One GLUE split (its hub columns) as text[, text_pair], label, glue_idx."""
+    if task not in GLUE_TASKS:
+        raise KeyError(f"unknown GLUE task {task!r}; known: {sorted(GLUE_TASKS)}")
+    columns = GLUE_TASKS[task][0]
+    missing = {*columns, "label", "idx"} - set(rows.columns)
+    if missing:
+        raise ValueError(f"GLUE {task}: missing column(s) {sorted(missing)} in the downloaded split")
+    frame = pd.DataFrame({"text": rows[columns[0]].to_numpy()})
+    if len(columns) == 2:
+        frame["text_pair"] = rows[columns[1]].to_numpy()
+    frame["label"] = rows["label"].to_numpy()
+    frame["glue_idx"] = rows["idx"].to_numpy()
+    return frame
+
+
+def fetch_glue(task: str, revision: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, dev) of a GLUE task at a pinned revision of the hub dataset."""
+    from datasets import load_dataset
+
+    splits = load_dataset(GLUE_REPO, task, revision=revision)
+    dev = GLUE_TASKS[task][1]
+    return glue_rows(splits["train"].to_pandas(), task), glue_rows(splits[dev].to_pandas(), task)
+
+
+def glue_dataset(train: pd.DataFrame, dev: pd.DataFrame, n_train: int, n_test: int, n_calib_pool: int,
+                 seed: int) -> tuple[pd.DataFrame, dict]:
+    """Only the rows used: a seeded train subset, a calibration pool drawn from the whole GLUE train
+    split and the dev rows (all of them when ``n_test`` is the dev size); the split indexes them."""
+    if not 0 < n_test <= len(dev):
+        raise ValueError(f"split.test must be in 1..{len(dev)} (the dev set), got {n_test}")
+    if not 0 < n_calib_pool <= len(train):
+        raise ValueError(f"split.calib_pool must be in 1..{len(train)} (the GLUE train split), got {n_calib_pool}")
+    if not 0 <= n_train <= len(train):
+        raise ValueError(f"split.train must be in 0..{len(train)}, got {n_train}")
+    rng = np.random.default_rng(seed)
+    test_rows = np.arange(len(dev)) if n_test == len(dev) else np.sort(rng.permutation(len(dev))[:n_test])
+    train_rows = np.sort(rng.permutation(len(train))[:n_train])
+    pool_rows = np.sort(np.random.default_rng(seed + 1).choice(len(train), n_calib_pool, replace=False))
+    used = np.union1d(train_rows, pool_rows)
+    frame = pd.concat([train.iloc[used], dev.iloc[test_rows]], ignore_index=True)
+    split = {"seed": seed, "train": np.searchsorted(used, train_rows).tolist(),
+             "test": (len(used) + np.arange(len(test_rows))).tolist(),
+             "calib_pool": np.searchsorted(used, pool_rows).tolist()}
+    return frame, split
 
 
 def make_split(n_rows: int, n_train: int, n_test: int, n_calib_pool: int, seed: int) -> dict:
@@ -80,17 +142,31 @@ def write_dataset(frame: pd.DataFrame, split: dict, out_dir: Path) -> None:
 
 
 def load_split(dataset_dir: Path, part: str) -> pd.DataFrame:
-    frame = pd.read_csv(Path(dataset_dir) / "sentences.csv")
+    # keep_default_na=False: a sentence reading "NA" or "null" stays text
+    frame = pd.read_csv(Path(dataset_dir) / "sentences.csv", keep_default_na=False, na_values=[])
     split = json.loads((Path(dataset_dir) / "split.json").read_text())
     if part not in split:
         raise KeyError(f"{dataset_dir}/split.json has no part {part!r}; parts: train, test, calib_pool")
     return frame.iloc[split[part]].reset_index(drop=True)
 
 
-def tokenize(tokenizer, texts: list[str], max_length: int, pad_to_max: bool = False) -> dict[str, torch.Tensor]:
+def sentences(frame: pd.DataFrame) -> tuple[list[str], list[str] | None]:
+    """The tokenizer's inputs for these rows: texts and, for sentence-pair tasks, the second texts."""
+    pairs = frame["text_pair"].astype(str).tolist() if "text_pair" in frame.columns else None
+    return frame["text"].astype(str).tolist(), pairs
+
+
+def tokenize_rows(tokenizer, frame: pd.DataFrame, max_length: int, pad_to_max: bool = False) -> dict[str, torch.Tensor]:
+    """The model inputs of these dataset rows (sentence pairs as two BERT segments)."""
+    texts, pairs = sentences(frame)
+    return tokenize(tokenizer, texts, max_length, pad_to_max, pairs=pairs)
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int, pad_to_max: bool = False,
+             pairs: list[str] | None = None) -> dict[str, torch.Tensor]:
     encoded = tokenizer(
-        list(texts), padding="max_length" if pad_to_max else "longest", truncation=True,
-        max_length=max_length, return_tensors="pt",
+        list(texts), None if pairs is None else list(pairs), padding="max_length" if pad_to_max else "longest",
+        truncation=True, max_length=max_length, return_tensors="pt",
     )
     batch = {k: encoded[k] for k in ("input_ids", "attention_mask")}
     batch["token_type_ids"] = encoded.get("token_type_ids", torch.zeros_like(encoded["input_ids"]))

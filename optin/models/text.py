@@ -1,4 +1,4 @@
-"""Text classifiers: packaged, hub and config-built BERT encoders, fine-tuning and accuracy."""
+"""Text classifiers and regressors: packaged, hub and config-built BERT encoders, fine-tuning, dev metrics."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from optin.data.text import tokenize
+from optin.data.text import sentences, tokenize_rows
 from optin.models import PACKAGED_MODELS
 
 
@@ -54,13 +55,14 @@ def load_base(source: dict, num_labels: int, input_dir: Path | None, seed: int):
     return model.eval(), tokenizer
 
 
-def finetune(model, tokenizer, texts, labels, *, epochs: float, lr: float, batch_size: int,
+def finetune(model, tokenizer, train: pd.DataFrame, *, epochs: float, lr: float, batch_size: int,
              max_length: int, seed: int, log=print):
     """Plain AdamW fine-tuning with a linear decay; deterministic for a seed on one machine."""
     generator = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    n = len(texts)
+    regression = model.config.num_labels == 1
+    labels = torch.as_tensor(train["label"].to_numpy(), dtype=torch.float32 if regression else torch.long)
+    n = len(train)
     steps = max(1, int(round(epochs * n / batch_size)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / steps))
@@ -68,7 +70,7 @@ def finetune(model, tokenizer, texts, labels, *, epochs: float, lr: float, batch
     order = np.concatenate([generator.permutation(n) for _ in range(int(np.ceil(epochs)) + 1)])
     for step in range(steps):
         idx = order[step * batch_size : (step + 1) * batch_size]
-        batch = tokenize(tokenizer, [texts[i] for i in idx], max_length)
+        batch = tokenize_rows(tokenizer, train.iloc[idx], max_length)
         loss = model(**batch, labels=labels[idx]).loss
         loss.backward()
         optimizer.step()
@@ -80,23 +82,42 @@ def finetune(model, tokenizer, texts, labels, *, epochs: float, lr: float, batch
 
 
 @torch.no_grad()
-def predict(model, tokenizer, texts, max_length: int, batch_size: int = 64) -> np.ndarray:
+def predict(model, tokenizer, frame: pd.DataFrame, max_length: int, batch_size: int = 64) -> np.ndarray:
+    """Logits [N, C] of the rows (C = 1 for a regressor)."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenize(tokenizer, list(texts[start : start + batch_size]), max_length)
-        out.append(model(**batch).logits.argmax(-1).numpy())
+    for start in range(0, len(frame), batch_size):
+        batch = tokenize_rows(tokenizer, frame.iloc[start : start + batch_size], max_length)
+        out.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy())
     return np.concatenate(out)
 
 
-def accuracy(model, tokenizer, texts, labels, max_length: int) -> float:
-    return float((predict(model, tokenizer, list(texts), max_length) == np.asarray(labels)).mean())
+def metric_name(num_labels: int) -> str:
+    """The paper's dev metric: accuracy for classifiers, Spearman correlation for STS-B (a regressor)."""
+    return "spearman" if num_labels == 1 else "accuracy"
 
 
-def mean_token_length(tokenizer, texts, max_length: int) -> float:
+def task_metric(model, tokenizer, frame: pd.DataFrame, max_length: int) -> float:
+    """Accuracy, or for a single-output regressor the Spearman correlation with the labels."""
+    logits = predict(model, tokenizer, frame, max_length)
+    labels = frame["label"].to_numpy()
+    if logits.shape[1] == 1:
+        return spearman(logits[:, 0], labels)
+    return float((logits.argmax(1) == labels).mean())
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of the average ranks (ties share their mean rank)."""
+    ranks = [pd.Series(np.asarray(x, dtype=np.float64)).rank(method="average").to_numpy() for x in (a, b)]
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def mean_token_length(tokenizer, frame: pd.DataFrame, max_length: int) -> float:
     """Average tokenized length: the sequence length s of the MAC model (optin-method.md §6)."""
-    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]]
-    return float(np.mean(lengths))
+    texts, pairs = sentences(frame)
+    encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)["input_ids"]
+    return float(np.mean([len(ids) for ids in encoded]))
 
 
 def write_json(path: Path, data: dict) -> None:
