@@ -24,3 +24,42 @@ def start_job(log_path: str | None, threads: int, offline: bool = True, light: b
     torch.set_num_threads(max(1, int(threads)))
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def select_device(requested: str = "cpu"):
+    """The torch device of a GPU-capable job (config key ``device``).
+
+    ``cuda`` without a visible GPU is an error before any work (a scheduler that dropped the GPU
+    request); ``auto`` falls back to the CPU. On a GPU the default device is set as well, so the
+    masks and index tensors the engine creates land next to the activations.
+    """
+    import torch
+
+    if requested not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {requested!r}")
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("config device: cuda, but this job sees no CUDA GPU (torch.cuda.is_available() is False); "
+                           "run it on a GPU node (the cluster profiles request one) or set device: cpu")
+    device = torch.device("cuda", torch.cuda.current_device())
+    torch.set_default_device(device)
+    # TF32 matmuls/convolutions round like bfloat16 inputs, which reorders scores (README, "Full
+    # reproduction"): float32 means float32 unless scoring.precision asks otherwise.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return device
+
+
+def autocast(device, precision: str):
+    """Mixed precision for the masked forwards (config key ``scoring.precision``); float32 = off.
+    Scores are still reduced in float64 (optin.losses)."""
+    import torch
+
+    dtypes = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if precision not in dtypes:
+        raise ValueError(f"scoring.precision must be one of {sorted(dtypes)}, got {precision!r}")
+    return torch.autocast(device.type, dtype=dtypes[precision], enabled=dtypes[precision] is not None)

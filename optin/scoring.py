@@ -79,11 +79,12 @@ class RowSampler:
 
     def for_tap(self, tap: int, n_rows: int) -> torch.Tensor:
         if tap not in self.fixed:
-            self.fixed[tap] = torch.randperm(n_rows, generator=self.generator)[: self.k]
+            # drawn on the CPU: the same rows whichever device scores
+            self.fixed[tap] = torch.randperm(n_rows, generator=self.generator, device="cpu")[: self.k]
         return self.fixed[tap]
 
     def fresh_rows(self, n_rows: int) -> torch.Tensor:
-        return torch.randperm(n_rows, generator=self.generator)[: self.k]
+        return torch.randperm(n_rows, generator=self.generator, device="cpu")[: self.k]
 
 
 def fresh_row_count(sampler: RowSampler, tap_rows: list[int]) -> int | None:

@@ -6,6 +6,7 @@ rule calibrate:
         teacher="results/calibration/{model}/{dataset}/calib{n}-seed{seed}/teacher.pt",
         indices="results/calibration/{model}/{dataset}/calib{n}-seed{seed}/indices.json",
     params:
+        device=DEVICE,
         n=lambda w: int(w.n),
         seed=lambda w: int(w.seed),
         draws=CALIBRATION_DRAWS,

@@ -10,6 +10,7 @@ rule evaluate:
         metrics="results/eval/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json",
         slim=directory("results/slim/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}"),
     params:
+        device=DEVICE,
         family=lambda w: config["models"][w.model]["family"],
         max_length=lambda w: config["datasets"][w.dataset].get("max_length"),
         image_size=lambda w: config["datasets"][w.dataset].get("image_size"),
@@ -45,6 +46,7 @@ rule evaluate_segmentation:
         metrics="results/eval/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json",
         slim=directory("results/slim/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}"),
     params:
+        device=DEVICE,
         verify_atol=config["evaluation"]["verify_atol"],
         latency=config["evaluation"]["latency"],
     threads: config["threads"]

@@ -11,6 +11,8 @@ rule score_shard:
     output:
         "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/shards/layer{layer}.parquet",
     params:
+        device=DEVICE,
+        precision=config["scoring"].get("precision", "float32"),
         method=lambda w: shard_settings(w.method),
         family=lambda w: config["models"][w.model]["family"],
         layer=lambda w: int(w.layer),
@@ -91,6 +93,7 @@ rule score_kwon:
     output:
         "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/scores.parquet",
     params:
+        device=DEVICE,
         family=lambda w: config["models"][w.model]["family"],
     threads: config["threads"]
     resources:

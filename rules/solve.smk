@@ -33,6 +33,7 @@ rule tune_mask:
     output:
         "results/masks/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.tuned.json",
     params:
+        device=DEVICE,
         family=lambda w: config["models"][w.model]["family"],
         method=lambda w: method_settings(w.method),
     threads: config["threads"]

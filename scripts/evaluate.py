@@ -1,9 +1,11 @@
 import json
+import platform
 from pathlib import Path
 
-from optin.runtime import start_job
+from optin.runtime import select_device, start_job
 
 start_job(snakemake.log[0], snakemake.threads)
+device = select_device(snakemake.params.device)
 
 import torch  # noqa: E402
 
@@ -16,7 +18,7 @@ params = snakemake.params
 info = json.loads(Path(snakemake.input.info).read_text())
 masks = json.loads(Path(snakemake.input.masks).read_text())
 merges = masks.get("token_merges")
-dense = load_checkpoint(params.family, snakemake.input.checkpoint)
+dense = load_checkpoint(params.family, snakemake.input.checkpoint).to(device)
 adapter = adapter_for(dense)
 lat_cfg = params.latency
 extra = {}
@@ -33,6 +35,10 @@ if not convnet:
         adapter = adapter_for(copy.deepcopy(dense))
         apply_unit_scales(adapter, kept, masks["unit_scales"]["head"], masks["unit_scales"]["neuron"])
     head_masks, neuron_masks = adapter.kept_masks(kept)
+
+
+def on_device(batch: dict) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def logits_of(model, batch):
@@ -57,7 +63,7 @@ if convnet:
     channels = masks["kept"]["channel"]
     split_file, source_file = snakemake.input.data
     test = open_split(split_file, source_file, "test", params.image_size, pixels=params.pixels)
-    probe = {"pixel_values": test.pixels(range(64))}
+    probe = on_device({"pixel_values": test.pixels(range(64))})
     masked_logits = adapter.forward(probe, adapter.kept_masks(channels))[2]
     slim = adapter.slim(channels)
     adapter.save_slim(slim, snakemake.output.slim)
@@ -68,7 +74,7 @@ if convnet:
     def test_accuracy(model):
         return cnn.accuracy(model, test)
 
-    lat_batch = {"pixel_values": test.pixels(range(lat_cfg["batch_size"]))}
+    lat_batch = on_device({"pixel_values": test.pixels(range(lat_cfg["batch_size"]))})
     kept_counts = [len(c) for c in channels]
     extra.update({"image_size": params.image_size, "channels_kept": sum(kept_counts),
                   "dense_channels": sum(adapter.unit_counts()),
@@ -81,7 +87,7 @@ elif params.family == "bert":
 
     tokenizer = AutoTokenizer.from_pretrained(snakemake.input.checkpoint)
     test = load_split(Path(snakemake.input.data[0]).parent, "test")
-    probe = tokenize_rows(tokenizer, test.iloc[:64], params.max_length)
+    probe = on_device(tokenize_rows(tokenizer, test.iloc[:64], params.max_length))
     masked_logits = adapter.forward(probe, head_masks, neuron_masks)[2]
     slim = adapter.slim(kept)
     adapter.save_slim(slim, tokenizer, snakemake.output.slim)
@@ -93,7 +99,7 @@ elif params.family == "bert":
         return task_metric(model, tokenizer, test, params.max_length)
 
     extra["metric"] = metric_name(dense.config.num_labels)  # the "accuracy" fields hold this metric
-    lat_batch = tokenize_rows(tokenizer, test.iloc[: lat_cfg["batch_size"]], lat_cfg["seq_len"], pad_to_max=True)
+    lat_batch = on_device(tokenize_rows(tokenizer, test.iloc[: lat_cfg["batch_size"]], lat_cfg["seq_len"], pad_to_max=True))
     extra["latency_seq_len"] = lat_cfg["seq_len"]
 else:
     from optin.data.images import open_split
@@ -101,7 +107,7 @@ else:
 
     split_file, source_file = snakemake.input.data
     test = open_split(split_file, source_file, "test", params.image_size, snakemake.input.checkpoint)
-    probe = {"pixel_values": test.pixels(range(64))}
+    probe = on_device({"pixel_values": test.pixels(range(64))})
     if merges:
         counts = []
         masked_logits = adapter.forward_merged(probe, merges, head_masks, neuron_masks, token_counts=counts)
@@ -120,7 +126,7 @@ else:
     def test_accuracy(model):
         return vision.accuracy(model, test)
 
-    lat_batch = {"pixel_values": test.pixels(range(lat_cfg["batch_size"]))}
+    lat_batch = on_device({"pixel_values": test.pixels(range(lat_cfg["batch_size"]))})
     pe = vision.patch_embedding_macs(dense, params.image_size)
     extra.update({"image_size": params.image_size, "patch_embedding_macs": pe,
                   "relative_macs_with_patch_embedding": (masks["achieved_macs"] + pe) / (masks["base_macs"] + pe),
@@ -135,7 +141,7 @@ if slim_vs_masked > params.verify_atol:
     raise RuntimeError(f"slim model differs from the masked model by {slim_vs_masked:.2e} > {params.verify_atol}")
 
 # 2. It reloads through the usual API.
-reloaded = reload()
+reloaded = reload().to(device)
 with torch.no_grad():
     reload_diff = float((logits_of(reloaded, probe) - slim_logits).abs().max())
 if reload_diff > 1e-6:
@@ -170,6 +176,7 @@ result = {
     "latency_batch_size": lat_cfg["batch_size"],
     "latency_repeats": lat_cfg["repeats"],
     "latency_threads": torch.get_num_threads(),
+    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu:{platform.machine()}",
     **{k: v for k, v in extra.items() if v is not None},
 }
 write_json(Path(snakemake.output.metrics), result)

@@ -1,9 +1,10 @@
 import json
 from pathlib import Path
 
-from optin.runtime import start_job
+from optin.runtime import select_device, start_job
 
 start_job(snakemake.log[0], snakemake.threads)
+device = select_device(snakemake.params.device)
 
 import torch  # noqa: E402
 
@@ -18,11 +19,11 @@ params = snakemake.params
 info = json.loads(Path(snakemake.input.info).read_text())
 masks = json.loads(Path(snakemake.input.masks).read_text())
 kept = Kept.from_json(masks["kept"])
-dense = segmentation.load_segmenter(snakemake.input.checkpoint)
+dense = segmentation.load_segmenter(snakemake.input.checkpoint).to(device)
 adapter = adapter_for(dense)
 split_file, source_file = snakemake.input.data
 test = open_segmentation_split(split_file, source_file, "test", snakemake.input.checkpoint)
-probe = {"pixel_values": test.pixels(range(min(16, len(test))))}
+probe = {"pixel_values": test.pixels(range(min(16, len(test)))).to(device)}
 num_classes = len(test.class_names)
 
 
@@ -44,7 +45,7 @@ if slim_vs_masked > params.verify_atol:
     raise RuntimeError(f"slim model differs from the masked model by {slim_vs_masked:.2e} > {params.verify_atol}")
 
 # 2. It reloads through AutoModelForUniversalSegmentation.
-reloaded = Mask2FormerSwinAdapter.load_slim(snakemake.output.slim)
+reloaded = Mask2FormerSwinAdapter.load_slim(snakemake.output.slim).to(device)
 reload_diff = float((scores(reloaded) - slim_scores).abs().max())
 if reload_diff > 1e-6:
     raise RuntimeError(f"reloaded slim model differs from the saved one by {reload_diff:.2e}")
@@ -65,7 +66,7 @@ metrics = segmentation.segmentation_metrics(segmentation.predict(reloaded, test)
 unpruned = ({"miou": info["test_miou"], "pixel_accuracy": info["test_pixel_accuracy"]} if "test_miou" in info else
             segmentation.segmentation_metrics(segmentation.predict(dense, test), test.masks, num_classes))
 lat_cfg = params.latency
-lat_batch = {"pixel_values": test.pixels(range(min(lat_cfg["batch_size"], len(test))))}
+lat_batch = {"pixel_values": test.pixels(range(min(lat_cfg["batch_size"], len(test)))).to(device)}
 times = latency.compare({"dense": dense, "slim": reloaded}, lat_batch, lat_cfg["repeats"], lat_cfg["warmup"])
 heads, neurons = kept.counts()
 result = {

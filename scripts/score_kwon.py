@@ -1,6 +1,7 @@
-from optin.runtime import start_job
+from optin.runtime import select_device, start_job
 
 start_job(snakemake.log[0], snakemake.threads)
+device = select_device(snakemake.params.device)
 
 import time  # noqa: E402
 
@@ -12,8 +13,8 @@ from optin.methods import write_scores  # noqa: E402
 from optin.models import load_checkpoint  # noqa: E402
 from optin.scoring import Teacher  # noqa: E402
 
-adapter = adapter_for(load_checkpoint(snakemake.params.family, snakemake.input.checkpoint))
-calibration = torch.load(snakemake.input.teacher, weights_only=False)
+adapter = adapter_for(load_checkpoint(snakemake.params.family, snakemake.input.checkpoint).to(device))
+calibration = torch.load(snakemake.input.teacher, weights_only=False, map_location=device)
 if not calibration.get("labels"):
     raise ValueError(f"{snakemake.input.teacher} holds no labels; Kwon's Fisher needs the task loss")
 batch = Teacher.from_dict(calibration["teachers"][0][False]).batch

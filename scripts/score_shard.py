@@ -1,6 +1,7 @@
-from optin.runtime import start_job
+from optin.runtime import autocast, select_device, start_job
 
 start_job(snakemake.log[0], snakemake.threads)
+device = select_device(snakemake.params.device)
 
 import time  # noqa: E402
 
@@ -14,8 +15,8 @@ from optin.scoring import Teacher, run_teacher, score_channels, score_layer  # n
 
 params = snakemake.params
 method = OptinMethod.from_config(params.method)
-adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint))
-draws = torch.load(snakemake.input.teacher, weights_only=False)["teachers"]
+adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint).to(device))
+draws = torch.load(snakemake.input.teacher, weights_only=False, map_location=device)["teachers"]
 teachers = [Teacher.from_dict(draw[method.md_include_padding]) for draw in draws]
 if method.tap != "default":
     # The cached teacher holds the default taps; the unpruned forward with the ablation's taps is one pass.
@@ -32,11 +33,13 @@ for kind in kinds:
     # §4.7: the authors score neurons on a second calibration batch.
     teacher = teachers[0] if (method.same_batch or kind != "neuron") else teachers[1]
     start = time.perf_counter()
-    if kind == "channel":
-        part = score_channels(adapter, teacher, params.layer, method, params.seed, chunk=params.chunk, progress=True)
-    else:
-        part = score_layer(adapter, teacher, params.layer, kind, method, params.seed, chunk=params.chunk, progress=True)
+    with autocast(device, params.precision):
+        if kind == "channel":
+            part = score_channels(adapter, teacher, params.layer, method, params.seed, chunk=params.chunk, progress=True)
+        else:
+            part = score_layer(adapter, teacher, params.layer, kind, method, params.seed, chunk=params.chunk, progress=True)
     elapsed = time.perf_counter() - start
     print(f"layer {params.layer}: {len(part)} {kind}s in {elapsed:.1f} s ({1000 * elapsed / max(len(part), 1):.1f} ms/unit)")
     parts.append(part)
+print(f"device {device}, precision {params.precision}")
 pd.concat(parts, ignore_index=True).to_parquet(snakemake.output[0], index=False)

@@ -1,9 +1,10 @@
 import json
 from pathlib import Path
 
-from optin.runtime import start_job
+from optin.runtime import select_device, start_job
 
 start_job(snakemake.log[0], snakemake.threads)
+device = select_device(snakemake.params.device)
 
 import time  # noqa: E402
 
@@ -16,8 +17,8 @@ from optin.scoring import Teacher  # noqa: E402
 
 params = snakemake.params
 mask = json.loads(Path(snakemake.input.mask).read_text())
-adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint))
-calibration = torch.load(snakemake.input.teacher, weights_only=False)
+adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint).to(device))
+calibration = torch.load(snakemake.input.teacher, weights_only=False, map_location=device)
 teacher = Teacher.from_dict(calibration["teachers"][0][False])
 kept = Kept.from_json(mask["kept"])
 start = time.perf_counter()

@@ -253,7 +253,8 @@ def _augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
 def predict(model: nn.Module, split, batch_size: int = 500) -> np.ndarray:
     out = []
     for start in range(0, len(split), batch_size):
-        out.append(model(split.pixels(np.arange(start, min(start + batch_size, len(split))))).argmax(-1).numpy())
+        pixels = split.pixels(np.arange(start, min(start + batch_size, len(split))))
+        out.append(model(pixels.to(next(model.parameters()).device)).argmax(-1).cpu().numpy())
     return np.concatenate(out)
 
 

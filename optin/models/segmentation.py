@@ -67,9 +67,9 @@ def predict(model, split: SegmentationSplit, indices=None, batch_size: int = 50)
     out = []
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
-        result = model(pixel_values=split.pixels(chunk))
+        result = model(pixel_values=split.pixels(chunk).to(next(model.parameters()).device))
         masks = F.interpolate(result.masks_queries_logits, size=size, mode="bilinear", align_corners=False)
-        out.append(semantic_scores(result.class_queries_logits, masks).argmax(dim=1).numpy())
+        out.append(semantic_scores(result.class_queries_logits, masks).argmax(dim=1).cpu().numpy())
     return np.concatenate(out)
 
 

@@ -63,7 +63,7 @@ def predict(model, split: ImageSplit, batch_size: int = 250) -> np.ndarray:
     out = []
     for start in range(0, len(split), batch_size):
         pixels = split.pixels(np.arange(start, min(start + batch_size, len(split))))
-        out.append(model(pixel_values=pixels).logits.argmax(-1).numpy())
+        out.append(model(pixel_values=pixels.to(next(model.parameters()).device)).logits.argmax(-1).cpu().numpy())
     return np.concatenate(out)
 
 
