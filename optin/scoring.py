@@ -413,3 +413,36 @@ def score_channels_naive(
         kl = float(_kl(method, teacher.logits, logits.unsqueeze(0))[0])
         rows.append({"layer": layer, "kind": "channel", "index": unit, "md": md, "kl": kl})
     return pd.DataFrame(rows, columns=["layer", "kind", "index", "md", "kl"])
+
+
+# Copies per chunk when scoring on the CPU with `scoring.chunk: auto` (memory is rarely the limit there).
+CPU_AUTO_CHUNK = 32
+
+
+def chunk_for_memory(fixed_bytes: float, per_copy_bytes: float, free_bytes: float, limit: int = 4096,
+                     headroom: float = 0.8) -> int:
+    """The most masked copies whose peak memory (fixed + V x per copy) fits ``headroom`` x free memory,
+    at least 1 and at most ``limit``."""
+    if per_copy_bytes <= 0:
+        return limit
+    fits = int((headroom * free_bytes - fixed_bytes) // per_copy_bytes)
+    return max(1, min(limit, fits))
+
+
+def auto_chunk(score, device) -> int:
+    """Chunk size for ``score(copies, units)`` (a scoring call restricted to ``units``) on ``device``:
+    on a GPU the peak memory of a 1-copy and a 2-copy chunk is measured and extrapolated linearly
+    to the free memory; on the CPU a fixed size."""
+    if device.type != "cuda":
+        return CPU_AUTO_CHUNK
+    peaks = []
+    for copies in (1, 2):
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        score(copies, list(range(copies)))
+        torch.cuda.synchronize(device)
+        peaks.append(torch.cuda.max_memory_allocated(device) - base)
+    per_copy = peaks[1] - peaks[0]
+    free, _ = torch.cuda.mem_get_info(device)
+    return chunk_for_memory(peaks[0] - per_copy, per_copy, free)

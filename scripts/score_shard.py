@@ -11,7 +11,7 @@ import torch  # noqa: E402
 from optin.arch import adapter_for  # noqa: E402
 from optin.methods import OptinMethod  # noqa: E402
 from optin.models import load_checkpoint  # noqa: E402
-from optin.scoring import Teacher, run_teacher, score_channels, score_layer  # noqa: E402
+from optin.scoring import Teacher, auto_chunk, run_teacher, score_channels, score_layer  # noqa: E402
 
 params = snakemake.params
 method = OptinMethod.from_config(params.method)
@@ -23,6 +23,7 @@ if method.tap != "default":
     adapter.tap_position = method.tap
     teachers = [run_teacher(adapter, t.batch, include_padding=method.md_include_padding) for t in teachers]
 parts = []
+chunk = params.chunk
 # Vision models also score tokens (layer 0 never loses one): cheap, and OPTIN-beta and OPTIN-tau
 # then share one scoring run.
 if params.family in ("cifar_resnet", "vgg"):
@@ -32,12 +33,22 @@ else:
 for kind in kinds:
     # §4.7: the authors score neurons on a second calibration batch.
     teacher = teachers[0] if (method.same_batch or kind != "neuron") else teachers[1]
+
+    def score(chunk, units=None, progress=False):
+        with autocast(device, params.precision):
+            if kind == "channel":
+                return score_channels(adapter, teacher, params.layer, method, params.seed, chunk=chunk, units=units,
+                                      progress=progress)
+            return score_layer(adapter, teacher, params.layer, kind, method, params.seed, chunk=chunk, units=units,
+                               progress=progress)
+
+    if chunk == "auto":
+        # Measured on the layer's first unit kind (heads or channels: every copy re-runs the rest of
+        # the network either way) and kept for the rest; a token variant is a smaller copy.
+        chunk = auto_chunk(score, device)
+        print(f"chunks of {chunk} masked copies (scoring.chunk: auto on {device})")
     start = time.perf_counter()
-    with autocast(device, params.precision):
-        if kind == "channel":
-            part = score_channels(adapter, teacher, params.layer, method, params.seed, chunk=params.chunk, progress=True)
-        else:
-            part = score_layer(adapter, teacher, params.layer, kind, method, params.seed, chunk=params.chunk, progress=True)
+    part = score(chunk, progress=True)
     elapsed = time.perf_counter() - start
     print(f"layer {params.layer}: {len(part)} {kind}s in {elapsed:.1f} s ({1000 * elapsed / max(len(part), 1):.1f} ms/unit)")
     parts.append(part)

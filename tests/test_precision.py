@@ -50,3 +50,22 @@ def test_cpu_and_auto_without_gpu_stay_on_the_cpu_and_cuda_without_gpu_fails_ear
     assert select_device("cpu") == select_device("auto") == torch.device("cpu")
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
         select_device("cuda")
+
+
+def test_chunk_for_memory_fills_the_free_memory_linearly():
+    from optin.scoring import chunk_for_memory
+
+    gib = 2**30
+    # 2 GiB fixed + 0.5 GiB per copy in 80 GiB free at 80 %: (64 - 2) / 0.5 = 124 copies
+    assert chunk_for_memory(2 * gib, gib / 2, 80 * gib) == 124
+    assert chunk_for_memory(2 * gib, gib / 2, 40 * gib) == 60  # half the memory, half the copies (minus fixed)
+    assert chunk_for_memory(2 * gib, gib / 2, 1 * gib) == 1    # never below one copy
+    assert chunk_for_memory(0, 1, 10**12, limit=300) == 300
+
+
+def test_auto_chunk_on_the_cpu_is_fixed_without_measuring():
+    from optin.scoring import CPU_AUTO_CHUNK, auto_chunk
+
+    calls = []
+    assert auto_chunk(lambda copies, units: calls.append(copies), torch.device("cpu")) == CPU_AUTO_CHUNK
+    assert not calls  # nothing measured on the CPU

@@ -140,6 +140,7 @@ def test_bad_config_stops_before_any_job(tmp_path, config, expected):
 
 
 def synthetic_sentences(path: Path, n: int = 240, seed: int = 0) -> None:
+    """Sentence pairs (GLUE-style two segments): the first carries the label, the second is filler."""
     rng = np.random.default_rng(seed)
     good, bad_words = ["great", "lovely", "superb", "moving", "fun"], ["dull", "awful", "boring", "weak", "messy"]
     filler = ["the", "film", "was", "a", "story", "and", "plot", "quite", "very", "cast"]
@@ -148,7 +149,7 @@ def synthetic_sentences(path: Path, n: int = 240, seed: int = 0) -> None:
         label = i % 2
         words = list(rng.choice(filler, rng.integers(3, 9))) + list(rng.choice(good if label else bad_words, 2))
         rng.shuffle(words)
-        rows.append({"text": " ".join(words), "label": label})
+        rows.append({"text": " ".join(words), "text_pair": " ".join(rng.choice(filler, 2)), "label": label})
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
@@ -216,7 +217,7 @@ def tiny_config(data_path: Path) -> dict:
                     "kwon": {"kind": "kwon"}, "random": {"kind": "random"}},
         "run": {"experiments": ["tiny", "tiny_vision", "tiny_segmentation", "tiny_cnn", "ccexam"], "methods": ["optin", "optin_reference"], "seeds": [0], "budgets": [0.5, 0.8]},
         "calibration": {"n": 4, "max_length": 16},
-        "scoring": {"chunk": 16},
+        "scoring": {"chunk": "auto"},  # the CPU branch of auto (32 copies)
         "evaluation": {"verify_atol": 1.0e-4, "qualitative_budget": 0.5, "latency": {"batch_size": 4, "seq_len": 16, "repeats": 2, "warmup": 1}},
     }
 
@@ -257,6 +258,10 @@ def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
     assert (wide["slim_vs_masked_max_abs"] <= 1e-4).all()
     assert (wide["params"] <= wide["dense_params"]).all()
     assert wide.loc["tinybert/synthetic", "unpruned_accuracy"].iloc[0] > 0.8  # the synthetic task is learnable
+    # the text experiment runs on sentence pairs (two BERT segments) end to end, scored by accuracy
+    assert "text_pair" in pd.read_csv(run / "results/data/synthetic/sentences.csv").columns
+    assert set(metrics[metrics["experiment"] == "tinybert/synthetic"]["task_metric"]) == {"accuracy"}
+    assert metrics["device"].str.startswith("cpu:").all()
     tau = wide.loc["tinyvit/fmnist"].loc["optin_tau"]
     assert (tau["tokens_merged"] > 0).all()  # OPTIN-tau really runs on fewer tokens
     assert (wide.loc["tinyvit/fmnist"].loc["optin"]["tokens_merged"] == 0).all()
