@@ -55,7 +55,10 @@ def accuracy_vs_flops(metrics: pd.DataFrame, stem: Path, title: str) -> list[Pat
         return save(fig, stem)
 
 
-def speedup_vs_flops(metrics: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+def speedup_vs_flops(metrics: pd.DataFrame, stem: Path, title: str,
+                     references: dict[str, str | None] | None = None) -> list[Path]:
+    """Measured speed-up of the slim model against the ideal 1 / FLOPs; the paper's latency points
+    (BERT-base MNLI) where an experiment names a reference that has them."""
     data = _wide(metrics, ["relative_macs", "latency_speedup"])
     with plt.style.context(STYLE):
         fig, ax = plt.subplots()
@@ -66,9 +69,15 @@ def speedup_vs_flops(metrics: pd.DataFrame, stem: Path, title: str) -> list[Path
         for color, ((experiment, method), group) in zip(PALETTE, data.groupby(["experiment", "method"])):
             curve = group.groupby("budget").agg(x=("relative_macs", "mean"), y=("latency_speedup", "mean")).sort_values("x")
             ax.plot(curve["x"], curve["y"], marker="o", color=color, label=f"{experiment} · {method}")
+        for marker, key in zip(MARKERS, sorted({r for r in (references or {}).values() if r})):
+            points = paper_points(key)
+            if points.get("latency_speedup"):
+                xs, ys = zip(*points["latency_speedup"])
+                ax.plot(xs, ys, color="0.3", linestyle="--", marker=marker, markerfacecolor="none",
+                        label=f"OPTIN {points['model']} {key} (paper, hardware {points['latency_hardware']})")
         ax.axhline(1.0, color="0.8", linewidth=1)
         ax.set_xlabel("relative FLOPs (MACs kept / unpruned)")
-        ax.set_ylabel("measured CPU speed-up (dense / slim)")
+        ax.set_ylabel("measured speed-up (dense / slim)")
         ax.set_title(title)
         ax.legend()
         return save(fig, stem)
@@ -87,15 +96,16 @@ def paper_points(key: str) -> dict:
 MARKERS = ["s", "^", "v", "D", "P", "X", "<", ">", "p", "h", "*"]
 
 
-def delta_top1_vs_flops(metrics: pd.DataFrame, stem: Path, references: dict[str, str | None]) -> list[Path]:
-    """Vision arm: top-1 change vs relative FLOPs, OPTIN-beta and -tau, one panel per experiment;
-    the paper's DeiT-Ti points and baselines appear where an experiment names them as reference."""
+def delta_vs_flops(metrics: pd.DataFrame, stem: Path, references: dict[str, str | None], metric: str) -> list[Path]:
+    """Change of the task metric vs relative FLOPs, every method, one panel per experiment (the paper's
+    Fig. 2 for GLUE, its DeiT-Ti plot for ImageNet); the paper's OPTIN curve and baselines as grey
+    markers where an experiment names published reference points."""
     data = _wide(metrics, ["relative_macs", "accuracy", "unpruned_accuracy"])
     experiments = list(references)
     with plt.style.context(STYLE):
         fig, axes = plt.subplots(1, max(1, len(experiments)), figsize=(4.2 * max(1, len(experiments)), 3.4), squeeze=False)
         for ax, experiment in zip(axes[0], experiments):
-            part = data[data["experiment"] == experiment]
+            part = data[data["experiment"] == experiment] if "accuracy" in data else data.iloc[0:0]
             for color, (method, group) in zip(PALETTE, part.groupby("method")):
                 curve = group.assign(delta=100 * (group["accuracy"] - group["unpruned_accuracy"])).groupby("budget").agg(
                     x=("relative_macs", "mean"), y=("delta", "mean"), err=("delta", "std")).sort_values("x")
@@ -104,18 +114,80 @@ def delta_top1_vs_flops(metrics: pd.DataFrame, stem: Path, references: dict[str,
             reference = references[experiment]
             if reference:
                 points = paper_points(reference)
-                xs, ys = zip(*points["optin"])
-                ax.plot(xs, ys, color="0.3", linestyle="--", marker="o", markerfacecolor="none", label="OPTIN (paper)")
+                if points["optin"]:
+                    xs, ys = zip(*points["optin"])
+                    ax.plot(xs, ys, color="0.3", linestyle="--", marker="o", markerfacecolor="none", label="OPTIN (paper)")
                 for marker, (name, values) in zip(MARKERS, sorted(points["baselines"].items())):
                     bx, by = zip(*values)
                     ax.scatter(bx, by, marker=marker, color="0.55", s=22, label=f"{name} (paper)")
-                ax.set_title(f"{experiment} vs published DeiT-Ti points")
+                ax.set_title(f"{experiment} vs published {points['model']} points", fontsize="small")
             else:
-                ax.set_title(f"{experiment} (default model, no published points)")
+                ax.set_title(f"{experiment} (default model, no published points)", fontsize="small")
             ax.axhline(0.0, color="0.8", linewidth=1)
             ax.set_xlabel("relative FLOPs (MACs kept / unpruned)")
-            ax.set_ylabel("change in top-1 (points)")
-            ax.legend(fontsize="x-small", ncol=2 if reference else 1)
+            ax.set_ylabel(f"change in {metric} (points)")
+            ax.legend(fontsize="x-small", ncol=2 if reference and len(points["baselines"]) > 3 else 1)
+        return save(fig, stem)
+
+
+def kept_units(masks: dict[tuple[str, float], dict], totals: dict[str, list[int]], stem: Path, title: str) -> list[Path]:
+    """Heat maps of the fraction of units kept per layer (columns) and budget (rows), one row of
+    panels per method, one panel per unit kind (heads, neurons, tokens, channels).
+
+    masks: (method, budget) -> the solve rule's mask file; totals: kind -> units per layer."""
+    methods = list(dict.fromkeys(method for method, _ in masks))
+    kinds = list(totals) + (["token"] if any("tokens_per_layer" in m for m in masks.values()) else [])
+    with plt.style.context(STYLE):
+        fig, axes = plt.subplots(len(methods), len(kinds), figsize=(2.9 * len(kinds) + 0.8, 2.0 * len(methods) + 0.9),
+                                 squeeze=False)
+        fig.subplots_adjust(hspace=0.55, wspace=0.3)
+        for row, method in enumerate(methods):
+            budgets = sorted(b for m, b in masks if m == method)
+            for col, kind in enumerate(kinds):
+                ax = axes[row][col]
+                grid = []
+                for budget in budgets:
+                    mask = masks[(method, budget)]
+                    if kind == "token":
+                        counts = mask.get("tokens_per_layer") or [1.0] * len(mask["kept"]["head"])
+                        grid.append([c / counts[0] for c in counts])
+                    else:
+                        grid.append([len(k) / t if t else 1.0 for k, t in zip(mask["kept"][kind], totals[kind])])
+                image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto", interpolation="nearest")
+                ax.set_yticks(range(len(budgets)), [f"{b:.2f}" for b in budgets], fontsize="x-small")
+                ax.set_xticks(range(len(grid[0])), range(len(grid[0])), fontsize="x-small")
+                ax.grid(False)
+                ax.set_title(f"{method}: {kind}s kept", fontsize="x-small")
+                if col == 0:
+                    ax.set_ylabel("MACs kept", fontsize="x-small")
+                if row == len(methods) - 1:
+                    ax.set_xlabel("layer", fontsize="x-small")
+        fig.colorbar(image, ax=axes, shrink=0.8, label="fraction kept")
+        fig.suptitle(title, fontsize="small")
+        return save(fig, stem)
+
+
+def importance_distributions(scores: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    """Box plots of log10 importance per layer, one panel per unit kind: where the scores put the
+    important units, and how far apart layers are (the search ranks all layers together)."""
+    import numpy as np
+
+    kinds = list(dict.fromkeys(scores["kind"]))
+    positive = scores["importance"][scores["importance"] > 0]
+    floor = float(positive.min()) / 10 if len(positive) else 1e-12
+    with plt.style.context(STYLE):
+        fig, axes = plt.subplots(1, len(kinds), figsize=(3.4 * len(kinds), 3.2), squeeze=False)
+        fig.subplots_adjust(wspace=0.35, top=0.82)
+        for ax, kind in zip(axes[0], kinds):
+            part = scores[scores["kind"] == kind]
+            layers = sorted(part["layer"].unique())
+            values = [np.log10(np.maximum(part[part["layer"] == layer]["importance"].to_numpy(), floor)) for layer in layers]
+            ax.boxplot(values, positions=layers, widths=0.6, showfliers=False, patch_artist=True,
+                       boxprops={"facecolor": PALETTE[0], "alpha": 0.5}, medianprops={"color": PALETTE[3]})
+            ax.set_xlabel("layer")
+            ax.set_ylabel("log10 importance")
+            ax.set_title(f"{kind}s ({len(part)})", fontsize="small")
+        fig.suptitle(title, fontsize="small")
         return save(fig, stem)
 
 

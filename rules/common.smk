@@ -175,14 +175,34 @@ def cnn_experiments():
     return [f"{m}/{d}" for m, d in run_pairs() if is_convnet(m)]
 
 
-def vision_references():
-    """Vision experiments of the run ("model/dataset" as in the metrics table) -> published points to overlay."""
-    refs = {}
-    for name in RUN["experiments"]:
-        exp = config["experiments"][name]
-        if is_image_dataset(exp["dataset"]) and not is_convnet(exp["model"]):
-            refs[f"{exp['model']}/{exp['dataset']}"] = exp.get("reference_points")
-    return refs
+def published_references(arm):
+    """Experiments of one arm of the run ("model/dataset" as in the metrics table) -> the published
+    points to overlay (their `reference_points`, or None)."""
+    return {f"{exp['model']}/{exp['dataset']}": exp.get("reference_points")
+            for exp in (config["experiments"][name] for name in RUN["experiments"])
+            if arm_of(exp["model"], exp["dataset"]) == arm}
+
+
+def arm_of(model, dataset):
+    """The report group of an experiment."""
+    if config["datasets"][dataset]["source"]["kind"] in TEXT_SOURCES:
+        return "Text arm"
+    if is_segmentation_dataset(dataset):
+        return "Segmentation arm"
+    return "CNN arm" if is_convnet(model) else "Vision arm"
+
+
+def unit_figure_inputs(w):
+    """Every method's mask at every budget (first seed) and the scores of the experiment's first method."""
+    name = next(e for e in RUN["experiments"]
+                if config["experiments"][e]["model"] == w.model and config["experiments"][e]["dataset"] == w.dataset)
+    n, seed = calibration_n(config, name), experiment_seeds(config, name)[0]
+    methods = experiment_methods(config, name)
+    run = f"{w.model}/{w.dataset}/{{}}/calib{n}-seed{seed}"
+    return {
+        "masks": [f"results/masks/{run.format(m)}/budget{b}.json" for m in methods for b in experiment_budgets(config, name)],
+        "scores": f"results/scores/{run.format(scores_method(methods[0]))}/scores.parquet",
+    }
 
 
 def prepare_inputs(w):

@@ -1,5 +1,13 @@
 FIGURES = expand(
-    "results/figures/{name}.{ext}", name=["accuracy_vs_flops", "speedup_vs_flops", "delta_top1_vs_flops"], ext=["png", "pdf"]
+    "results/figures/{name}.{ext}",
+    name=["accuracy_vs_flops", "speedup_vs_flops", "delta_accuracy_vs_flops", "delta_top1_vs_flops"],
+    ext=["png", "pdf"],
+)
+FIGURES += expand(
+    "results/figures/units/{pair}/{name}.{ext}",
+    pair=[f"{m}/{d}" for m, d in run_pairs()],
+    name=["kept_units", "importance"],
+    ext=["png", "pdf"],
 )
 if segmentation_experiments():
     FIGURES += expand("results/figures/miou_vs_flops.{ext}", ext=["png", "pdf"])
@@ -35,8 +43,15 @@ rule figures:
             category="Vision arm",
         ),
         delta_top1_pdf="results/figures/delta_top1_vs_flops.pdf",
+        delta_accuracy_png=report(
+            "results/figures/delta_accuracy_vs_flops.png",
+            caption="../workflow/report/delta_accuracy_vs_flops.rst",
+            category="Text arm",
+        ),
+        delta_accuracy_pdf="results/figures/delta_accuracy_vs_flops.pdf",
     params:
-        vision_references=vision_references(),
+        vision_references=published_references("Vision arm"),
+        text_references=published_references("Text arm"),
         cnn_experiments=cnn_experiments(),
     conda:
         "../envs/optin.yaml"
@@ -149,3 +164,36 @@ rule method_tables:
     localrule: True
     script:
         "../scripts/method_tables.py"
+
+
+rule unit_figures:
+    # What the search kept (heat maps of units per layer and budget, every method) and the scores
+    # it ranked (importance per layer), per experiment.
+    input:
+        unpack(unit_figure_inputs),
+    output:
+        kept_png=report(
+            "results/figures/units/{model}/{dataset}/kept_units.png",
+            caption="../workflow/report/kept_units.rst",
+            category=lambda w: arm_of(w.model, w.dataset),
+            subcategory="Units kept per layer",
+        ),
+        kept_pdf="results/figures/units/{model}/{dataset}/kept_units.pdf",
+        importance_png=report(
+            "results/figures/units/{model}/{dataset}/importance.png",
+            caption="../workflow/report/importance.rst",
+            category=lambda w: arm_of(w.model, w.dataset),
+            subcategory="Importance per layer",
+        ),
+        importance_pdf="results/figures/units/{model}/{dataset}/importance.pdf",
+    params:
+        num_layers=lambda w: config["models"][w.model]["num_layers"],
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/unit_figures/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/unit_figures/{model}/{dataset}.tsv"
+    localrule: True
+    script:
+        "../scripts/unit_figures.py"

@@ -17,17 +17,65 @@ def synthetic_metrics() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rendered_twice(tmp_path, draw) -> list:
+    """Draw a figure twice: both files exist, are non-empty and byte-identical (no timestamps)."""
+    paths, again = draw(tmp_path / "first"), draw(tmp_path / "second")
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
+    assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
+    return paths
+
+
 def test_vision_figure_overlays_the_papers_points(tmp_path):
     references = {"deit_tiny/imagenet": "deit_tiny_imagenet", "dinov2_fmnist/fashion_mnist": None}
-    paths = plots.delta_top1_vs_flops(synthetic_metrics(), tmp_path / "delta", references)
-    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
-    again = plots.delta_top1_vs_flops(synthetic_metrics(), tmp_path / "again", references)
-    assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]  # no timestamps
+    rendered_twice(tmp_path, lambda stem: plots.delta_vs_flops(synthetic_metrics(), stem, references, "top-1"))
+
+
+def test_text_figure_overlays_glue_points_and_the_mnli_latency_curve(tmp_path):
+    metrics = synthetic_metrics().replace({"deit_tiny/imagenet": "bert_base_mnli/glue_mnli",
+                                           "dinov2_fmnist/fashion_mnist": "bert_base_sst2/glue_sst2"})
+    references = {"bert_base_mnli/glue_mnli": "glue_mnli", "bert_base_sst2/glue_sst2": "glue_sst2"}
+    rendered_twice(tmp_path / "delta", lambda stem: plots.delta_vs_flops(metrics, stem, references, "accuracy"))
+    rendered_twice(tmp_path / "speed", lambda stem: plots.speedup_vs_flops(metrics, stem, "speed-up", references))
 
 
 def test_published_points_keep_their_provenance():
     points = plots.paper_points("deit_tiny_imagenet")
     assert points["optin"][0] == [0.50, -2.98] and len(points["baselines"]) == 11
+    mnli = plots.paper_points("glue_mnli")
+    assert mnli["optin"][1] == [0.6, -2.61] and mnli["latency_speedup"][0] == [0.5, 1.356]
+    # the README table of the paper: BERT-base at 0.6 of the MACs
+    assert {k: plots.paper_points(f"glue_{k}")["accuracy_at_0.6"] for k in ("mnli", "qqp", "qnli", "sst2", "stsb", "mrpc")} == \
+        {"mnli": 81.90, "qqp": 90.06, "qnli": 88.49, "sst2": 92.24, "stsb": 87.25, "mrpc": 85.13}
+    assert plots.paper_points("glue_mrpc")["baselines"]["Kwon et al. 2022 (PTF)"] == [[0.5, -5.39], [0.6, -3.13], [0.7, -1.71]]
+    with pytest.raises(KeyError, match="glue_cola"):
+        plots.paper_points("glue_cola")
+
+
+def synthetic_masks(prune_tokens: bool) -> dict:
+    """Two methods x two budgets of a 3-layer model with 4 heads and 8 neurons per layer."""
+    masks = {}
+    for method in ("optin", "optin_tau" if prune_tokens else "kwon"):
+        for budget in (0.5, 0.8):
+            keep = int(8 * budget)
+            mask = {"budget": budget, "kept": {"head": [[0, 1], [0, 1, 2, 3], []], "neuron": [list(range(keep))] * 3}}
+            if prune_tokens and method == "optin_tau":
+                mask["tokens_per_layer"] = [17, 15, 9]
+            masks[(method, budget)] = mask
+    return masks
+
+
+@pytest.mark.parametrize("prune_tokens", [False, True])
+def test_kept_unit_heat_maps_render_deterministically(tmp_path, prune_tokens):
+    totals = {"head": [4, 4, 4], "neuron": [8, 8, 8]}
+    rendered_twice(tmp_path, lambda stem: plots.kept_units(synthetic_masks(prune_tokens), totals, stem, "units"))
+    channels = {("optin", 0.5): {"budget": 0.5, "kept": {"channel": [[0, 1], [3]]}}}
+    rendered_twice(tmp_path / "cnn", lambda stem: plots.kept_units(channels, {"channel": [4, 6]}, stem, "channels"))
+
+
+def test_importance_distributions_render_deterministically_with_zero_scores(tmp_path):
+    rows = [{"layer": layer, "kind": kind, "index": i, "importance": 0.0 if i == 0 else (layer + 1) * 10.0 ** -i}
+            for layer in range(3) for kind, n in (("head", 4), ("neuron", 8), ("token", 5)) for i in range(n)]
+    rendered_twice(tmp_path, lambda stem: plots.importance_distributions(pd.DataFrame(rows), stem, "importance"))
 
 
 def segmentation_metrics() -> pd.DataFrame:

@@ -59,7 +59,7 @@ def test_default_config_dry_run_builds_the_whole_dag(tmp_path):
         "evaluate": budgets * (4 * text_seeds + vision_methods + 2 * cnn_methods),
         "evaluate_segmentation": budgets,
         "collect": 1, "figures": 1, "segmentation_curves": 1, "segmentation_figure": 1, "cnn_curves": 1,
-        "method_tables": 1, "all": 1,
+        "method_tables": 1, "unit_figures": len(DEFAULT["run"]["experiments"]), "all": 1,
     }
 
 
@@ -295,7 +295,9 @@ def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
     assert [len(h) for h in tuned["kept"]["neuron"]] == [len(h) for h in plain["kept"]["neuron"]]
     assert (cost["scoring_wall_s"] > 0).all()
     for name in ("accuracy_vs_flops", "speedup_vs_flops", "miou_vs_flops", "segmentation_qualitative_tinyseg",
-                 "cnn_accuracy_vs_flops", "method_comparison", "scoring_cost"):
+                 "cnn_accuracy_vs_flops", "method_comparison", "scoring_cost", "delta_accuracy_vs_flops",
+                 "delta_top1_vs_flops", "units/tinybert/synthetic/kept_units", "units/tinyvit/fmnist/importance",
+                 "units/ccexam/mnist/kept_units", "units/tinyseg/canvases/kept_units"):
         for ext in ("png", "pdf"):
             assert (run / f"results/figures/{name}.{ext}").stat().st_size > 0
     assert (run / "results/calibration/tinybert/synthetic/calib4-seed0/indices.json").exists()
@@ -323,7 +325,12 @@ def test_two_clean_runs_give_identical_scores_masks_and_calibration(tiny_runs):
     # CNNs: 3 shards + merged per OPTIN method, and magnitude scores
     assert sum("scores" in str(p) for p in files) == 2 * (2 * 3 + 3) + 4 + 9 + (2 * 4 + 1) + (4 + 1)
     assert sum("masks" in str(p) for p in files) == 6 * 2 * 2 + 2 * 2 + 2 * 2 + 2 + (3 + 2) * 2  # + kwon_tuned's tuned masks
-    for rel in files:
+    # Figures drawn from deterministic results only (no latencies or wall times) are byte-identical too.
+    figures = sorted(p.relative_to(first) for pattern in ("units/**/*.png", "units/**/*.pdf", "delta_*", "accuracy_vs_flops.*",
+                                                           "method_comparison.*", "miou_vs_flops.*", "segmentation_qualitative_*")
+                     for p in (first / "results" / "figures").glob(pattern))
+    assert len(figures) == 2 * (2 * 5 + 2 + 1 + 1 + 1 + 1)
+    for rel in files + figures:
         assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
 
 
@@ -337,7 +344,7 @@ def test_rerun_does_nothing_and_a_new_budget_reruns_only_its_jobs(tiny_runs):
     result = snakemake(run, changed, "-n")
     assert job_counts(result.stdout) == {"solve": 12 + 2 + 1 + 5, "evaluate": 12 + 2 + 5, "tune_mask": 2, "evaluate_segmentation": 1,
                                          "collect": 1, "figures": 1, "segmentation_curves": 1, "cnn_curves": 1,
-                                         "method_tables": 1, "all": 1}
+                                         "method_tables": 1, "unit_figures": 5, "all": 1}
     snakemake(run, config, "-n")  # leave the config as the fixture wrote it
 
 
@@ -386,7 +393,7 @@ def paper_job_counts() -> dict[str, int]:
         "evaluate": sum(2 * budgets(e) for e in text + vision) + sum(3 * budgets(e) for e in cnns),
         "evaluate_segmentation": budgets(segmentation[0]),
         "segmentation_figure": 1, "segmentation_curves": 1, "cnn_curves": 1, "collect": 1, "figures": 1,
-        "method_tables": 1, "all": 1,
+        "method_tables": 1, "unit_figures": len(exps), "all": 1,
     }
 
 
@@ -395,7 +402,7 @@ def test_paper_config_dry_run_builds_the_full_dag(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     expected = paper_job_counts()
     assert job_counts(result.stdout) == expected
-    assert sum(expected.values()) == 636
+    assert sum(expected.values()) == 650
     # the paper's own budgets: 0.5-0.9 for MNLI, 0.5-0.7 for the other GLUE tasks
     assert "results/eval/bert_base_mnli/glue_mnli/kwon/calib128-seed0/budget0.900.json" in result.stdout
     assert "results/eval/bert_base_sst2/glue_sst2/optin/calib128-seed0/budget0.750.json" not in result.stdout

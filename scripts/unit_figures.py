@@ -1,0 +1,23 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from optin import plots
+from optin.runtime import start_job
+
+start_job(snakemake.log[0], threads=1, light=True)
+w, out = snakemake.wildcards, snakemake.output
+# results/masks/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json
+masks = {}
+for path in map(Path, snakemake.input.masks):
+    mask = json.loads(path.read_text())
+    masks[(path.parts[-3], mask["budget"])] = mask
+scores = pd.read_parquet(snakemake.input.scores)
+units = scores[scores["kind"] != "token"].groupby(["kind", "layer"]).size()
+totals = {kind: [int(units.get((kind, layer), 0)) for layer in range(snakemake.params.num_layers)]
+          for kind in dict.fromkeys(scores["kind"]) if kind != "token"}
+experiment = f"{w.model}/{w.dataset}"
+plots.kept_units(masks, totals, Path(out.kept_png).with_suffix(""), f"{experiment}: units kept per layer")
+method = scores["method"].iloc[0] if "method" in scores else ""
+plots.importance_distributions(scores, Path(out.importance_png).with_suffix(""), f"{experiment}: {method} importance per layer")
