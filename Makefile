@@ -50,6 +50,8 @@ readme-figures: install
 	cp results/figures/accuracy_vs_flops.png results/figures/speedup_vs_flops.png results/figures/delta_top1_vs_flops.png \
 	   results/figures/miou_vs_flops.png results/figures/segmentation_qualitative_mask2former_fmnist.png \
 	   results/figures/cnn_accuracy_vs_flops.png results/figures/method_comparison.png results/figures/scoring_cost.png docs/
+	cp results/figures/units/resnet20_fmnist/fashion_mnist_28/kept_units.png docs/kept_units_resnet20_fmnist.png
+	cp results/figures/units/mask2former_fmnist/fmnist_canvases/kept_units.png docs/kept_units_mask2former_fmnist.png
 
 dry-run: install
 	$(BIN)/snakemake -n --configfile config.yaml
