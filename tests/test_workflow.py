@@ -5,6 +5,8 @@ dataset, so it needs no network and finishes in minutes.
 """
 
 import copy
+import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -260,6 +262,8 @@ def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
     assert wide.loc["tinybert/synthetic", "unpruned_accuracy"].iloc[0] > 0.8  # the synthetic task is learnable
     # the text experiment runs on sentence pairs (two BERT segments) end to end, scored by accuracy
     assert "text_pair" in pd.read_csv(run / "results/data/synthetic/sentences.csv").columns
+    provenance = json.loads((run / "results/data/synthetic/source.json").read_text())
+    assert provenance["sentences_sha256"] == hashlib.sha256((run / "results/data/synthetic/sentences.csv").read_bytes()).hexdigest()
     assert set(metrics[metrics["experiment"] == "tinybert/synthetic"]["task_metric"]) == {"accuracy"}
     assert metrics["device"].str.startswith("cpu:").all()
     tau = wide.loc["tinyvit/fmnist"].loc["optin_tau"]

@@ -101,6 +101,13 @@ def fetch_glue(task: str, revision: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return glue_rows(splits["train"].to_pandas(), task), glue_rows(splits[dev].to_pandas(), task)
 
 
+def glue_commit(revision: str) -> str:
+    """The commit of the GLUE hub dataset that ``revision`` (a branch or commit) resolves to."""
+    from huggingface_hub import HfApi
+
+    return HfApi().dataset_info(GLUE_REPO, revision=revision).sha
+
+
 def glue_dataset(train: pd.DataFrame, dev: pd.DataFrame, n_train: int, n_test: int, n_calib_pool: int,
                  seed: int) -> tuple[pd.DataFrame, dict]:
     """Only the rows used: a seeded train subset, a calibration pool drawn from the whole GLUE train
