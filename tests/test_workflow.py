@@ -381,7 +381,7 @@ def paper_job_counts() -> dict[str, int]:
     cnns = [e for e in exps if models[e["model"]]["family"] in ("vgg", "cifar_resnet")]
     segmentation = [e for e in exps if kind(e) == "cityscapes"]
     assert len(text) == 6 and len(vision) == 5 and len(cnns) == 2 and len(segmentation) == 1
-    assert all(e["methods"] == ["optin", "kwon"] for e in text)
+    assert all(e["methods"] == ["optin", "optin_reference", "kwon"] for e in text)
     assert all(e["methods"] == ["optin", "optin_tau"] for e in vision)
     assert all(e["methods"] == ["optin", "optin_md_mean", "magnitude"] for e in cnns)
     layers = {name: m["num_layers"] for name, m in models.items()}
@@ -389,12 +389,14 @@ def paper_job_counts() -> dict[str, int]:
         "download_dataset": 6, "download_cifar10": 1, "split_image_dataset": 3, "make_segmentation_dataset": 1,
         "download_model": 6 + 5 + 1, "download_weights": 2, "prepare_model": 6 + 5 + 1 + 2,
         "calibrate": 6 + 5 + 1 + 2,
-        # text: OPTIN sharded per layer + one Kwon job; vision: beta and tau share one scoring run;
-        # CNNs: OPTIN with summed and with averaged MD sharded, magnitude one job
-        "score_shard": sum(layers[e["model"]] for e in text + vision + segmentation) + 2 * sum(layers[e["model"]] for e in cnns),
-        "score_kwon": 6, "score_baseline": 2, "merge_scores": 6 + 5 + 1 + 2 * 2,
-        "solve": sum(2 * budgets(e) for e in text + vision) + sum(3 * budgets(e) for e in cnns) + budgets(segmentation[0]),
-        "evaluate": sum(2 * budgets(e) for e in text + vision) + sum(3 * budgets(e) for e in cnns),
+        # text: OPTIN with the paper's and with the authors' code's semantics, each sharded per layer,
+        # + one Kwon job; vision: beta and tau share one scoring run; CNNs: OPTIN with summed and
+        # with averaged MD sharded, magnitude one job
+        "score_shard": 2 * sum(layers[e["model"]] for e in text) + sum(layers[e["model"]] for e in vision + segmentation)
+        + 2 * sum(layers[e["model"]] for e in cnns),
+        "score_kwon": 6, "score_baseline": 2, "merge_scores": 2 * 6 + 5 + 1 + 2 * 2,
+        "solve": sum(3 * budgets(e) for e in text + cnns) + sum(2 * budgets(e) for e in vision) + budgets(segmentation[0]),
+        "evaluate": sum(3 * budgets(e) for e in text + cnns) + sum(2 * budgets(e) for e in vision),
         "evaluate_segmentation": budgets(segmentation[0]),
         "segmentation_figure": 1, "segmentation_curves": 1, "cnn_curves": 1, "collect": 1, "figures": 1,
         "method_tables": 1, "unit_figures": len(exps), "all": 1,
@@ -406,7 +408,7 @@ def test_paper_config_dry_run_builds_the_full_dag(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     expected = paper_job_counts()
     assert job_counts(result.stdout) == expected
-    assert sum(expected.values()) == 650
+    assert sum(expected.values()) == 788
     # the paper's own budgets: 0.5-0.9 for MNLI, 0.5-0.7 for the other GLUE tasks
     assert "results/eval/bert_base_mnli/glue_mnli/kwon/calib128-seed0/budget0.900.json" in result.stdout
     assert "results/eval/bert_base_sst2/glue_sst2/optin/calib128-seed0/budget0.750.json" not in result.stdout
