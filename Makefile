@@ -47,9 +47,10 @@ bench: install
 # The README's figures: the default arm with both semantics.
 readme-figures: install
 	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml
-	cp results/figures/accuracy_vs_flops.png results/figures/speedup_vs_flops.png results/figures/delta_top1_vs_flops.png \
+	cp results/figures/accuracy_vs_flops.png results/figures/delta_accuracy_vs_flops.png results/figures/speedup_vs_flops.png results/figures/delta_top1_vs_flops.png \
 	   results/figures/miou_vs_flops.png results/figures/segmentation_qualitative_mask2former_fmnist.png \
 	   results/figures/cnn_accuracy_vs_flops.png results/figures/method_comparison.png results/figures/scoring_cost.png docs/
+	cp results/figures/units/minilm_rt/rt_polarity/kept_units.png docs/kept_units_minilm_rt.png
 	cp results/figures/units/resnet20_fmnist/fashion_mnist_28/kept_units.png docs/kept_units_resnet20_fmnist.png
 	cp results/figures/units/mask2former_fmnist/fmnist_canvases/kept_units.png docs/kept_units_mask2former_fmnist.png
 
