@@ -44,8 +44,8 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)  # on the default device
+def matmul_peak(device, size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     a @ b
     sync()
     start = time.perf_counter()
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     method = OptinMethod.from_config({"semantics": "paper"})
     teacher = run_teacher(adapter, batch, include_padding=method.md_include_padding)
     b, t = batch["input_ids"].shape
-    peak = matmul_peak()
+    peak = matmul_peak(device)
     print(f"model {source} | calibration {b} sentences, {int(teacher.rows.sum())} tokens (padded {b}x{t}) "
           f"| chunk {args.chunk} | device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{args.threads} threads'}) "
           f"| {args.precision} | fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")

@@ -46,8 +46,8 @@ def mask_gradients(adapter, batch: dict[str, torch.Tensor], labels: torch.Tensor
     """Per-sample gradients of the task loss w.r.t. every head and neuron mask, all masks at 1:
     ([N, total heads], [N, total neurons]), layer-major."""
     head_counts, neuron_counts = adapter.unit_counts("head"), adapter.unit_counts("neuron")
-    head_masks = [torch.ones(h, requires_grad=True) for h in head_counts]
-    neuron_masks = [torch.ones(n, requires_grad=True) for n in neuron_counts]
+    head_masks = [torch.ones(h, requires_grad=True, device=adapter.device) for h in head_counts]
+    neuron_masks = [torch.ones(n, requires_grad=True, device=adapter.device) for n in neuron_counts]
     params = [p for p in adapter.model.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)  # gradients w.r.t. the masks only
@@ -95,7 +95,7 @@ def rearrange_layer(grads: torch.Tensor, kept: list[int], max_swaps: int = 10_00
     if not kept or len(kept) == units:
         return sorted(kept)
     fisher = grads.double().T @ grads.double()
-    keep = torch.zeros(units, dtype=torch.bool)
+    keep = torch.zeros(units, dtype=torch.bool, device=grads.device)
     keep[list(kept)] = True
     diag = torch.diagonal(fisher)
     for _ in range(max_swaps):
@@ -126,7 +126,7 @@ def _ridge(gram: torch.Tensor, rhs: torch.Tensor, damping: float) -> torch.Tenso
     if len(rhs) == 0:
         return rhs
     lam = damping * float(torch.diagonal(gram).mean()) + 1e-12
-    eye = torch.eye(len(rhs), dtype=gram.dtype)
+    eye = torch.eye(len(rhs), dtype=gram.dtype, device=gram.device)
     return torch.linalg.solve(gram + lam * eye, rhs + lam)
 
 

@@ -33,8 +33,9 @@ def select_device(requested: str = "cpu"):
     """The torch device of a GPU-capable job (config key ``device``).
 
     ``cuda`` without a visible GPU is an error before any work (a scheduler that dropped the GPU
-    request); ``auto`` falls back to the CPU. On a GPU the default device is set as well, so the
-    masks and index tensors the engine creates land next to the activations.
+    request); ``auto`` falls back to the CPU. The process-wide default device stays the CPU: the
+    library puts every tensor it builds next to the weights or activations it meets
+    (tests/test_devices.py), so a forgotten ``device=`` fails loudly instead of being hidden.
     """
     import torch
 
@@ -46,7 +47,6 @@ def select_device(requested: str = "cpu"):
         raise RuntimeError("config device: cuda, but this job sees no CUDA GPU (torch.cuda.is_available() is False); "
                            "run it on a GPU node (the cluster profiles request one) or set device: cpu")
     device = torch.device("cuda", torch.cuda.current_device())
-    torch.set_default_device(device)
     # TF32 matmuls/convolutions round like bfloat16 inputs, which reorders scores (README, "Full
     # reproduction"): float32 means float32 unless scoring.precision asks otherwise.
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -124,7 +124,7 @@ def _base_head_masks(adapter: EncoderAdapter, layer: int, kind: str, method: Opt
         return None
     masks = []
     for index, n_heads in enumerate(adapter.unit_counts("head")):
-        mask = torch.ones(n_heads)
+        mask = torch.ones(n_heads, device=adapter.device)
         if index < layer and n_heads:
             mask[-1] = 0.0
         masks.append(mask)
@@ -145,6 +145,7 @@ class _MdAccumulator:
     def __init__(self, teacher: Teacher, taps: set[int], sampler: RowSampler, mean: bool = False):
         self.sampler, self.mean = sampler, mean
         self.full_rows = {k: _normalised(teacher.taps[k]) for k in sorted(taps)}
+        self.device = teacher.logits.device
         self.fresh_n = fresh_row_count(sampler, [len(rows) for rows in self.full_rows.values()])
         self.rows = {
             k: rows if sampler.uses_all(len(rows)) or self.fresh_n else rows[sampler.for_tap(k, len(rows))]
@@ -154,7 +155,7 @@ class _MdAccumulator:
 
     def start_chunk(self, v: int) -> None:
         self.v = v
-        self.md = torch.zeros(v, dtype=torch.float64)
+        self.md = torch.zeros(v, dtype=torch.float64, device=self.device)
         self.fresh = torch.stack([self.sampler.fresh_rows(self.fresh_n) for _ in range(v)]) if self.fresh_n else None
 
     def add(self, tap: int, features: torch.Tensor, teacher_rows: torch.Tensor | None = None) -> None:
@@ -187,9 +188,11 @@ class _MdAccumulator:
 
 def subset_in_kept_rows(subset: torch.Tensor, kept_rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The rows of ``subset`` (indices into the full batch) that a variant keeping ``kept_rows``
-    still has, and where they sit among that variant's rows."""
-    position = torch.full((n_rows,), -1, dtype=torch.long)
-    position[kept_rows] = torch.arange(len(kept_rows))
+    still has, and where they sit among that variant's rows. Index bookkeeping on the CPU, where
+    the row sampler draws ``subset``."""
+    kept_rows = kept_rows.cpu()
+    position = torch.full((n_rows,), -1, dtype=torch.long, device="cpu")
+    position[kept_rows] = torch.arange(len(kept_rows), device="cpu")
     kept = subset[position[subset] >= 0]
     return kept, position[kept]
 
@@ -197,17 +200,17 @@ def subset_in_kept_rows(subset: torch.Tensor, kept_rows: torch.Tensor, n_rows: i
 def _token_variants(layout: TokenLayout, positions: torch.Tensor) -> tuple[TokenLayout, torch.Tensor]:
     """Layout of V stacked copies of the batch, copy i without token ``positions[i]`` in any
     sequence, and the [V, R'] rows of the full batch each copy keeps."""
-    v = len(positions)
-    keep = torch.ones(v, layout.n, layout.t, dtype=torch.bool)
-    keep[torch.arange(v), :, positions] = False
-    full = torch.arange(layout.n * layout.t).view(layout.n, layout.t)
+    v, device = len(positions), positions.device
+    keep = torch.ones(v, layout.n, layout.t, dtype=torch.bool, device=device)
+    keep[torch.arange(v, device=device), :, positions] = False
+    full = torch.arange(layout.n * layout.t, device=device).view(layout.n, layout.t)
     kept_rows = torch.stack([full[keep[i]] for i in range(v)])
     return TokenLayout.from_rows(keep.view(v * layout.n, layout.t), None), kept_rows
 
 
 def token_units(adapter: EncoderAdapter, layout: TokenLayout) -> torch.Tensor:
     """Token positions that can be removed: all but the prefix (CLS, distillation) tokens."""
-    return torch.arange(adapter.prefix_tokens, layout.t)
+    return torch.arange(adapter.prefix_tokens, layout.t, device=layout.first_rows.device)
 
 
 @torch.no_grad()
@@ -231,9 +234,10 @@ def score_layer(
     if kind == "token":
         if layout.index is not None:
             raise ValueError("token units need a batch without padding")
-        selected = token_units(adapter, layout) if units is None else torch.as_tensor(units)
+        selected = token_units(adapter, layout) if units is None else torch.as_tensor(units, device=x.device)
     else:
-        selected = torch.arange(adapter.unit_counts(kind)[layer]) if units is None else torch.as_tensor(units)
+        n_units = adapter.unit_counts(kind)[layer]
+        selected = torch.arange(n_units, device=x.device) if units is None else torch.as_tensor(units, device=x.device)
     if base_masks is None:
         x = teacher.layer_inputs[layer]
     else:
@@ -319,8 +323,9 @@ def score_naive(
             units = range(adapter.unit_counts(kind)[layer])
     rows = []
     for unit in units:
-        head_masks = [m.clone() for m in base] if base else [torch.ones(n) for n in adapter.unit_counts("head")]
-        neuron_masks = [torch.ones(n) for n in adapter.unit_counts("neuron")]
+        head_masks = ([m.clone() for m in base] if base else
+                      [torch.ones(n, device=adapter.device) for n in adapter.unit_counts("head")])
+        neuron_masks = [torch.ones(n, device=adapter.device) for n in adapter.unit_counts("neuron")]
         drop = None
         if kind == "token":
             drop = (layer, unit)
@@ -334,8 +339,9 @@ def score_naive(
             idx = None if sampler.uses_all(len(ft)) else (fresh if fresh is not None else sampler.for_tap(k, len(ft)))
             if drop is not None:
                 # The student lost token p from layer l on: compare the rows it still has.
-                kept_rows = torch.nonzero(torch.arange(len(ft)) % (len(ft) // len(logits)) != unit).squeeze(1)
-                subset = torch.arange(len(ft)) if idx is None else idx
+                # row indices on the CPU, where the sampler draws
+                kept_rows = torch.nonzero(torch.arange(len(ft), device="cpu") % (len(ft) // len(logits)) != unit).squeeze(1)
+                subset = torch.arange(len(ft), device="cpu") if idx is None else idx
                 kept, student_index = subset_in_kept_rows(subset, kept_rows, len(ft))
                 ft, fs = ft[kept], fs[student_index]
             else:
@@ -363,8 +369,8 @@ def score_channels(
     cached layer input; V copies, each with one channel zeroed, run the rest of the network as one batch."""
     num_layers = adapter.num_layers
     trajectory = set(_channel_trajectory(adapter, layer, method))
-    selected = torch.arange(adapter.unit_counts()[layer]) if units is None else torch.as_tensor(units)
     x = teacher.layer_inputs[layer]
+    selected = torch.arange(adapter.unit_counts()[layer], device=x.device) if units is None else torch.as_tensor(units, device=x.device)
     n = len(x)
     act = adapter.activation(layer, x)
     sampler = RowSampler(method.md_rows, method.md_fresh_subsets, seed, _rng_stream(layer, "channel"))
@@ -374,7 +380,7 @@ def score_channels(
         v = len(chunk_units)
         md.start_chunk(v)
         act_v = act.unsqueeze(0).repeat(v, *([1] * act.dim()))
-        act_v[torch.arange(v), :, chunk_units] = 0.0
+        act_v[torch.arange(v, device=act_v.device), :, chunk_units] = 0.0
         h, tap = adapter.finish(layer, x, act_v.reshape(v * n, *act.shape[1:]))
         if layer in trajectory:
             md.add(layer, tap)
@@ -399,7 +405,7 @@ def score_channels_naive(
     fresh_n = fresh_row_count(sampler, [len(teacher.taps[k]) for k in trajectory])
     rows = []
     for unit in range(adapter.unit_counts()[layer]) if units is None else units:
-        masks = [torch.ones(c) for c in adapter.unit_counts()]
+        masks = [torch.ones(c, device=adapter.device) for c in adapter.unit_counts()]
         masks[layer][unit] = 0.0
         _, taps, logits = adapter.forward(teacher.batch, masks)
         fresh = sampler.fresh_rows(fresh_n) if fresh_n else None
@@ -419,30 +425,53 @@ def score_channels_naive(
 CPU_AUTO_CHUNK = 32
 
 
-def chunk_for_memory(fixed_bytes: float, per_copy_bytes: float, free_bytes: float, limit: int = 4096,
-                     headroom: float = 0.8) -> int:
-    """The most masked copies whose peak memory (fixed + V x per copy) fits ``headroom`` x free memory,
-    at least 1 and at most ``limit``."""
+def chunk_for_memory(fixed_bytes: float, per_copy_bytes: float, budget_bytes: float, limit: int = 4096) -> int:
+    """The most masked copies whose peak memory (fixed + V x per copy) fits ``budget_bytes``, at
+    least 1 and at most ``limit``."""
     if per_copy_bytes <= 0:
         return limit
-    fits = int((headroom * free_bytes - fixed_bytes) // per_copy_bytes)
+    fits = int((budget_bytes - fixed_bytes) // per_copy_bytes)
     return max(1, min(limit, fits))
 
 
-def auto_chunk(score, device) -> int:
-    """Chunk size for ``score(copies, units)`` (a scoring call restricted to ``units``) on ``device``:
-    on a GPU the peak memory of a 1-copy and a 2-copy chunk is measured and extrapolated linearly
-    to the free memory; on the CPU a fixed size."""
+def probe_chunk(score, n_units: int, peak_bytes, budget_bytes: float, limit: int = 4096) -> int:
+    """Chunk size from the peak memory of scoring 1 and of 2 masked copies, extrapolated linearly
+    to ``budget_bytes``. ``score(copies, units)`` scores ``units`` in chunks of ``copies``;
+    ``peak_bytes(run)`` calls ``run`` and returns the peak memory it took.
+
+    The probes score copies of the layer's first unit, the only one every layer with units has
+    (Swin's first stage has a single head; probing units 0 and 1 read past its head contributions)."""
+    if n_units < 1:
+        return 1
+    peaks = [peak_bytes(lambda copies=copies: score(copies, [0] * copies)) for copies in (1, 2)]
+    per_copy = peaks[1] - peaks[0]
+    return chunk_for_memory(peaks[0] - per_copy, per_copy, budget_bytes, limit)
+
+
+def gpu_memory_budget(device, jobs_per_gpu: int = 1, headroom: float = 0.8) -> float:
+    """Bytes this job may add on its GPU: ``headroom`` of its share (1 / ``jobs_per_gpu`` of the
+    card, less what it holds already), and never more than is free now. Sizing by the share, not
+    by what happens to be free, keeps jobs that start together on one GPU from each claiming most
+    of it."""
+    free, total = torch.cuda.mem_get_info(device)
+    allocated = torch.cuda.memory_allocated(device)
+    # What this job holds but does not use (its allocator's cache) is free for it too.
+    available = free + torch.cuda.memory_reserved(device) - allocated
+    return headroom * max(0.0, min(available, total / max(1, jobs_per_gpu) - allocated))
+
+
+def _cuda_peak_bytes(run, device) -> float:
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    run()
+    torch.cuda.synchronize(device)
+    return float(torch.cuda.max_memory_allocated(device) - base)
+
+
+def auto_chunk(score, device, n_units: int, jobs_per_gpu: int = 1) -> int:
+    """Chunk size for ``score(copies, units)`` on ``device`` (config ``scoring.chunk: auto``): on a
+    GPU probed (``probe_chunk``) against this job's share of the card; on the CPU a fixed size."""
     if device.type != "cuda":
         return CPU_AUTO_CHUNK
-    peaks = []
-    for copies in (1, 2):
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        score(copies, list(range(copies)))
-        torch.cuda.synchronize(device)
-        peaks.append(torch.cuda.max_memory_allocated(device) - base)
-    per_copy = peaks[1] - peaks[0]
-    free, _ = torch.cuda.mem_get_info(device)
-    return chunk_for_memory(peaks[0] - per_copy, per_copy, free)
+    return probe_chunk(score, n_units, lambda run: _cuda_peak_bytes(run, device), gpu_memory_budget(device, jobs_per_gpu))

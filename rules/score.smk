@@ -18,6 +18,7 @@ rule score_shard:
         layer=lambda w: int(w.layer),
         seed=lambda w: int(w.seed),
         chunk=config["scoring"]["chunk"],
+        jobs_per_gpu=config["scoring"].get("jobs_per_gpu", 1),
     threads: config["threads"]
     resources:
         gpu=gpus,

@@ -52,13 +52,13 @@ def test_cpu_and_auto_without_gpu_stay_on_the_cpu_and_cuda_without_gpu_fails_ear
         select_device("cuda")
 
 
-def test_chunk_for_memory_fills_the_free_memory_linearly():
+def test_chunk_for_memory_fills_the_budget_linearly():
     from optin.scoring import chunk_for_memory
 
     gib = 2**30
-    # 2 GiB fixed + 0.5 GiB per copy in 80 GiB free at 80 %: (64 - 2) / 0.5 = 124 copies
-    assert chunk_for_memory(2 * gib, gib / 2, 80 * gib) == 124
-    assert chunk_for_memory(2 * gib, gib / 2, 40 * gib) == 60  # half the memory, half the copies (minus fixed)
+    # 2 GiB fixed + 0.5 GiB per copy in a 64 GiB budget: (64 - 2) / 0.5 = 124 copies
+    assert chunk_for_memory(2 * gib, gib / 2, 64 * gib) == 124
+    assert chunk_for_memory(2 * gib, gib / 2, 32 * gib) == 60  # half the memory, half the copies (minus fixed)
     assert chunk_for_memory(2 * gib, gib / 2, 1 * gib) == 1    # never below one copy
     assert chunk_for_memory(0, 1, 10**12, limit=300) == 300
 
@@ -67,5 +67,23 @@ def test_auto_chunk_on_the_cpu_is_fixed_without_measuring():
     from optin.scoring import CPU_AUTO_CHUNK, auto_chunk
 
     calls = []
-    assert auto_chunk(lambda copies, units: calls.append(copies), torch.device("cpu")) == CPU_AUTO_CHUNK
+    assert auto_chunk(lambda copies, units: calls.append(copies), torch.device("cpu"), n_units=4) == CPU_AUTO_CHUNK
     assert not calls  # nothing measured on the CPU
+
+
+def test_gpu_budget_is_the_jobs_share_of_the_card_and_never_more_than_is_free(monkeypatch):
+    from optin import scoring
+
+    gib = 2**30
+    state = {"free": 140 * gib, "total": 140 * gib, "allocated": 2 * gib, "reserved": 6 * gib}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (state["free"], state["total"]))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: state["allocated"])
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: state["reserved"])
+    device = torch.device("cuda", 0)
+    # alone: 80 % of the card less the 2 GiB this job already uses (its 4 GiB cache is its own)
+    assert scoring.gpu_memory_budget(device, 1) == pytest.approx(0.8 * (140 - 2) * gib)
+    # four jobs to a card: each sizes its chunks to its quarter, whatever is free when it starts
+    assert scoring.gpu_memory_budget(device, 4) == pytest.approx(0.8 * (35 - 2) * gib)
+    # another process holds most of the card: what is free (+ this job's cache) bounds it
+    state["free"] = 10 * gib
+    assert scoring.gpu_memory_budget(device, 1) == pytest.approx(0.8 * (10 + 4) * gib)

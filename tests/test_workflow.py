@@ -414,7 +414,7 @@ def test_paper_config_dry_run_builds_the_full_dag(tmp_path):
     assert "results/eval/bert_base_sst2/glue_sst2/optin/calib128-seed0/budget0.750.json" not in result.stdout
 
 
-@pytest.mark.parametrize("profile", ["slurm", "cluster-generic"])
+@pytest.mark.parametrize("profile", ["slurm", "cluster-generic", "gpu"])
 def test_paper_config_dry_run_with_the_cluster_profiles(tmp_path, profile):
     result = paper_dry_run(tmp_path, "--workflow-profile", str(ROOT / "workflow" / "profiles" / profile))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -425,3 +425,25 @@ def test_paper_config_dry_run_with_the_cluster_profiles(tmp_path, profile):
     if profile == "slurm":
         assert "slurm_partition=CHANGE_ME_gpu_partition" in resources and "slurm_account=" in resources
 
+
+
+def test_gpu_profile_runs_one_gpu_job_at_a_time_beside_cpu_jobs(tmp_path):
+    """workflow/profiles/gpu on a throwaway Snakefile: three 1 s jobs that ask for `gpu: 1` never
+    overlap, two CPU jobs run beside them."""
+    (tmp_path / "Snakefile").write_text(
+        'rule all:\n    input: expand("gpu{i}.txt", i=range(3)), expand("cpu{i}.txt", i=range(2))\n'
+        'rule gpu_job:\n    output: "gpu{i}.txt"\n    resources: gpu=1\n'
+        f'    shell: "{sys.executable} -c \'import time; s = time.time(); time.sleep(1); print(s, time.time())\' > {{output}}"\n'
+        'rule cpu_job:\n    output: "cpu{i}.txt"\n'
+        f'    shell: "{sys.executable} -c \'import time; s = time.time(); time.sleep(1); print(s, time.time())\' > {{output}}"\n')
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--workflow-profile", str(ROOT / "workflow/profiles/gpu"),
+                             "--cores", "4"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    def spans(prefix):
+        return sorted(tuple(map(float, (tmp_path / f"{prefix}{i}.txt").read_text().split())) for i in range(len(list(tmp_path.glob(f"{prefix}*.txt")))))
+
+    gpu = spans("gpu")
+    assert len(gpu) == 3 and all(end <= start for (_, end), (start, _) in zip(gpu, gpu[1:]))  # one at a time
+    overlaps = [c for c in spans("cpu") if any(c[0] < g_end and g_start < c[1] for g_start, g_end in gpu)]
+    assert overlaps  # CPU jobs are not held back by the GPU limit

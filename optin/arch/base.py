@@ -41,7 +41,8 @@ class TokenLayout:
         flat = rows.reshape(-1)
         index = None if bool(flat.all()) else torch.nonzero(flat).squeeze(1)
         row_of_position = torch.cumsum(flat.long(), 0) - 1
-        return cls(n=n, t=t, index=index, first_rows=row_of_position[torch.arange(n) * t], key_mask=key_mask)
+        return cls(n=n, t=t, index=index, first_rows=row_of_position[torch.arange(n, device=rows.device) * t],
+                   key_mask=key_mask)
 
     @property
     def rows(self) -> int:
@@ -49,7 +50,7 @@ class TokenLayout:
 
     def repeat(self, times: int) -> TokenLayout:
         """Layout of ``times`` stacked copies of the batch (copy-major)."""
-        offsets = torch.arange(times)
+        offsets = torch.arange(times, device=self.first_rows.device)
         index = None if self.index is None else (self.index[None] + offsets[:, None] * self.n * self.t).reshape(-1)
         first = (self.first_rows[None] + offsets[:, None] * self.rows).reshape(-1)
         key_mask = None if self.key_mask is None else self.key_mask.repeat(times, 1, 1, 1)
@@ -79,6 +80,11 @@ class EncoderAdapter(ABC):
     decoder_taps: int = 0
     # Layer taps that ``head`` reads besides the last hidden state (a backbone's stage outputs).
     readout_layers: tuple[int, ...] = ()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are: masks and index tensors built for it go there."""
+        return next(self.model.parameters()).device
 
     @property
     def final_tap(self) -> int:
@@ -184,7 +190,7 @@ class EncoderAdapter(ABC):
         inputs, taps = [x], []
         for layer in range(self.num_layers):
             if drop_token is not None and drop_token[0] == layer:
-                keep = torch.ones(layout.n, layout.t, dtype=torch.bool)
+                keep = torch.ones(layout.n, layout.t, dtype=torch.bool, device=x.device)
                 keep[:, drop_token[1]] = False
                 x = layout.to_padded(x)[keep]
                 layout = TokenLayout.from_rows(keep, layout.key_mask)
@@ -228,10 +234,10 @@ class EncoderAdapter(ABC):
         for layer, count in enumerate(self.unit_counts(kind)):
             prefix = self.layer_prefix(layer)
             if count == 0:
-                norms.append(torch.zeros(0))
+                norms.append(torch.zeros(0, device=self.device))
                 continue
             if kind == "head":
-                total = torch.zeros(count)
+                total = torch.zeros(count, device=self.device)
                 for proj in names.qkv:
                     rows = state[f"{prefix}{proj}.weight"].abs().sum(1)
                     bias = state.get(f"{prefix}{proj}.bias")
@@ -253,9 +259,9 @@ class EncoderAdapter(ABC):
         for layer, (n_heads, n_neurons) in enumerate(
             zip(self.unit_counts("head"), self.unit_counts("neuron"), strict=True)
         ):
-            hm = torch.zeros(n_heads)
+            hm = torch.zeros(n_heads, device=self.device)
             hm[list(kept.heads[layer])] = 1.0
-            nm = torch.zeros(n_neurons)
+            nm = torch.zeros(n_neurons, device=self.device)
             nm[list(kept.neurons[layer])] = 1.0
             head_masks.append(hm)
             neuron_masks.append(nm)
@@ -276,8 +282,9 @@ class BlockNames:
 
 def slice_layer(source: dict, target: dict, prefix: str, names: BlockNames, heads, neurons, head_dim: int) -> None:
     """Fill ``target`` (the slim state dict) with the kept heads' and neurons' weights of one layer."""
+    device = source[f"{prefix}{names.out}.weight"].device
     if heads:
-        cols = torch.tensor([h * head_dim + c for h in heads for c in range(head_dim)])
+        cols = torch.tensor([h * head_dim + c for h in heads for c in range(head_dim)], device=device)
         for proj in names.qkv:
             target[f"{prefix}{proj}.weight"] = source[f"{prefix}{proj}.weight"][cols]
             if f"{prefix}{proj}.bias" in target:
@@ -287,7 +294,7 @@ def slice_layer(source: dict, target: dict, prefix: str, names: BlockNames, head
         for slim_name, dense_name in names.attention_bypass.items():
             target[prefix + slim_name] = source[prefix + dense_name]
     if neurons:
-        rows = torch.tensor(neurons)
+        rows = torch.tensor(neurons, device=device)
         target[f"{prefix}{names.up}.weight"] = source[f"{prefix}{names.up}.weight"][rows]
         target[f"{prefix}{names.up}.bias"] = source[f"{prefix}{names.up}.bias"][rows]
         target[f"{prefix}{names.down}.weight"] = source[f"{prefix}{names.down}.weight"][:, rows]

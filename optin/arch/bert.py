@@ -191,7 +191,8 @@ class BertAdapter(EncoderAdapter):
         config.auto_map = {
             "AutoModelForSequenceClassification": f"{SLIM_MODEL_FILE[:-3]}.OptinSlimBertForSequenceClassification"
         }
-        slim = bert_slim_model.OptinSlimBertForSequenceClassification(config).eval()
+        with torch.device(self.device):  # the slim model next to the dense one
+            slim = bert_slim_model.OptinSlimBertForSequenceClassification(config).eval()
         source = self.model.state_dict()
         target = {}
         dh = self.head_dim

@@ -74,6 +74,11 @@ class ConvNetAdapter:
         self.model = model.eval()
 
     @property
+    def device(self) -> torch.device:
+        """Where the model's weights are: masks, index tensors and slim models go there."""
+        return next(self.model.parameters()).device
+
+    @property
     def final_tap(self) -> int:
         return self.num_layers - 1
 
@@ -106,7 +111,7 @@ class ConvNetAdapter:
     def kept_masks(self, kept: list[list[int]]) -> list[torch.Tensor]:
         masks = []
         for layer, n in enumerate(self.unit_counts()):
-            mask = torch.zeros(n)
+            mask = torch.zeros(n, device=self.device)
             mask[list(kept[layer])] = 1.0
             masks.append(mask)
         return masks
@@ -170,14 +175,15 @@ class CifarResNetAdapter(ConvNetAdapter):
         return ops
 
     def filter_norms(self) -> list[torch.Tensor]:
-        return [block.conv1.weight.detach().abs().sum(dim=(1, 2, 3)) if block.width else torch.zeros(0)
+        return [block.conv1.weight.detach().abs().sum(dim=(1, 2, 3)) if block.width else torch.zeros(0, device=self.device)
                 for block in self.model.blocks]
 
     @torch.no_grad()
     def slim(self, kept: list[list[int]]) -> cnn.CifarResNet:
         m = self.model
         cfg = dict(m.config, inner_widths=[len(k) for k in kept])
-        slim = cnn.build_convnet(cfg)
+        with torch.device(self.device):  # the slim model next to the dense one
+            slim = cnn.build_convnet(cfg)
         source = m.state_dict()
         target = slim.state_dict()
         for name in target:
@@ -187,7 +193,7 @@ class CifarResNetAdapter(ConvNetAdapter):
         for index, (block, idx) in enumerate(zip(m.blocks, kept, strict=True)):
             prefix = _block_prefix(m, index)
             if idx:
-                rows = torch.as_tensor(list(idx))
+                rows = torch.as_tensor(list(idx), device=self.device)
                 target[f"{prefix}conv1.weight"] = source[f"{prefix}conv1.weight"][rows]
                 for key in ("weight", "bias", "running_mean", "running_var"):
                     target[f"{prefix}bn1.{key}"] = source[f"{prefix}bn1.{key}"][rows]
@@ -282,10 +288,11 @@ class VggAdapter(ConvNetAdapter):
         convs, i = [], 0
         for v in cfg["convs"]:
             convs.append(v if v == "M" else widths[(i := i + 1) - 1])
-        slim = cnn.build_convnet(dict(cfg, convs=convs, hidden=widths[n_convs:]))
+        with torch.device(self.device):
+            slim = cnn.build_convnet(dict(cfg, convs=convs, hidden=widths[n_convs:]))
         slim_adapter = VggAdapter(slim)
-        rows = [torch.as_tensor(list(k)) for k in kept]
-        cin = torch.arange(cfg["in_channels"])
+        rows = [torch.as_tensor(list(k), device=self.device) for k in kept]
+        cin = torch.arange(cfg["in_channels"], device=self.device)
         for index, ((conv, bn, _), (new_conv, new_bn, _)) in enumerate(zip(self.convs, slim_adapter.convs, strict=True)):
             new_conv.weight.copy_(conv.weight[rows[index]][:, cin])
             new_conv.bias.copy_(conv.bias[rows[index]])
@@ -295,9 +302,9 @@ class VggAdapter(ConvNetAdapter):
                 new_bn.num_batches_tracked.copy_(bn.num_batches_tracked)
             cin = rows[index]
         area = self.model.flat_size**2
-        cols = (cin[:, None] * area + torch.arange(area)[None]).reshape(-1)  # flatten order: channel-major
+        cols = (cin[:, None] * area + torch.arange(area, device=self.device)[None]).reshape(-1)  # flatten order: channel-major
         for j, (lin, new_lin) in enumerate(zip(self.linears, slim_adapter.linears, strict=True)):
-            out_rows = rows[n_convs + j] if j < len(self.linears) - 1 else torch.arange(lin.out_features)
+            out_rows = rows[n_convs + j] if j < len(self.linears) - 1 else torch.arange(lin.out_features, device=self.device)
             new_lin.weight.copy_(lin.weight[out_rows][:, cols])
             new_lin.bias.copy_(lin.bias[out_rows])
             cols = out_rows

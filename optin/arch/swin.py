@@ -149,7 +149,7 @@ class Mask2FormerSwinAdapter(EncoderAdapter):
     def embed(self, batch, rows=None):
         x, grid = self.backbone.swin.embeddings(batch["pixel_values"])
         n, t, _ = x.shape
-        layout = TokenLayout(n=n, t=t, index=None, first_rows=torch.arange(n) * t, key_mask=None, grid=tuple(grid))
+        layout = TokenLayout(n=n, t=t, index=None, first_rows=torch.arange(n, device=x.device) * t, key_mask=None, grid=tuple(grid))
         return x.reshape(n * t, -1), layout
 
     def _merge_if_first(self, layer: int, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
@@ -270,7 +270,8 @@ class Mask2FormerSwinAdapter(EncoderAdapter):
         config.optin_heads_per_layer, config.optin_neurons_per_layer = kept.counts()
         config.architectures = [slim_cls.__name__]
         config.auto_map = {"AutoModelForUniversalSegmentation": f"{SLIM_MODEL_FILE[:-3]}.{slim_cls.__name__}"}
-        slim = slim_cls(config).eval()
+        with torch.device(self.device):  # the slim model next to the dense one
+            slim = slim_cls(config).eval()
         source = self.model.state_dict()
         target = {name: source.get(name) for name in slim.state_dict()}
         for layer, (heads, neurons) in enumerate(zip(kept.heads, kept.neurons, strict=True)):

@@ -101,7 +101,7 @@ class VisionTransformerAdapter(EncoderAdapter):
     def embed(self, batch, rows=None):
         x = self.pixel_embeddings(batch["pixel_values"])
         n, t, _ = x.shape
-        layout = TokenLayout.from_rows(torch.ones(n, t, dtype=torch.bool) if rows is None else rows, None)
+        layout = TokenLayout.from_rows(torch.ones(n, t, dtype=torch.bool, device=x.device) if rows is None else rows, None)
         return layout.from_padded(x), layout
 
     @staticmethod
@@ -120,7 +120,7 @@ class VisionTransformerAdapter(EncoderAdapter):
         else:
             # Rows missing from a sequence (a removed token) must not be attended to.
             q, k, val = layout.to_padded(qkv).view(layout.n, layout.t, 3, -1, dh).permute(2, 0, 3, 1, 4)
-            missing = torch.ones(layout.n * layout.t, dtype=torch.bool)
+            missing = torch.ones(layout.n * layout.t, dtype=torch.bool, device=x.device)
             missing[layout.index] = False
             absent = missing.view(layout.n, 1, 1, layout.t).to(x.dtype) * torch.finfo(x.dtype).min
             mask = absent if mask is None else mask + absent
@@ -167,7 +167,7 @@ class VisionTransformerAdapter(EncoderAdapter):
         """Mean over the patch tokens present in each image (a removed token does not count), each
         weighted by the tokens it stands for (``size`` [N, T], after merging)."""
         padded = layout.to_padded(h)[:, self.prefix_tokens:]
-        weight = torch.ones(layout.n * layout.t, dtype=h.dtype)
+        weight = torch.ones(layout.n * layout.t, dtype=h.dtype, device=h.device)
         if layout.index is not None:
             weight.zero_()[layout.index] = 1.0
         weight = weight.view(layout.n, layout.t)
@@ -187,14 +187,14 @@ class VisionTransformerAdapter(EncoderAdapter):
         forward. ``token_counts``, if given, receives the tokens each layer ran on."""
         x = self.pixel_embeddings(batch["pixel_values"])
         n, t, d = x.shape
-        size = torch.ones(n, t, dtype=x.dtype)
+        size = torch.ones(n, t, dtype=x.dtype, device=x.device)
         for layer, r in enumerate(merges):
             if r:
                 x, size = vit_slim_model.bipartite_merge(x, size, r, self.prefix_tokens)
             if token_counts is not None:
                 token_counts.append(x.shape[1])
             merged = bool((size != 1).any())
-            layout = TokenLayout.from_rows(torch.ones(x.shape[:2], dtype=torch.bool),
+            layout = TokenLayout.from_rows(torch.ones(x.shape[:2], dtype=torch.bool, device=x.device),
                                            vit_slim_model.size_bias(size) if merged else None)
             hm = head_masks[layer] if head_masks is not None else None
             nm = neuron_masks[layer] if neuron_masks is not None else None
@@ -204,7 +204,7 @@ class VisionTransformerAdapter(EncoderAdapter):
         return self._pool_sized(h, size)
 
     def _pool_sized(self, h: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
-        layout = TokenLayout.from_rows(torch.ones(h.shape[:2], dtype=torch.bool), None)
+        layout = TokenLayout.from_rows(torch.ones(h.shape[:2], dtype=torch.bool, device=h.device), None)
         return self._pool(h.reshape(-1, h.shape[-1]), layout, size)
 
 
@@ -300,7 +300,8 @@ class HfVitAdapter(VisionTransformerAdapter):
         config.optin_token_merges = list(token_merges) if token_merges else None
         config.architectures = [slim_cls.__name__]
         config.auto_map = {"AutoModelForImageClassification": f"{SLIM_MODEL_FILE[:-3]}.{slim_cls.__name__}"}
-        slim = slim_cls(config).eval()
+        with torch.device(self.device):  # the slim model next to the dense one
+            slim = slim_cls(config).eval()
         source = self.model.state_dict()
         target = {name: source.get(name) for name in slim.state_dict()}
         for index, (heads, neurons) in enumerate(zip(kept.heads, kept.neurons, strict=True)):
@@ -384,12 +385,14 @@ class TimmVitAdapter(VisionTransformerAdapter):
         if token_merges and any(token_merges):
             raise NotImplementedError("token merging is evaluated through forward_merged for timm models")
         slim = copy.deepcopy(self.model).eval()
-        resize_timm_blocks(slim, *kept.counts(), self.head_dim)
+        with torch.device(self.device):  # the resized blocks next to the dense ones
+            resize_timm_blocks(slim, *kept.counts(), self.head_dim)
         for index, (heads, neurons) in enumerate(zip(kept.heads, kept.neurons, strict=True)):
             src, dst = self.blocks[index], slim.blocks[index]
             with torch.no_grad():
                 if heads:
-                    cols = torch.tensor([h * self.head_dim + c for h in heads for c in range(self.head_dim)])
+                    cols = torch.tensor([h * self.head_dim + c for h in heads for c in range(self.head_dim)],
+                                        device=self.device)
                     qkv_rows = torch.cat([cols + part * self.hidden_size for part in range(3)])
                     dst.attn.qkv.weight.copy_(src.attn.qkv.weight[qkv_rows])
                     if src.attn.qkv.bias is not None:
@@ -399,7 +402,7 @@ class TimmVitAdapter(VisionTransformerAdapter):
                 else:
                     dst.attn.bias.copy_(src.attn.proj.bias)
                 if neurons:
-                    rows = torch.tensor(neurons)
+                    rows = torch.tensor(neurons, device=self.device)
                     dst.mlp.fc1.weight.copy_(src.mlp.fc1.weight[rows])
                     dst.mlp.fc1.bias.copy_(src.mlp.fc1.bias[rows])
                     dst.mlp.fc2.weight.copy_(src.mlp.fc2.weight[:, rows])

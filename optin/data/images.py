@@ -121,8 +121,8 @@ def preprocess(images: np.ndarray, image_size: int, pixels: dict | None = None) 
         if x.shape[1] != 1:
             raise ValueError(f"cannot turn {x.shape[1]}-channel images into {channels} channels")
         x = x.expand(-1, channels, -1, -1)
-    mean = torch.tensor(pixels["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(pixels["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    mean = torch.tensor(pixels["mean"], dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(pixels["std"], dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     return ((x - mean) / std).contiguous()
 
 
