@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c require
 # is installed system-wide).
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: install data-deps run test report bench readme-figures dry-run lint clean
+.PHONY: install data-deps run test test-gpu report bench precision-study readme-figures dry-run lint clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -41,8 +41,18 @@ report: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# The GPU tier: every family's engine and slimming on CUDA, the tiny workflow with device: cuda
+# (skipped where no CUDA device is visible).
+test-gpu: install
+	$(BIN)/python -m pytest -q -m gpu
+
 bench: install
 	$(BIN)/optin-bench
+
+# Kept units that TF32 / bf16 / fp16 scoring changes against float32 (README "Scoring precision").
+precision-study: install
+	$(BIN)/optin-precision --model minilm
+	$(BIN)/optin-precision --model dinov2
 
 # The README's figures: the default arm with both semantics.
 readme-figures: install

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--bert-base", action="store_true", help="a paper-sized BERT-base built from its config")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--precision", default="float32", choices=["float32", "tf32", "bfloat16", "float16"])
     parser.add_argument("--skip-naive", action="store_true", help="time the engine only (the naive path is slow on BERT-base)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -24,6 +25,24 @@ def start_job(log_path: str | None, threads: int, offline: bool = True, light: b
     torch.set_num_threads(max(1, int(threads)))
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+def seconds_since_process_start() -> float | None:
+    """Wall time since this process was created (Linux /proc), None where that is not readable."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        start = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19]) / ticks
+        return float(open("/proc/uptime").read().split()[0]) - start
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def report_start_up(what: str) -> None:
+    """One log line: how long the job took to reach its first useful work (interpreter, Snakemake's
+    script preamble, imports, loading), the per-job overhead every shard pays."""
+    elapsed = seconds_since_process_start()
+    if elapsed is not None:
+        print(f"start-up: {what} {elapsed:.1f} s after the process started")
 
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -54,12 +73,31 @@ def select_device(requested: str = "cpu"):
     return device
 
 
-def autocast(device, precision: str):
-    """Mixed precision for the masked forwards (config key ``scoring.precision``); float32 = off.
-    Scores are still reduced in float64 (optin.losses)."""
+PRECISIONS = ("float32", "tf32", "bfloat16", "float16")
+
+
+@contextlib.contextmanager
+def tf32_matmuls(enabled: bool):
+    """TensorFloat-32 for CUDA matmuls and convolutions inside the block (restored after)."""
     import torch
 
-    dtypes = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if precision not in dtypes:
-        raise ValueError(f"scoring.precision must be one of {sorted(dtypes)}, got {precision!r}")
-    return torch.autocast(device.type, dtype=dtypes[precision], enabled=dtypes[precision] is not None)
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def autocast(device, precision: str):
+    """The masked forwards' precision (config key ``scoring.precision``): ``float32`` (off), ``tf32``
+    (CUDA matmuls with TF32 inputs and float32 accumulation; a CPU has none and runs float32), or
+    autocast to ``bfloat16`` / ``float16``. The losses always run in float32 (optin.scoring)."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"scoring.precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision == "tf32":
+        return tf32_matmuls(True) if device.type == "cuda" else contextlib.nullcontext()
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

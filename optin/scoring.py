@@ -14,6 +14,7 @@ Rows are in canonical (sequence, position) order in both paths.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import pandas as pd
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from optin.arch.base import EncoderAdapter, TokenLayout
 from optin.losses import kl_divergence, manifold_distance, manifold_distance_direct, teacher_gram_dd
 from optin.methods import OptinMethod
+from optin.runtime import tf32_matmuls
 
 
 @dataclass
@@ -99,13 +101,22 @@ def fresh_row_count(sampler: RowSampler, tap_rows: list[int]) -> int | None:
     return tap_rows[0]
 
 
+@contextlib.contextmanager
+def _full_precision(device: torch.device):
+    """The losses outside the masked forwards' precision (scoring.precision): MD's Gram products and
+    the KL run in float32, never TF32 or autocast (sums in float64), whatever the features came in."""
+    with torch.autocast(device.type, enabled=False), tf32_matmuls(False) if device.type == "cuda" else contextlib.nullcontext():
+        yield
+
+
 def _kl(method: OptinMethod, teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
-    return kl_divergence(
-        teacher_logits, student_logits,
-        temperature=method.temperature, divide_logits=method.kl_divide_logits,
-        reduction=method.kl_reduction, dtype=torch.float64 if method.kl_float64 else torch.float32,
-        clamp=method.kl_clamp,
-    )
+    with _full_precision(student_logits.device):
+        return kl_divergence(
+            teacher_logits, student_logits.float(),
+            temperature=method.temperature, divide_logits=method.kl_divide_logits,
+            reduction=method.kl_reduction, dtype=torch.float64 if method.kl_float64 else torch.float32,
+            clamp=method.kl_clamp,
+        )
 
 
 def _check_teacher(teacher: Teacher, method: OptinMethod) -> None:
@@ -156,11 +167,16 @@ class _MdAccumulator:
     def start_chunk(self, v: int) -> None:
         self.v = v
         self.md = torch.zeros(v, dtype=torch.float64, device=self.device)
-        self.fresh = torch.stack([self.sampler.fresh_rows(self.fresh_n) for _ in range(v)]) if self.fresh_n else None
+        # drawn on the CPU (the same rows on every device), gathered where the features are
+        self.fresh = torch.stack([self.sampler.fresh_rows(self.fresh_n) for _ in range(v)]).to(self.device) if self.fresh_n else None
 
     def add(self, tap: int, features: torch.Tensor, teacher_rows: torch.Tensor | None = None) -> None:
         """``teacher_rows`` [V, R'] picks, per variant, the teacher rows the student still has (a
         removed token's row is gone from the student)."""
+        with _full_precision(self.device):
+            self._add(tap, features.float(), teacher_rows)
+
+    def _add(self, tap: int, features: torch.Tensor, teacher_rows: torch.Tensor | None) -> None:
         student = _normalised(features.reshape(self.v, -1, features.shape[-1]))
         n_rows = len(self.full_rows[tap])
         if teacher_rows is not None:
@@ -190,7 +206,7 @@ def subset_in_kept_rows(subset: torch.Tensor, kept_rows: torch.Tensor, n_rows: i
     """The rows of ``subset`` (indices into the full batch) that a variant keeping ``kept_rows``
     still has, and where they sit among that variant's rows. Index bookkeeping on the CPU, where
     the row sampler draws ``subset``."""
-    kept_rows = kept_rows.cpu()
+    subset, kept_rows = subset.cpu(), kept_rows.cpu()
     position = torch.full((n_rows,), -1, dtype=torch.long, device="cpu")
     position[kept_rows] = torch.arange(len(kept_rows), device="cpu")
     kept = subset[position[subset] >= 0]

@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from optin.runtime import select_device, start_job
+from optin.runtime import report_start_up, select_device, start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 device = select_device(snakemake.params.device)
@@ -23,7 +23,8 @@ def to_cpu(value):
     return value
 
 params = snakemake.params
-adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint).to(device))
+adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint).to(device), params.family)
+report_start_up("model loaded")
 split_file = next(p for p in snakemake.input.data if p.endswith("split.json"))
 split = json.loads(Path(split_file).read_text())
 if not split["calib_pool"]:

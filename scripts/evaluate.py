@@ -2,7 +2,7 @@ import json
 import platform
 from pathlib import Path
 
-from optin.runtime import select_device, start_job
+from optin.runtime import report_start_up, select_device, start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 device = select_device(snakemake.params.device)
@@ -19,7 +19,8 @@ info = json.loads(Path(snakemake.input.info).read_text())
 masks = json.loads(Path(snakemake.input.masks).read_text())
 merges = masks.get("token_merges")
 dense = load_checkpoint(params.family, snakemake.input.checkpoint).to(device)
-adapter = adapter_for(dense)
+adapter = adapter_for(dense, params.family)
+report_start_up("dense model loaded")
 lat_cfg = params.latency
 extra = {}
 convnet = params.family in ("cifar_resnet", "vgg")
@@ -32,7 +33,7 @@ if not convnet:
 
         from optin.kwon import apply_unit_scales
 
-        adapter = adapter_for(copy.deepcopy(dense))
+        adapter = adapter_for(copy.deepcopy(dense), params.family)
         apply_unit_scales(adapter, kept, masks["unit_scales"]["head"], masks["unit_scales"]["neuron"])
     head_masks, neuron_masks = adapter.kept_masks(kept)
 
@@ -53,7 +54,7 @@ def recount(model) -> float:
 
         return count_conv_linear_macs(model, probe["pixel_values"])
     tokens = masks.get("tokens_per_layer") or masks["mac_seq_len"]
-    return flops.count_linear_attention_macs(adapter_for(model).layer_linear_shapes(), tokens)
+    return flops.count_linear_attention_macs(adapter_for(model, params.family).layer_linear_shapes(), tokens)
 
 
 if convnet:

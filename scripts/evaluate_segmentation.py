@@ -20,7 +20,7 @@ info = json.loads(Path(snakemake.input.info).read_text())
 masks = json.loads(Path(snakemake.input.masks).read_text())
 kept = Kept.from_json(masks["kept"])
 dense = segmentation.load_segmenter(snakemake.input.checkpoint).to(device)
-adapter = adapter_for(dense)
+adapter = adapter_for(dense, "mask2former_swin")
 split_file, source_file = snakemake.input.data
 test = open_segmentation_split(split_file, source_file, "test", snakemake.input.checkpoint)
 probe = {"pixel_values": test.pixels(range(min(16, len(test)))).to(device)}
@@ -52,7 +52,7 @@ if reload_diff > 1e-6:
 
 # 3. Backbone MACs from its weight shapes are what the search accounted for; the whole network
 #    (patch embedding, merging, pixel and transformer decoders as fixed cost) by FlopCounterMode.
-slim_adapter = adapter_for(reloaded)
+slim_adapter = adapter_for(reloaded, "mask2former_swin")
 grid = tuple(info["patch_grid"])
 counted = flops.count_window_attention_macs(slim_adapter.layer_linear_shapes(), slim_adapter.block_geometry(grid))
 if abs(counted - masks["achieved_macs"]) > 1e-6 * masks["base_macs"]:

@@ -27,7 +27,7 @@ if params.family == "bert":
     from optin.models.text import finetune, load_base, mean_token_length, task_metric
 
     model, tokenizer = load_base(params.source, params.num_labels, hub_dir, params.seed)
-    info = structure(adapter_for(model))
+    info = structure(adapter_for(model, params.family))
     if params.finetune:
         data_dir = Path(snakemake.input.data[0]).parent
         train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
@@ -50,7 +50,7 @@ elif params.family == "mask2former_swin":
     else:
         model = segmentation.mask2former_from_config(params.num_labels, params.source["swin_config"],
                                                      params.source["decoder_config"], params.seed)
-    adapter = adapter_for(model)
+    adapter = adapter_for(model, params.family)
     info = structure(adapter)
     split_file, source_file = snakemake.input.data
     processor_dir = hub_dir
@@ -60,7 +60,7 @@ elif params.family == "mask2former_swin":
         train = open_segmentation_split(split_file, source_file, "train", processor_dir)
         model = segmentation.train_segmenter(model, train, steps=cfg["steps"], lr=cfg["lr"], batch_size=cfg["batch_size"],
                                              seed=params.seed)
-        adapter = adapter_for(model)
+        adapter = adapter_for(model, params.family)
         scores = segmentation.segmentation_metrics(segmentation.predict(model, test), test.masks, len(test.class_names))
         info.update({"training_dataset": cfg["dataset"], "test_miou": scores["miou"],
                      "test_pixel_accuracy": scores["pixel_accuracy"], "test_iou_per_class": scores["iou_per_class"]})
@@ -94,7 +94,7 @@ elif params.family in ("cifar_resnet", "vgg"):
         train = open_split(split_file, source_file, "train", params.image_size, pixels=params.pixels)
         model = cnn.train_convnet(model, train, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
                                   weight_decay=cfg["weight_decay"], seed=params.seed)
-    adapter = adapter_for(model)
+    adapter = adapter_for(model, params.family)
     if adapter.num_layers != params.num_layers:
         raise ValueError(f"models.{name}.num_layers is {params.num_layers} but the network has {adapter.num_layers} prunable layers")
     ops = adapter.mac_ops(params.image_size)
@@ -134,7 +134,7 @@ else:
 
         torch.manual_seed(params.seed)
         model = ViTForImageClassification(ViTConfig(num_labels=params.num_labels, **params.source["vit_config"])).eval()
-    adapter = adapter_for(model)
+    adapter = adapter_for(model, params.family)
     info = structure(adapter)
     info["patch_size"], info["prefix_tokens"], info["num_channels"] = (
         model.config.patch_size, adapter.prefix_tokens, model.config.num_channels)

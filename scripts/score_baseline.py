@@ -8,7 +8,7 @@ from optin.methods import write_scores  # noqa: E402
 from optin.models import load_checkpoint  # noqa: E402
 
 params = snakemake.params
-adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint))
+adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint), params.family)
 scores = magnitude_scores(adapter) if params.kind == "magnitude" else random_scores(adapter, params.seed)
 w = snakemake.wildcards
 write_scores(scores, snakemake.output[0], model=w.model, dataset=w.dataset, method=w.method, seed=w.seed)

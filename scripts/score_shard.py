@@ -1,4 +1,4 @@
-from optin.runtime import autocast, select_device, start_job
+from optin.runtime import autocast, report_start_up, select_device, start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 device = select_device(snakemake.params.device)
@@ -15,9 +15,10 @@ from optin.scoring import Teacher, auto_chunk, run_teacher, score_channels, scor
 
 params = snakemake.params
 method = OptinMethod.from_config(params.method)
-adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint).to(device))
+adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint).to(device), params.family)
 draws = torch.load(snakemake.input.teacher, weights_only=False, map_location=device)["teachers"]
 teachers = [Teacher.from_dict(draw[method.md_include_padding]) for draw in draws]
+report_start_up("model and teacher loaded")
 if method.tap != "default":
     # The cached teacher holds the default taps; the unpruned forward with the ablation's taps is one pass.
     adapter.tap_position = method.tap

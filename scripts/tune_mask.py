@@ -17,7 +17,7 @@ from optin.scoring import Teacher  # noqa: E402
 
 params = snakemake.params
 mask = json.loads(Path(snakemake.input.mask).read_text())
-adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint).to(device))
+adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint).to(device), params.family)
 calibration = torch.load(snakemake.input.teacher, weights_only=False, map_location=device)
 teacher = Teacher.from_dict(calibration["teachers"][0][False])
 kept = Kept.from_json(mask["kept"])

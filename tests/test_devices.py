@@ -50,12 +50,18 @@ def meta_default():
     return torch.device("meta")
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_scoring_and_slimming_never_use_the_default_device(family):
+# Row subsets (40 rows of every tap), so the sampler's indices meet the taps too: one per tap
+# (the paper), or a fresh one per unit (the authors' code; taps of one size only).
+METHODS = {"paper": {"semantics": "paper", "md_rows": 40}, "reference": {"semantics": "reference", "md_rows": 40}}
+CASES = [(f, m) for f in sorted(FAMILIES) for m in METHODS if m == "paper" or f in ("bert", "vit", "vit_timm")]
+
+
+@pytest.mark.parametrize("family,semantics", CASES)
+def test_scoring_and_slimming_never_use_the_default_device(family, semantics):
     case = FAMILIES[family]
     adapter = adapter_for(case.build())
     batch = case.batch()
-    method = OptinMethod(md_rows=40)  # a row subset: the sampler's indices meet the taps too
+    method = OptinMethod.from_config(METHODS[semantics])
     with meta_default():
         teacher = run_teacher(adapter, batch, include_padding=method.md_include_padding)
         for kind in case.kinds:
@@ -63,7 +69,8 @@ def test_scoring_and_slimming_never_use_the_default_device(family):
             fast = scores(adapter, teacher, 1, kind, method, units)
             naive = scores(adapter, teacher, 1, kind, method, units, naive=True)
             np.testing.assert_allclose(fast["md"], naive["md"], rtol=1e-3, atol=1e-9)
-            np.testing.assert_allclose(fast["kl"], naive["kl"], rtol=1e-3, atol=1e-9)
+            # the authors' float32 KL, summed over the batch, rounds at ~1e-5 whichever path ran it
+            np.testing.assert_allclose(fast["kl"], naive["kl"], rtol=1e-3, atol=1e-9 if method.kl_float64 else 2e-5)
         masked, slim = masked_and_slim_logits(adapter, batch, case.kept)
     torch.testing.assert_close(slim, masked, rtol=0, atol=1e-4)
     assert masked.device.type == "cpu"

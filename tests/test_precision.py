@@ -87,3 +87,38 @@ def test_gpu_budget_is_the_jobs_share_of_the_card_and_never_more_than_is_free(mo
     # another process holds most of the card: what is free (+ this job's cache) bounds it
     state["free"] = 10 * gib
     assert scoring.gpu_memory_budget(device, 1) == pytest.approx(0.8 * (10 + 4) * gib)
+
+
+def test_tf32_rounding_keeps_ten_mantissa_bits_and_rounds_ties_away_from_zero():
+    from optin.precision import round_to_tf32
+
+    exact = torch.tensor([1.0, -3.5, 1 + 2**-10, 2**-100, 0.0])  # at most 10 mantissa bits: unchanged
+    assert torch.equal(round_to_tf32(exact), exact)
+    tie = torch.tensor([1 + 2**-11, -(1 + 2**-11)])  # halfway between 1 and 1 + 2^-10
+    assert torch.equal(round_to_tf32(tie), torch.tensor([1 + 2**-10, -(1 + 2**-10)]))
+    x = torch.randn(10_000, generator=torch.Generator().manual_seed(0))
+    assert ((round_to_tf32(x) - x).abs() / x.abs()).max() <= 2**-11
+
+
+def test_tf32_emulation_rounds_the_inputs_of_every_matmul():
+    from optin.precision import round_to_tf32, tf32_emulation
+
+    g = torch.Generator().manual_seed(0)
+    a, b, w = torch.randn(8, 16, generator=g), torch.randn(16, 4, generator=g), torch.randn(4, 16, generator=g)
+    expected = round_to_tf32(a) @ round_to_tf32(b)
+    linear = torch.nn.functional.linear(round_to_tf32(a), round_to_tf32(w))
+    with tf32_emulation():
+        assert torch.equal(a @ b, expected) and torch.equal(torch.matmul(a, b), expected)
+        assert torch.equal(torch.nn.functional.linear(a, w), linear)
+        assert torch.equal(torch.einsum("ij,jk->ik", a, b), expected)
+    assert not torch.equal(a @ b, expected)  # and only inside the block
+
+
+def test_losses_run_in_float32_inside_the_forwards_autocast():
+    from optin.scoring import _full_precision
+
+    a, b = torch.randn(4, 8), torch.randn(8, 2)
+    with autocast(torch.device("cpu"), "bfloat16"):
+        assert (a @ b).dtype == torch.bfloat16
+        with _full_precision(torch.device("cpu")):
+            assert (a @ b).dtype == torch.float32

@@ -211,3 +211,6 @@ class BertAdapter(EncoderAdapter):
         if tokenizer is not None:
             tokenizer.save_pretrained(path)
         shutil.copyfile(bert_slim_model.__file__, path / SLIM_MODEL_FILE)
+
+
+ADAPTER_CLASSES = (BertAdapter,)

@@ -309,3 +309,6 @@ class VggAdapter(ConvNetAdapter):
             new_lin.bias.copy_(lin.bias[out_rows])
             cols = out_rows
         return slim.eval()
+
+
+ADAPTER_CLASSES = (CifarResNetAdapter, VggAdapter)

@@ -299,3 +299,6 @@ class Mask2FormerSwinAdapter(EncoderAdapter):
 def semantic_scores(class_logits: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
     """Mask2Former's semantic segmentation scores [N, C, h, w] (the null class dropped)."""
     return torch.einsum("bqc,bqhw->bchw", class_logits.softmax(dim=-1)[..., :-1], mask_logits.sigmoid())
+
+
+ADAPTER_CLASSES = (Mask2FormerSwinAdapter,)

@@ -465,3 +465,6 @@ def resize_timm_blocks(model, heads_per_layer, neurons_per_layer, head_dim) -> N
         else:
             block.mlp.fc1 = nn.Linear(dim, n_neurons)
             block.mlp.fc2 = nn.Linear(n_neurons, dim)
+
+
+ADAPTER_CLASSES = (HfVitAdapter, TimmVitAdapter)
