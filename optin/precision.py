@@ -37,14 +37,15 @@ def round_to_tf32(x: torch.Tensor) -> torch.Tensor:
 
 
 class tf32_emulation(TorchFunctionMode):  # noqa: N801 - used like torch's own context managers
-    """Matmuls with TF32 inputs and float32 accumulation, on any device."""
+    """Matmuls with TF32 inputs and float32 accumulation, on any device, wherever CUDA's TF32 flag
+    is on, as on a GPU: the losses switch it off (``optin.scoring._full_precision``)."""
 
     MATMULS = {F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.mm,
                torch.einsum, F.scaled_dot_product_attention, torch.nn.functional.conv2d}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in self.MATMULS:
+        if func in self.MATMULS and torch.backends.cuda.matmul.allow_tf32:
             if func is torch.einsum:
                 args = (args[0], *[round_to_tf32(a) for a in args[1:]])
             else:
@@ -55,10 +56,10 @@ class tf32_emulation(TorchFunctionMode):  # noqa: N801 - used like torch's own c
 @contextlib.contextmanager
 def scoring_precision(device: torch.device, precision: str):
     """``optin.runtime.autocast`` for the run's device, with TF32 emulated where the device has none."""
-    from optin.runtime import autocast
+    from optin.runtime import autocast, tf32_matmuls
 
     if precision == "tf32" and device.type != "cuda":
-        with tf32_emulation():
+        with tf32_matmuls(True), tf32_emulation():
             yield
     else:
         with autocast(device, precision):
@@ -153,6 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calibration-size", type=int, default=8)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--chunk", type=int, default=32)
+    parser.add_argument("--control-chunk", type=int, default=None,
+                        help="also score float32 in chunks of this size: the noise floor of float32 itself")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default="results/precision")
     args = parser.parse_args(argv)
@@ -178,10 +181,13 @@ def main(argv: list[str] | None = None) -> None:
     base = kept_sets(adapter, teacher, reference, method, BUDGETS)
     print(f"float32: {seconds:.1f} s ({1e3 * seconds / units:.2f} ms/unit)")
     rows = []
-    for precision in args.precisions.split(","):
-        scores, took = score_all(adapter, teacher, method, precision, device, args.chunk)
+    runs = [(p, args.chunk) for p in args.precisions.split(",") if p]
+    runs += [("float32", args.control_chunk)] if args.control_chunk else []
+    for precision, chunk in runs:
+        scores, took = score_all(adapter, teacher, method, precision, device, chunk)
         rank = {c: float(pd.Series(reference[c]).corr(pd.Series(scores[c]), method="spearman")) for c in ("md", "kl")}
         label = precision + (" (emulated)" if precision == "tf32" and device.type != "cuda" else "")
+        label += f" (chunk {chunk})" if chunk != args.chunk else ""
         print(f"{label}: {took:.1f} s ({1e3 * took / units:.2f} ms/unit, {seconds / took:.2f}x float32), "
               f"Spearman vs float32: md {rank['md']:.4f}, kl {rank['kl']:.4f}")
         for row in compare(base, kept_sets(adapter, teacher, scores, method, BUDGETS)):
@@ -191,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table.pivot_table(index="budget", columns="precision", values="changed").to_string())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / f"precision_{args.model}_{device.type}.csv", index=False)
+    suffix = "" if args.precisions else "_control"
+    table.to_csv(out / f"precision_{args.model}_{device.type}{suffix}.csv", index=False)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def fresh_row_count(sampler: RowSampler, tap_rows: list[int]) -> int | None:
 def _full_precision(device: torch.device):
     """The losses outside the masked forwards' precision (scoring.precision): MD's Gram products and
     the KL run in float32, never TF32 or autocast (sums in float64), whatever the features came in."""
-    with torch.autocast(device.type, enabled=False), tf32_matmuls(False) if device.type == "cuda" else contextlib.nullcontext():
+    with torch.autocast(device.type, enabled=False), tf32_matmuls(False):
         yield
 
 
@@ -162,7 +162,8 @@ class _MdAccumulator:
             k: rows if sampler.uses_all(len(rows)) or self.fresh_n else rows[sampler.for_tap(k, len(rows))]
             for k, rows in self.full_rows.items()
         }
-        self.gram = {} if self.fresh_n else {k: teacher_gram_dd(rows) for k, rows in self.rows.items()}
+        with _full_precision(self.device):  # built inside the caller's autocast
+            self.gram = {} if self.fresh_n else {k: teacher_gram_dd(rows) for k, rows in self.rows.items()}
 
     def start_chunk(self, v: int) -> None:
         self.v = v

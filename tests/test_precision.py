@@ -1,6 +1,7 @@
-"""Device selection and mixed precision of the masked-forward engine (config keys device,
-scoring.precision). bfloat16 reorders units: on MiniLM it changes 3-13% of the kept units
-(README, "Full reproduction"), so float32 stays the default."""
+"""Device selection and the precision of the masked-forward engine (config keys device,
+scoring.precision). What each precision changes in the kept units of real models is measured by
+optin-precision (README "Scoring precision"); bfloat16 changes 1-5 % of them, so float32 stays
+the default."""
 
 import pandas as pd
 import pytest
@@ -102,19 +103,23 @@ def test_tf32_rounding_keeps_ten_mantissa_bits_and_rounds_ties_away_from_zero():
 
 def test_tf32_emulation_rounds_the_inputs_of_every_matmul():
     from optin.precision import round_to_tf32, tf32_emulation
+    from optin.runtime import tf32_matmuls
 
     g = torch.Generator().manual_seed(0)
     a, b, w = torch.randn(8, 16, generator=g), torch.randn(16, 4, generator=g), torch.randn(4, 16, generator=g)
     expected = round_to_tf32(a) @ round_to_tf32(b)
     linear = torch.nn.functional.linear(round_to_tf32(a), round_to_tf32(w))
-    with tf32_emulation():
+    with tf32_matmuls(True), tf32_emulation():
         assert torch.equal(a @ b, expected) and torch.equal(torch.matmul(a, b), expected)
         assert torch.equal(torch.nn.functional.linear(a, w), linear)
         assert torch.equal(torch.einsum("ij,jk->ik", a, b), expected)
+        with tf32_matmuls(False):  # where the GPU's TF32 is off (the losses), full float32
+            assert not torch.equal(a @ b, expected)
     assert not torch.equal(a @ b, expected)  # and only inside the block
 
 
-def test_losses_run_in_float32_inside_the_forwards_autocast():
+def test_losses_run_in_float32_inside_the_forwards_autocast_and_tf32():
+    from optin.precision import scoring_precision
     from optin.scoring import _full_precision
 
     a, b = torch.randn(4, 8), torch.randn(8, 2)
@@ -122,3 +127,9 @@ def test_losses_run_in_float32_inside_the_forwards_autocast():
         assert (a @ b).dtype == torch.bfloat16
         with _full_precision(torch.device("cpu")):
             assert (a @ b).dtype == torch.float32
+    with scoring_precision(torch.device("cpu"), "tf32"):
+        assert torch.backends.cuda.matmul.allow_tf32
+        with _full_precision(torch.device("cpu")):
+            assert not torch.backends.cuda.matmul.allow_tf32
+            assert torch.equal(a @ b, torch.mm(a, b))
+    assert not torch.backends.cuda.matmul.allow_tf32
