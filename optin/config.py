@@ -60,6 +60,42 @@ def calibration_n(config: dict, experiment: str) -> int:
 CALIBRATION_DRAWS = 2
 
 
+def schema_errors(config: dict, schema: dict) -> list[str]:
+    """One line per violation of the config schema: the key path, what was expected and, for an
+    unknown key, the nearest valid one (snakemake's own validation prints the whole config)."""
+    import difflib
+
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    lines = []
+    for error in sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        path = ".".join(str(p) for p in error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = sorted(error.schema.get("properties", {}))
+            for key in sorted(k for k in error.instance if k not in allowed):
+                near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                lines.append(f"{path + '.' if path else ''}{key}: unknown key; expected one of {allowed}"
+                             + (f" (did you mean {near[0]!r}?)" if near else ""))
+            continue
+        message = error.message
+        if error.validator in ("oneOf", "anyOf") and error.context:
+            # each alternative's own complaint, or the deepest one where they are nested
+            direct = list(dict.fromkeys(e.message for e in error.context if not e.relative_path))
+            message = " or ".join(direct) if direct else best_match(error.context).message
+        message = message if len(message) <= 200 else message[:200] + " ..."
+        lines.append(f"{path or '(top level)'}: {message}")
+    return lines
+
+
+def validate_schema(config: dict, schema_path: Path) -> None:
+    import yaml
+
+    problems = schema_errors(config, yaml.safe_load(Path(schema_path).read_text()))
+    if problems:
+        raise ConfigError(f"invalid configuration ({schema_path.name}):\n  - " + "\n  - ".join(problems))
+
+
 def check(config: dict, base_dir: Path = Path(".")) -> None:
     errors: list[str] = []
     run = config["run"]

@@ -1,13 +1,11 @@
 import re
 from pathlib import Path
 
-from snakemake.utils import validate
-
-from optin.config import CALIBRATION_DRAWS, experiment_budgets, CNN_FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, budget_label, calibration_n, check, experiment_methods, experiment_seeds
+from optin.config import CALIBRATION_DRAWS, experiment_budgets, CNN_FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, budget_label, calibration_n, check, experiment_methods, experiment_seeds, validate_schema
 from optin.methods import OptinMethod, is_tuned_kwon, method_kind
 from optin.methods import method_settings as resolved_method
 
-validate(config, schema="../workflow/schemas/config.schema.yaml")
+validate_schema(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 check(config, base_dir=Path(workflow.basedir).parent)
 
 RUN = config["run"]

@@ -447,3 +447,31 @@ def test_gpu_profile_runs_one_gpu_job_at_a_time_beside_cpu_jobs(tmp_path):
     assert len(gpu) == 3 and all(end <= start for (_, end), (start, _) in zip(gpu, gpu[1:]))  # one at a time
     overlaps = [c for c in spans("cpu") if any(c[0] < g_end and g_start < c[1] for g_start, g_end in gpu)]
     assert overlaps  # CPU jobs are not held back by the GPU limit
+
+
+def test_schema_errors_name_the_key_path_what_was_expected_and_the_nearest_key():
+    from optin.config import schema_errors
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    config = copy.deepcopy(DEFAULT)
+    config["seeed"] = 1
+    config["experiments"]["minilm_rt"]["methdos"] = config["experiments"]["minilm_rt"].pop("methods")
+    config["scoring"]["precision"] = "float8"
+    config["scoring"]["chunk"] = "many"
+    assert schema_errors(DEFAULT, schema) == []
+    errors = schema_errors(config, schema)
+    assert errors[0].startswith("seeed: unknown key") and errors[0].endswith("(did you mean 'seed'?)")
+    assert errors[1].startswith("experiments.minilm_rt.methdos: unknown key") and errors[1].endswith("(did you mean 'methods'?)")
+    assert errors[2] == "scoring.chunk: 'many' is not of type 'integer' or 'auto' was expected"
+    assert errors[3] == "scoring.precision: 'float8' is not one of ['float32', 'tf32', 'bfloat16', 'float16']"
+    assert len(errors) == 4
+
+
+def test_a_typo_in_an_experiment_is_reported_in_one_screen(tmp_path):
+    config = copy.deepcopy(DEFAULT)
+    config["experiments"]["minilm_rt"]["methdos"] = config["experiments"]["minilm_rt"].pop("methods")
+    result = snakemake(tmp_path, config, "-n")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "experiments.minilm_rt.methdos: unknown key" in output and "did you mean 'methods'" in output
+    assert len(output.splitlines()) <= 12, output
