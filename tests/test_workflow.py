@@ -459,6 +459,8 @@ def test_schema_errors_name_the_key_path_what_was_expected_and_the_nearest_key()
     config["scoring"]["precision"] = "float8"
     config["scoring"]["chunk"] = "many"
     assert schema_errors(DEFAULT, schema) == []
+    overlay = yaml.safe_load((ROOT / "workflow/configs/two_jobs_per_gpu.yaml").read_text())
+    assert schema_errors({**DEFAULT, "scoring": {**DEFAULT["scoring"], **overlay["scoring"]}}, schema) == []
     errors = schema_errors(config, schema)
     assert errors[0].startswith("seeed: unknown key") and errors[0].endswith("(did you mean 'seed'?)")
     assert errors[1].startswith("experiments.minilm_rt.methdos: unknown key") and errors[1].endswith("(did you mean 'methods'?)")
