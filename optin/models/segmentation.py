@@ -84,3 +84,56 @@ def segmentation_metrics(pred: np.ndarray, truth: np.ndarray, num_classes: int) 
     iou = np.where(present, intersection / np.maximum(union, 1), np.nan)
     return {"miou": float(np.nanmean(iou)), "pixel_accuracy": float(intersection.sum() / max(valid.sum(), 1)),
             "iou_per_class": [None if np.isnan(v) else float(v) for v in iou]}
+
+
+def load_checkpoint(path):
+    return load_segmenter(path)
+
+
+def save_checkpoint(model, path) -> None:
+    model.save_pretrained(path)
+
+
+def prepare(job):
+    """A Mask2Former from the hub or built from a config (then trained here), with its per-layer unit MACs."""
+    from optin.arch import adapter_for
+    from optin.data.segmentation import open_segmentation_split
+    from optin.models import encoder_structure
+
+    if job.source["kind"] == "hub":
+        from transformers import AutoImageProcessor
+
+        model = load_segmenter(job.hub_dir)
+        AutoImageProcessor.from_pretrained(job.hub_dir).save_pretrained(job.checkpoint)
+    else:
+        model = mask2former_from_config(job.num_labels, job.source["swin_config"], job.source["decoder_config"], job.seed)
+    adapter = adapter_for(model, "mask2former_swin")
+    info = encoder_structure(adapter, job)
+    split_file, source_file = job.data
+    test = open_segmentation_split(split_file, source_file, "test", job.hub_dir)
+    if job.training:
+        cfg = job.training
+        train = open_segmentation_split(split_file, source_file, "train", job.hub_dir)
+        model = train_segmenter(model, train, steps=cfg["steps"], lr=cfg["lr"], batch_size=cfg["batch_size"], seed=job.seed)
+        adapter = adapter_for(model, "mask2former_swin")
+        scores = segmentation_metrics(predict(model, test), test.masks, len(test.class_names))
+        info.update({"training_dataset": cfg["dataset"], "test_miou": scores["miou"],
+                     "test_pixel_accuracy": scores["pixel_accuracy"], "test_iou_per_class": scores["iou_per_class"]})
+        print(f"test mIoU: {scores['miou']:.4f}, pixel accuracy {scores['pixel_accuracy']:.4f}")
+    # Unit MACs depend on the input size the model sees (after the checkpoint's own preprocessing).
+    input_size = list(test.pixels([0]).shape[-2:])
+    grid = adapter.patch_grid(input_size)
+    head_macs, neuron_macs = adapter.unit_macs(grid)
+    info.update({"input_size": input_size, "patch_grid": list(grid), "layer_widths": adapter.layer_widths(),
+                 "head_macs_per_layer": head_macs, "neuron_macs_per_layer": neuron_macs, "class_names": test.class_names})
+    return model, info
+
+
+def calibration(adapter, job):
+    """Canvases from the pool; no labels (Kwon et al.'s method is not defined for this family)."""
+    from optin.data.segmentation import open_segmentation_split
+    from optin.scoring import image_calibration
+
+    split_file, source_file = job.data
+    pool = open_segmentation_split(split_file, source_file, "calib_pool", job.checkpoint)
+    return image_calibration(adapter, pool, job, labelled=False)

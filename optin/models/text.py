@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from optin.data.text import sentences, tokenize_rows
+from optin.data.text import load_split, sentences, tokenize_rows
 from optin.models import PACKAGED_MODELS
 
 
@@ -120,6 +120,80 @@ def mean_token_length(tokenizer, frame: pd.DataFrame, max_length: int) -> float:
     return float(np.mean([len(ids) for ids in encoded]))
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+def load_checkpoint(path):
+    return BertForSequenceClassification.from_pretrained(path).eval()
+
+
+def save_checkpoint(model, path) -> None:
+    model.save_pretrained(path)
+
+
+def evaluation(dense, job):
+    """The BERT family's part of `evaluate` (optin.models.Evaluation)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from optin.arch.base import encoder_macs_of, kept_unit_counts, pruned_encoder
+    from optin.models import Evaluation
+
+    def on_device(batch):
+        return {k: v.to(job.device) for k, v in batch.items()}
+
+    adapter, kept, head_masks, neuron_masks = pruned_encoder(dense, job.masks, "bert")
+    tokenizer = AutoTokenizer.from_pretrained(job.checkpoint)
+    test = load_split(Path(job.data[0]).parent, "test")
+    probe = on_device(tokenize_rows(tokenizer, test.iloc[:64], job.max_length))
+    masked_logits = adapter.forward(probe, head_masks, neuron_masks)[2]
+    slim = adapter.slim(kept)
+    adapter.save_slim(slim, tokenizer, job.slim_dir)
+    return Evaluation(
+        probe=probe, masked_logits=masked_logits, slim=slim,
+        reload=lambda: AutoModelForSequenceClassification.from_pretrained(job.slim_dir, trust_remote_code=True).eval(),
+        accuracy=lambda model: task_metric(model, tokenizer, test, job.max_length),
+        recount=lambda model: encoder_macs_of(model, "bert", job.masks),
+        latency_batch=on_device(tokenize_rows(tokenizer, test.iloc[: job.latency["batch_size"]], job.latency["seq_len"],
+                                              pad_to_max=True)),
+        # the "accuracy" fields hold this metric
+        extra={"metric": metric_name(dense.config.num_labels), "latency_seq_len": job.latency["seq_len"], **kept_unit_counts(kept)})
+
+
+def prepare(job):
+    """The BERT family's checkpoint: loaded or built, fine-tuned on the task when the config says so."""
+    from optin.arch import adapter_for
+    from optin.models import encoder_structure
+
+    model, tokenizer = load_base(job.source, job.num_labels, job.hub_dir, job.seed)
+    info = encoder_structure(adapter_for(model, "bert"), job)
+    if job.training:
+        data_dir = Path(job.data[0]).parent
+        train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
+        ft = job.training
+        model = finetune(model, tokenizer, train, epochs=ft["epochs"], lr=ft["lr"], batch_size=ft["batch_size"],
+                         max_length=job.max_length, seed=job.seed)
+        info["finetune_dataset"] = ft["dataset"]
+        info["test_accuracy"] = task_metric(model, tokenizer, test, job.max_length)
+        info["mean_test_tokens"] = mean_token_length(tokenizer, test, job.max_length)
+    tokenizer.save_pretrained(job.checkpoint)
+    return model, info
+
+
+def calibration(adapter, job):
+    """Seeded calibration sentences from the pool with their labels (Kwon et al.'s Fisher scores
+    need the task loss); each draw's teacher with and without padding positions as MD rows."""
+    from optin.data.text import draw_calibration
+    from optin.models import Calibration
+    from optin.scoring import run_teacher
+
+    split_file = next(p for p in job.data if p.endswith("split.json"))
+    pool = load_split(Path(split_file).parent, "calib_pool")
+    tokenizer = AutoTokenizer.from_pretrained(job.checkpoint)
+    draws = draw_calibration(pool, job.n, job.seed, job.draws)
+    teachers, labels = [], []
+    for positions in draws:
+        batch = {k: v.to(job.device) for k, v in tokenize_rows(tokenizer, pool.iloc[positions], job.max_length).items()}
+        # The authors' code counts padding positions as MD rows, the paper does not; each method
+        # picks the teacher its md_include_padding asks for.
+        teachers.append({padding: run_teacher(adapter, batch, include_padding=padding).to_dict() for padding in (True, False)})
+        labels.append(torch.as_tensor(pool["label"].iloc[positions].to_numpy()))
+        print(f"calibration batch of {len(positions)} sentences: {int(batch['attention_mask'].sum())} tokens, "
+              f"padded to {batch['input_ids'].numel()}")
+    return Calibration(teachers, labels, draws)

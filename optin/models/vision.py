@@ -83,3 +83,97 @@ def patch_embedding_macs(model, image_size: int) -> float:
     """The patch-embedding convolution: patches x hidden x (3 x p x p). Reported, not searched."""
     grid = patch_grid(model, image_size)
     return float(grid * grid * model.config.hidden_size * model.config.num_channels * model.config.patch_size**2)
+
+
+def load_checkpoint(path):
+    return load_classifier(path)
+
+
+def save_checkpoint(model, path) -> None:
+    model.save_pretrained(path)
+
+
+def evaluation(dense, job):
+    """The ViT family's part of `evaluate` (optin.models.Evaluation), with OPTIN-tau's merges."""
+    from optin.arch.base import encoder_macs_of, kept_unit_counts, pruned_encoder
+    from optin.data.images import open_split
+    from optin.models import Evaluation
+
+    masks, merges = job.masks, job.masks.get("token_merges")
+    adapter, kept, head_masks, neuron_masks = pruned_encoder(dense, masks, "vit")
+    split_file, source_file = job.data
+    test = open_split(split_file, source_file, "test", job.image_size, job.checkpoint)
+    probe = {"pixel_values": test.pixels(range(64)).to(job.device)}
+    if merges:
+        counts = []
+        masked_logits = adapter.forward_merged(probe, merges, head_masks, neuron_masks, token_counts=counts)
+        # The merge schedule must remove exactly the tokens the search accounted for.
+        ran = [counts[0] - c for c in counts]
+        if ran != masks["tokens_removed_per_layer"]:
+            raise RuntimeError(f"token merging removed {ran} tokens per layer; the search accounted {masks['tokens_removed_per_layer']}")
+    else:
+        masked_logits = adapter.forward(probe, head_masks, neuron_masks)[2]
+    slim = adapter.slim(kept, token_merges=merges)
+    adapter.save_slim(slim, job.slim_dir)
+    pe = patch_embedding_macs(dense, job.image_size)
+    return Evaluation(
+        probe=probe, masked_logits=masked_logits, slim=slim,
+        reload=lambda: adapter.load_slim(job.slim_dir),
+        accuracy=lambda model: accuracy(model, test),
+        recount=lambda model: encoder_macs_of(model, "vit", masks),
+        latency_batch={"pixel_values": test.pixels(range(job.latency["batch_size"])).to(job.device)},
+        extra={"image_size": job.image_size, "patch_embedding_macs": pe,
+               "relative_macs_with_patch_embedding": (masks["achieved_macs"] + pe) / (masks["base_macs"] + pe),
+               "tokens_merged": sum(merges) if merges else 0, "head_neuron_share": masks.get("head_neuron_share"),
+               **kept_unit_counts(kept)})
+
+
+def prepare(job):
+    """DINOv2 converted from ONNX (checked against onnxruntime), a hub ViT/DeiT or a config-built ViT;
+    a linear head trained here when the config says so."""
+    from optin.arch import adapter_for
+    from optin.data.images import open_split
+    from optin.models import encoder_structure
+
+    diff = None
+    if job.source["kind"] == "dinov2_onnx":
+        model = dinov2_classifier(job.num_labels, job.seed)
+        # Fail the rule unless the conversion reproduces onnxruntime on real images.
+        atol = job.source.get("verify_atol", 1e-4)
+        split_file, source_file = job.data
+        probe = open_split(split_file, source_file, "train", dinov2_onnx.ONNX_INPUT_SIZE)
+        diff = dinov2_onnx.verify(model.dinov2, dinov2_onnx.onnx_path(), probe.pixels(range(4)), atol)
+        print(f"DINOv2 conversion vs onnxruntime on 4 images: max |diff| = {diff:.2e} (tolerance {atol:.0e})")
+    elif job.source["kind"] == "hub":
+        from transformers import AutoImageProcessor
+
+        model = load_classifier(job.hub_dir)
+        # The checkpoint's own preprocessing (resize, crop, mean/std) travels with it.
+        AutoImageProcessor.from_pretrained(job.hub_dir).save_pretrained(job.checkpoint)
+    else:
+        from transformers import ViTConfig, ViTForImageClassification
+
+        torch.manual_seed(job.seed)
+        model = ViTForImageClassification(ViTConfig(num_labels=job.num_labels, **job.source["vit_config"])).eval()
+    adapter = adapter_for(model, "vit")
+    info = encoder_structure(adapter, job)
+    info.update({"patch_size": model.config.patch_size, "prefix_tokens": adapter.prefix_tokens,
+                 "num_channels": model.config.num_channels, "verify_max_abs_diff": diff})
+    if job.training:
+        cfg = job.training
+        split_file, source_file = job.data
+        patch_grid(model, job.image_size)
+        train = open_split(split_file, source_file, "train", job.image_size, job.hub_dir)
+        test = open_split(split_file, source_file, "test", job.image_size, job.hub_dir)
+        model = train_linear_head(model, train, epochs=cfg["epochs"], lr=cfg["lr"], weight_decay=cfg["weight_decay"], seed=job.seed)
+        info.update({"linear_probe_dataset": cfg["dataset"], "test_accuracy": accuracy(model, test), "image_size": job.image_size})
+    return model, info
+
+
+def calibration(adapter, job):
+    from optin.data.images import open_split
+    from optin.scoring import image_calibration
+
+    split_file, source_file = job.data
+    pool = open_split(split_file, source_file, "calib_pool", job.image_size, job.checkpoint, pixels=job.pixels)
+    return image_calibration(adapter, pool, job, labelled=True)
