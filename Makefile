@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c require
 # is installed system-wide).
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: install data-deps run test test-gpu report bench precision-study profile-imports readme-figures dry-run lint clean
+.PHONY: install data-deps run test test-gpu report bench precision-study profile-imports rule-times readme-figures dry-run lint clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ precision-study: install
 # Import time of every rule script per model family (README "Job start-up").
 profile-imports: install
 	$(BIN)/python -m optin.import_cost
+
+# Job-seconds per rule of the last run, from benchmarks/ (README "Quick start").
+rule-times: install
+	$(BIN)/python -m optin.rule_times
 
 # The README's figures: the default arm with both semantics.
 readme-figures: install

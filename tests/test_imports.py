@@ -29,3 +29,4 @@ def test_an_unknown_family_is_named():
 
     with pytest.raises(ValueError, match="unknown model family 'llama'"):
         adapter_for(object(), "llama")
+
