@@ -25,7 +25,7 @@ DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
 def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    return subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True, timeout=1800)
+    return subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True, timeout=3600)
 
 
 def job_counts(output: str) -> dict[str, int]:
