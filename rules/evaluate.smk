@@ -17,8 +17,8 @@ rule evaluate:
         pixels=lambda w: config["datasets"][w.dataset].get("pixels"),
         verify_atol=config["evaluation"]["verify_atol"],
         latency=config["evaluation"]["latency"],
-    # Latency is measured on evaluation.latency.threads cores (all of them in the default): nothing
-    # else may run beside it.
+    # Latency is timed on evaluation.latency.threads cores; when that is every core, nothing runs
+    # beside it.
     threads: config["evaluation"]["latency"].get("threads", config["threads"])
     resources:
         gpu=gpus,

