@@ -112,8 +112,9 @@ def gpus(w):
 
 
 def memory(mb):
-    """Host memory that grows with each retry (the cluster profiles retry failed jobs)."""
-    return lambda wildcards, attempt: mb * attempt
+    """Host memory, +50 % on each retry (the cluster profiles retry a failed job once): a job
+    sized for a small node is not resubmitted asking for several times its memory."""
+    return lambda wildcards, attempt: int(mb * (1 + 0.5 * (attempt - 1)))
 
 
 def checkpoint_dir(model):

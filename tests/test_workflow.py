@@ -450,7 +450,7 @@ def test_paper_config_dry_run_builds_the_full_dag(tmp_path):
     assert "results/eval/bert_base_sst2/glue_sst2/optin/calib128-seed0/budget0.750.json" not in result.stdout
 
 
-@pytest.mark.parametrize("profile", ["slurm", "cluster-generic", "gpu"])
+@pytest.mark.parametrize("profile", ["slurm", "cluster-generic", "cluster-generic-sbatch", "gpu"])
 def test_paper_config_dry_run_with_the_cluster_profiles(tmp_path, profile):
     result = paper_dry_run(tmp_path, "--workflow-profile", str(ROOT / "workflow" / "profiles" / profile))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -459,7 +459,28 @@ def test_paper_config_dry_run_with_the_cluster_profiles(tmp_path, profile):
     resources = re.search(r"resources: (.*)", shard)[1]
     assert "gpu=1" in resources and "mem_mb=6000" in resources  # device: cuda -> one GPU per scoring job
     if profile == "slurm":
-        assert "slurm_partition=CHANGE_ME_gpu_partition" in resources and "slurm_account=" in resources
+        # one partition for every job, and no account unless the user sets one
+        assert "slurm_partition=CHANGE_ME_partition" in resources and "slurm_account" not in result.stdout
+
+
+def test_a_command_line_default_resources_keeps_every_jobs_runtime_and_memory(tmp_path):
+    """--default-resources on the command line replaces the profile's whole list: the partition the
+    user passes must not cost any cluster job its runtime or memory."""
+    result = paper_dry_run(tmp_path, "--workflow-profile", str(ROOT / "workflow/profiles/slurm"),
+                           "--default-resources", "slurm_partition=cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    # a dry run prints local rules as "rule" too: read them from the rule files
+    local = {m[0] for f in (ROOT / "rules").glob("*.smk")
+             for m in re.findall(r"^rule (\w+):\n((?:    .*\n|\n)*)", f.read_text(), flags=re.M) if "localrule: True" in m[1]}
+    local.add("all")  # the target rule runs no job
+    assert {"download_dataset", "collect", "figures"} <= local
+    blocks = re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout)
+    cluster_jobs = [(rule, re.search(r"resources: (.*)", block)[1]) for block in blocks
+                    if (rule := re.match(r"(?:local)?rule (\w+):", block)) and (rule := rule[1]) not in local]
+    assert {rule for rule, _ in cluster_jobs} >= {"prepare_model", "calibrate", "score_shard", "score_kwon", "evaluate"}
+    for rule, resources in cluster_jobs:
+        assert re.search(r"runtime=\d+", resources) and re.search(r"mem_mb=\d+", resources), (rule, resources)
+        assert "slurm_partition=cpu" in resources, (rule, resources)
 
 
 
