@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c require
 # is installed system-wide).
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: install data-deps run test test-gpu report bench precision-study profile-imports rule-times readme-figures dry-run lint clean
+.PHONY: install data-deps run resume test test-gpu test-slurm report bench precision-study profile-imports rule-times readme-figures dry-run lint clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ install: $(BIN)/.installed data-deps
 run: install
 	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml
 
+# After an interrupted `make run` (kill -9, a lost terminal): unlock and finish the run, redoing
+# only the jobs that were cut off. Refuses while a run is still active in this directory.
+resume: install
+	$(BIN)/python workflow/resume.py $(BIN)/snakemake --cores $(CORES) --configfile config.yaml
+
 report: install
 	$(BIN)/snakemake --cores 1 --configfile config.yaml --report results/report.html
 
@@ -45,6 +50,12 @@ test: install
 # (skipped where no CUDA device is visible).
 test-gpu: install
 	$(BIN)/python -m pytest -q -m gpu
+
+# The tiny workflow through a real single-node Slurm started here (root; installs Debian's
+# slurmctld, slurmd and munge), with both Slurm profiles, compared with a local run.
+test-slurm: install
+	tests/cluster/slurm.sh install
+	$(BIN)/python -m pytest -q -m slurm tests/test_cluster.py
 
 bench: install
 	$(BIN)/optin-bench

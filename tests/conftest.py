@@ -45,3 +45,13 @@ def adapter(model):
 @pytest.fixture
 def batch():
     return padded_batch()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The real-Slurm tests start daemons and take minutes: only when asked for (-m slurm)."""
+    if "slurm" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="a real single-node Slurm: run with -m slurm (make test-slurm)")
+    for item in items:
+        if "slurm" in item.keywords:
+            item.add_marker(skip)

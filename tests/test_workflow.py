@@ -7,9 +7,12 @@ dataset, so it needs no network and finishes in minutes.
 import copy
 import hashlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -277,17 +280,51 @@ def tiny_runs(tmp_path_factory):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     # The second run, for byte identity, builds only what must not change between runs: every
     # arm's calibration, scores and masks, and the figures drawn from them (evaluations hold latencies).
+    # It is killed (kill -9, snakemake and its jobs) once scoring is under way and finished by
+    # workflow/resume.py, so the identity also covers an interrupted-and-resumed run.
     targets = [str(p.relative_to(first)) for p in sorted((first / "results").glob("**/*"))
                if p.is_file() and (p.relative_to(first / "results").parts[0] in ("calibration", "scores", "masks")
                                       or "units" in p.parts)]
-    result = snakemake(second, config, "--cores", "2", *targets)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return config, [first, second]
+    second.mkdir()
+    (second / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [*SNAKEMAKE, "--cores", "2", *targets]
+    with open(base / "interrupted.log", "w") as log:
+        run = subprocess.Popen(command, cwd=second, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 3600
+        while not any((second / "results" / "scores").glob("**/shards/*.parquet")):
+            assert run.poll() is None, "the run ended before scoring: " + (base / "interrupted.log").read_text()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    interrupted = (base / "interrupted.log").read_text()
+    finished = finished_outputs(interrupted)
+    assert finished, interrupted[-3000:]
+    mtimes = {p: (second / p).stat().st_mtime_ns for p in finished}
+    resumed = subprocess.run([sys.executable, str(ROOT / "workflow" / "resume.py"), *command], cwd=second,
+                             capture_output=True, text=True, timeout=3600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    return config, [first, second], {"finished": mtimes, "interrupted": interrupted, "resumed": resumed.stdout + resumed.stderr}
+
+
+def job_outputs(log: str) -> dict[str, set[str]]:
+    """Output paths of each job snakemake started, by job id, from its log."""
+    jobs = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", log):
+        output, jobid = re.search(r"^\s+output: (.*)$", block, re.M), re.search(r"^\s+jobid: (\d+)$", block, re.M)
+        if output and jobid:
+            jobs[jobid[1]] = set(output[1].split(", "))
+    return jobs
+
+
+def finished_outputs(log: str) -> set[str]:
+    outputs = job_outputs(log)
+    return {path for jobid in re.findall(r"Finished jobid: (\d+)", log) for path in outputs.get(jobid, ())}
 
 
 @pytest.mark.workflow
 def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
-    config, (run, _) = tiny_runs
+    config, (run, _), _ = tiny_runs
     metrics = pd.read_csv(run / "results/tables/metrics.csv")
     assert set(metrics["method"]) == {"optin", "optin_reference", "optin_tau", "optin_md_mean", "magnitude", "kwon", "kwon_tuned",
                                       "random"}
@@ -346,7 +383,7 @@ def test_tiny_pipeline_produces_table_figures_and_slim_models(tiny_runs):
 
 @pytest.mark.workflow
 def test_report_is_one_self_contained_html(tiny_runs, tmp_path):
-    config, (run, _) = tiny_runs
+    config, (run, _), _ = tiny_runs
     result = snakemake(run, config, "--report", str(tmp_path / "report.html"))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (tmp_path / "report.html").stat().st_size > 10_000
@@ -355,7 +392,7 @@ def test_report_is_one_self_contained_html(tiny_runs, tmp_path):
 @pytest.mark.workflow
 def test_two_clean_runs_give_identical_scores_masks_and_calibration(tiny_runs):
     # Evaluations and the speed-up figure hold measured latencies, which no rerun reproduces.
-    _, (first, second) = tiny_runs
+    _, (first, second), _ = tiny_runs
     files = sorted(
         p.relative_to(first)
         for pattern in ("scores/**/*.parquet", "masks/**/*.json", "calibration/**/indices.json")
@@ -375,8 +412,41 @@ def test_two_clean_runs_give_identical_scores_masks_and_calibration(tiny_runs):
 
 
 @pytest.mark.workflow
+def test_a_run_killed_mid_scoring_resumes_without_redoing_a_finished_job(tiny_runs):
+    """The second tiny run was killed with SIGKILL once a score shard existed and finished by
+    workflow/resume.py (its byte identity with the first run is checked above)."""
+    _, (_, second), resume = tiny_runs
+    finished = resume["finished"]
+    assert any("/shards/" in p for p in finished)  # killed during scoring...
+    assert "Finished jobid" in resume["interrupted"] and not re.search(r"\d+ of \d+ steps \(100%\) done", resume["interrupted"])
+    redone = {p for paths in job_outputs(resume["resumed"]).values() for p in paths}
+    assert redone, resume["resumed"][-3000:]  # ...with jobs left to do
+    assert not redone & set(finished)
+    assert {p: (second / p).stat().st_mtime_ns for p in finished} == finished
+    assert not (second / ".snakemake" / "locks").exists() or not any((second / ".snakemake" / "locks").iterdir())
+
+
+def test_resume_refuses_while_snakemake_runs_in_the_directory(tmp_path):
+    resume = [sys.executable, str(ROOT / "workflow" / "resume.py")]
+    echo = [sys.executable, "-c", "import sys; print(' '.join(sys.argv[1:]))"]
+    busy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "snakemake", "--cores", "1"], cwd=tmp_path)
+    try:
+        refused = subprocess.run([*resume, *echo], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        (tmp_path / "other").mkdir()
+        elsewhere = subprocess.run([*resume, *echo, "--cores", "1"], cwd=tmp_path / "other", capture_output=True, text=True,
+                                   timeout=120)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert refused.returncode == 1 and f"pid {busy.pid}" in refused.stderr and refused.stdout == ""
+    # in a directory where nothing runs: unlock, then the run itself with --rerun-incomplete
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert elsewhere.stdout.splitlines() == ["--cores 1 --unlock", "--cores 1 --rerun-incomplete"]
+
+
+@pytest.mark.workflow
 def test_rerun_does_nothing_and_a_new_budget_reruns_only_its_jobs(tiny_runs):
-    config, (run, _) = tiny_runs
+    config, (run, _), _ = tiny_runs
     result = snakemake(run, config, "-n")
     assert result.returncode == 0 and "Nothing to be done" in result.stdout, result.stdout[-2000:]
     changed = copy.deepcopy(config)

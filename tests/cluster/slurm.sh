@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# A single-node Slurm on this machine, for tests/test_cluster.py (`make test-slurm`): Debian's
+# slurmctld + slurmd + munge, one partition "cpu" holding every core, no accounting database (so
+# sacct answers "accounting storage is disabled", as on many small clusters). Needs root.
+#   tests/cluster/slurm.sh install | up | down | status
+set -euo pipefail
+HOST=$(hostname -s)
+CONF=/etc/slurm/slurm.conf
+
+install() {
+  if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+  fi
+}
+
+up() {
+  mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge /var/lib/munge /var/log/munge
+  if [ ! -s /etc/munge/munge.key ]; then
+    mkdir -p /etc/munge
+    dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+  fi
+  chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
+  chmod 0400 /etc/munge/munge.key
+  pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
+  local mem=$(( $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) - 2048 ))
+  cat > "$CONF" <<CONF
+ClusterName=optin-test
+SlurmctldHost=$HOST
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+ReturnToService=2
+MinJobAge=600
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
+PartitionName=cpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+CONF
+  printf 'CgroupPlugin=disabled\n' > /etc/slurm/cgroup.conf
+  pgrep -x slurmctld >/dev/null || slurmctld
+  pgrep -x slurmd >/dev/null || slurmd
+  for _ in $(seq 60); do
+    if sinfo -h -o %t 2>/dev/null | grep -q idle; then sinfo; return 0; fi
+    sleep 1
+  done
+  echo "slurm did not come up:" >&2
+  tail -20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2 || true
+  return 1
+}
+
+down() {
+  scancel --user="$(id -un)" 2>/dev/null || true
+  pkill -x slurmd 2>/dev/null || true
+  pkill -x slurmctld 2>/dev/null || true
+  pkill -x munged 2>/dev/null || true
+}
+
+status() { sinfo && squeue; }
+
+"${1:?install | up | down | status}"
