@@ -37,6 +37,7 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
+MpiDefault=none
 MinJobAge=600
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
@@ -46,9 +47,9 @@ SlurmdLogFile=/var/log/slurm/slurmd.log
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
 PartitionName=cpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
-  printf 'CgroupPlugin=disabled\n' > /etc/slurm/cgroup.conf
-  pgrep -x slurmctld >/dev/null || slurmctld
-  pgrep -x slurmd >/dev/null || slurmd
+  rm -f /etc/slurm/cgroup.conf  # slurmd's default (cgroup/v1 here) only loads; nothing is confined
+  pgrep -x slurmctld >/dev/null || slurmctld || { tail -20 /var/log/slurm/slurmctld.log >&2; return 1; }
+  pgrep -x slurmd >/dev/null || slurmd || { tail -20 /var/log/slurm/slurmd.log >&2; return 1; }
   for _ in $(seq 60); do
     if sinfo -h -o %t 2>/dev/null | grep -q idle; then sinfo; return 0; fi
     sleep 1
