@@ -90,13 +90,15 @@ def predict(model, tokenizer, frame: pd.DataFrame, max_length: int, batch_size: 
     other rows of its batch, up to float rounding)."""
     model.eval()
     device = next(model.parameters()).device
-    lengths = tokenize_rows(tokenizer, frame, max_length)["attention_mask"].sum(1).numpy()
-    order = np.argsort(lengths, kind="stable")
+    encoded = tokenize_rows(tokenizer, frame, max_length)
+    order = np.argsort(encoded["attention_mask"].sum(1).numpy(), kind="stable")
     out = np.empty((len(frame), model.config.num_labels), dtype=np.float32)
     for start in range(0, len(frame), batch_size):
-        rows = order[start : start + batch_size]
-        batch = tokenize_rows(tokenizer, frame.iloc[rows], max_length)
-        out[rows] = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
+        rows = torch.as_tensor(order[start : start + batch_size])
+        # the columns where some row of the batch has a token: the batch padded to its longest row
+        columns = encoded["attention_mask"][rows].any(0)
+        batch = {k: v[rows][:, columns].to(device) for k, v in encoded.items()}
+        out[rows.numpy()] = model(**batch).logits.float().cpu().numpy()
     return out
 
 
