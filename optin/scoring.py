@@ -494,6 +494,15 @@ def auto_chunk(score, device, n_units: int, jobs_per_gpu: int = 1) -> int:
     return probe_chunk(score, n_units, lambda run: _cuda_peak_bytes(run, device), gpu_memory_budget(device, jobs_per_gpu))
 
 
+def labelled_image_calibration(adapter, job):
+    """image_calibration on the dataset's pool of labelled images (the ViT and CNN families)."""
+    from optin.data.images import open_split
+
+    split_file, source_file = job.data
+    pool = open_split(split_file, source_file, "calib_pool", job.image_size, job.checkpoint, pixels=job.pixels)
+    return image_calibration(adapter, pool, job, labelled=True)
+
+
 def image_calibration(adapter: EncoderAdapter, pool, job, labelled: bool):
     """Teachers of ``job.draws`` disjoint seeded batches of a calibration pool of images."""
     from optin.data import disjoint_draws

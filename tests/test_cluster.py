@@ -9,13 +9,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from test_workflow import ROOT, SNAKEMAKE, snakemake, synthetic_sentences, tiny_config
+from test_workflow import ROOT, SNAKEMAKE, reproducible_files, snakemake, synthetic_sentences, tiny_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 SLURM = ROOT / "tests" / "cluster" / "slurm.sh"
@@ -63,11 +62,6 @@ def local_run(tmp_path_factory):
     return base, config
 
 
-def compared_files(run: Path) -> list[Path]:
-    return sorted(p.relative_to(run) for pattern in ("scores/**/*.parquet", "masks/**/*.json", "calibration/**/indices.json")
-                  for p in (run / "results").glob(pattern))
-
-
 def cluster_jobs(log: str) -> int:
     """Jobs snakemake ran on the cluster: those its log does not mark as local rules."""
     return len(re.findall(r"^rule \w+:", log, flags=re.M))
@@ -107,7 +101,7 @@ def test_tiny_workflow_through_slurm_matches_a_local_run(slurm, local_run, tmp_p
     if profile == "cluster-generic-sbatch":
         assert {p.stem for p in (run / "logs" / "cluster").glob("*.out")} == set(ran)
     local = base / "local"
-    files = compared_files(local)
-    assert files == compared_files(run) and len(files) > 10
+    files = reproducible_files(local)
+    assert files == reproducible_files(run) and len(files) > 10
     for rel in files:
         assert (local / rel).read_bytes() == (run / rel).read_bytes(), rel

@@ -307,10 +307,15 @@ def tiny_runs(tmp_path_factory):
     return config, [first, second], {"finished": mtimes, "interrupted": interrupted, "resumed": resumed.stdout + resumed.stderr}
 
 
+def job_blocks(log: str) -> list[str]:
+    """Snakemake's log cut at each job it prints (a block starts with "rule X:" or "localrule X:")."""
+    return re.split(r"\n(?=(?:local)?rule \w+:)", log)
+
+
 def job_outputs(log: str) -> dict[str, set[str]]:
     """Output paths of each job snakemake started, by job id, from its log."""
     jobs = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", log):
+    for block in job_blocks(log):
         output, jobid = re.search(r"^\s+output: (.*)$", block, re.M), re.search(r"^\s+jobid: (\d+)$", block, re.M)
         if output and jobid:
             jobs[jobid[1]] = set(output[1].split(", "))
@@ -389,15 +394,17 @@ def test_report_is_one_self_contained_html(tiny_runs, tmp_path):
     assert (tmp_path / "report.html").stat().st_size > 10_000
 
 
+def reproducible_files(run: Path) -> list[Path]:
+    """The files every rerun must reproduce byte for byte: scores, masks, calibration indices."""
+    return sorted(p.relative_to(run) for pattern in ("scores/**/*.parquet", "masks/**/*.json", "calibration/**/indices.json")
+                  for p in (run / "results").glob(pattern))
+
+
 @pytest.mark.workflow
 def test_two_clean_runs_give_identical_scores_masks_and_calibration(tiny_runs):
     # Evaluations and the speed-up figure hold measured latencies, which no rerun reproduces.
     _, (first, second), _ = tiny_runs
-    files = sorted(
-        p.relative_to(first)
-        for pattern in ("scores/**/*.parquet", "masks/**/*.json", "calibration/**/indices.json")
-        for p in (first / "results").glob(pattern)
-    )
+    files = reproducible_files(first)
     # text, 2 seeds: 2 OPTIN methods x (2 shards + merged), and kwon, magnitude, random scores;
     # vision: OPTIN-beta and -tau share (3 shards + merged); segmentation: 8 Swin blocks + merged;
     # CNNs: 3 shards + merged per OPTIN method, and magnitude scores
@@ -544,8 +551,7 @@ def test_a_command_line_default_resources_keeps_every_jobs_runtime_and_memory(tm
              for m in re.findall(r"^rule (\w+):\n((?:    .*\n|\n)*)", f.read_text(), flags=re.M) if "localrule: True" in m[1]}
     local.add("all")  # the target rule runs no job
     assert {"download_dataset", "collect", "figures"} <= local
-    blocks = re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout)
-    cluster_jobs = [(rule, re.search(r"resources: (.*)", block)[1]) for block in blocks
+    cluster_jobs = [(rule, re.search(r"resources: (.*)", block)[1]) for block in job_blocks(result.stdout)
                     if (rule := re.match(r"(?:local)?rule (\w+):", block)) and (rule := rule[1]) not in local]
     assert {rule for rule, _ in cluster_jobs} >= {"prepare_model", "calibrate", "score_shard", "score_kwon", "evaluate"}
     for rule, resources in cluster_jobs:

@@ -48,19 +48,26 @@ def encoder_structure(adapter, job: PreparationJob) -> dict:
             "head_dim": adapter.head_dim, "heads_per_layer": heads, "neurons_per_layer": adapter.unit_counts("neuron")}
 
 
-@dataclass
-class CalibrationJob:
-    """The inputs of one `calibrate` job, free of Snakemake (scripts/calibrate.py fills it)."""
+@dataclass(kw_only=True)
+class CheckpointOnData:
+    """A prepared checkpoint, the dataset files it runs on, the device, and how the dataset's rows
+    become model inputs (text: max_length; images: image_size and pixel statistics)."""
 
     checkpoint: str
     data: list[str]
-    n: int
-    seed: int
-    draws: int
     device: Any
     max_length: int | None = None
     image_size: int | None = None
     pixels: dict | None = None
+
+
+@dataclass(kw_only=True)
+class CalibrationJob(CheckpointOnData):
+    """The inputs of one `calibrate` job, free of Snakemake (scripts/calibrate.py fills it)."""
+
+    n: int
+    seed: int
+    draws: int
 
 
 @dataclass
@@ -73,19 +80,13 @@ class Calibration:
     positions: list[list[int]]
 
 
-@dataclass
-class EvaluationJob:
+@dataclass(kw_only=True)
+class EvaluationJob(CheckpointOnData):
     """The inputs of one `evaluate` job, free of Snakemake (scripts/evaluate.py fills it)."""
 
     family: str
-    checkpoint: str
-    data: list[str]
     masks: dict
     slim_dir: str
-    device: Any
-    max_length: int | None = None
-    image_size: int | None = None
-    pixels: dict | None = None
     latency: dict = field(default_factory=dict)
 
 

@@ -335,9 +335,6 @@ def prepare(job):
 
 
 def calibration(adapter, job):
-    from optin.data.images import open_split
-    from optin.scoring import image_calibration
+    from optin.scoring import labelled_image_calibration
 
-    split_file, source_file = job.data
-    pool = open_split(split_file, source_file, "calib_pool", job.image_size, job.checkpoint, pixels=job.pixels)
-    return image_calibration(adapter, pool, job, labelled=True)
+    return labelled_image_calibration(adapter, job)
