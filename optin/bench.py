@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
                 score_fast = fast["md"] + method.lambda_c * fast["kl"]
                 score_naive_ = naive["md"] + method.lambda_c * naive["kl"]
                 rel = float(((score_fast - score_naive_).abs() / score_naive_.abs().clip(lower=1e-30)).max())
-            macs = executed_macs(adapter, teacher, layer, kind, len(method.trajectory(layer, adapter.num_layers)))
+            macs = executed_macs(adapter, teacher, layer, kind, len(method.trajectory(kind, layer, adapter.num_layers)))
             totals["fast"] += t_fast * count
             totals["naive"] += t_naive * count
             totals["macs"] += macs * count

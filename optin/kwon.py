@@ -5,8 +5,10 @@ variable under the task loss, with every mask at 1:
 
     I(u) = sum_i (dL(x_i, y_i) / dm_u)^2      over the labelled calibration samples i.
 
-Gradients are per sample (one backward each), as the Fisher's definition asks; a batch gradient
-squared would add cross terms between samples. The search (``optin.search.search_mac``), slimming and
+Gradients are per sample (one backward each) by default, as the Fisher's definition asks; a batch
+gradient squared adds cross terms between samples. Their released code (``prune/fisher.py``) squares
+the gradient of each mini-batch's *mean* loss (batches of 32): ``fisher_batch_size`` selects that
+(1 = per sample, 32 = their code); the mask rearrangement's Fisher blocks use the same gradients. The search (``optin.search.search_mac``), slimming and
 evaluation are OPTIN's, so the two methods differ only in their scores.
 
 ``fisher_scores`` is their "mask search" stage. Their two later stages, for the ``kwon_tuned``
@@ -38,13 +40,17 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels.long())
 
 
-def sample(batch: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
-    return {key: value[i : i + 1] for key, value in batch.items()}
+def rows(batch: dict[str, torch.Tensor], start: int, stop: int) -> dict[str, torch.Tensor]:
+    return {key: value[start:stop] for key, value in batch.items()}
 
 
-def mask_gradients(adapter, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample gradients of the task loss w.r.t. every head and neuron mask, all masks at 1:
-    ([N, total heads], [N, total neurons]), layer-major."""
+def mask_gradients(adapter, batch: dict[str, torch.Tensor], labels: torch.Tensor,
+                   fisher_batch_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of the task loss w.r.t. every head and neuron mask, all masks at 1, one per
+    mini-batch of ``fisher_batch_size`` samples (its mean loss; 1 = per sample):
+    ([batches, total heads], [batches, total neurons]), layer-major."""
+    if not isinstance(fisher_batch_size, int) or isinstance(fisher_batch_size, bool) or fisher_batch_size < 1:
+        raise ValueError(f"fisher_batch_size must be a positive integer, got {fisher_batch_size!r}")
     head_counts, neuron_counts = adapter.unit_counts("head"), adapter.unit_counts("neuron")
     head_masks = [torch.ones(h, requires_grad=True, device=adapter.device) for h in head_counts]
     neuron_masks = [torch.ones(n, requires_grad=True, device=adapter.device) for n in neuron_counts]
@@ -53,10 +59,11 @@ def mask_gradients(adapter, batch: dict[str, torch.Tensor], labels: torch.Tensor
         p.requires_grad_(False)  # gradients w.r.t. the masks only
     head_grads, neuron_grads = [], []
     try:
-        for i in range(len(labels)):
+        for start in range(0, len(labels), fisher_batch_size):
+            stop = start + fisher_batch_size
             with torch.enable_grad():
-                _, _, logits = adapter.masked_forward(sample(batch, i), head_masks, neuron_masks)
-                grads = torch.autograd.grad(task_loss(logits, labels[i : i + 1]), head_masks + neuron_masks,
+                _, _, logits = adapter.masked_forward(rows(batch, start, stop), head_masks, neuron_masks)
+                grads = torch.autograd.grad(task_loss(logits, labels[start:stop]), head_masks + neuron_masks,
                                             allow_unused=True)
             grads = [torch.zeros_like(m) if g is None else g for g, m in zip(grads, head_masks + neuron_masks, strict=True)]
             head_grads.append(torch.cat(grads[: len(head_masks)]))
@@ -67,9 +74,9 @@ def mask_gradients(adapter, batch: dict[str, torch.Tensor], labels: torch.Tensor
     return torch.stack(head_grads), torch.stack(neuron_grads)
 
 
-def fisher_scores(adapter, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> pd.DataFrame:
+def fisher_scores(adapter, batch: dict[str, torch.Tensor], labels: torch.Tensor, fisher_batch_size: int = 1) -> pd.DataFrame:
     """Scores table (layer, kind, index, fisher, importance) for the shared search."""
-    head_grads, neuron_grads = mask_gradients(adapter, batch, labels)
+    head_grads, neuron_grads = mask_gradients(adapter, batch, labels, fisher_batch_size)
     rows = []
     for kind, grads, counts in (("head", head_grads, adapter.unit_counts("head")),
                                 ("neuron", neuron_grads, adapter.unit_counts("neuron"))):
@@ -113,8 +120,8 @@ def rearrange_layer(grads: torch.Tensor, kept: list[int], max_swaps: int = 10_00
     return torch.nonzero(keep).squeeze(1).tolist()
 
 
-def rearrange(adapter, batch, labels, kept: Kept) -> Kept:
-    head_grads, neuron_grads = mask_gradients(adapter, batch, labels)
+def rearrange(adapter, batch, labels, kept: Kept, fisher_batch_size: int = 1) -> Kept:
+    head_grads, neuron_grads = mask_gradients(adapter, batch, labels, fisher_batch_size)
     heads = _split_by_layer(head_grads, adapter.unit_counts("head"))
     neurons = _split_by_layer(neuron_grads, adapter.unit_counts("neuron"))
     return Kept(heads=tuple(tuple(rearrange_layer(g, list(k))) for g, k in zip(heads, kept.heads, strict=True)),

@@ -37,6 +37,10 @@ class OptinMethod:
     # it those units are scored by lambda_c * KL alone (~1e-8 against MD ~1-900 on MiniLM) and the
     # search deletes the whole last layer first (measured: accuracy 0.78 -> 0.61 at 0.8 MACs).
     include_final_layer_tap: bool = True
+    # The authors' code keeps this switch per unit kind (head_/neuron_include_fin_layer_mmd);
+    # None follows include_final_layer_tap (which also governs tokens and channels).
+    head_include_final_layer_tap: bool | None = None
+    neuron_include_final_layer_tap: bool | None = None
     kl_divide_logits: bool = True         # §4.3: softmax(z / T) (paper) or softmax(z) (code)
     kl_reduction: str = "batchmean"       # §4.3: "sum" over the batch in the code
     kl_float64: bool = True               # §4.3: the code computes in float32
@@ -47,6 +51,9 @@ class OptinMethod:
     head_metric_decay: float = 1.0        # §4.5
     neuron_metric_decay: float = 1.0
     fin_decay: float = 1.0
+    # Per kind as in the authors' code (head_/neuron_fin_decay_val); None follows fin_decay.
+    head_fin_decay: float | None = None
+    neuron_fin_decay: float | None = None
     cumulative_head_mask: bool = False    # §4.6 (opt-in even in reference mode)
     same_batch: bool = True               # §4.7: heads and neurons on one calibration batch
     # OPTIN-tau (§5, vision): tokens take the part of the MAC reduction that heads and neurons do
@@ -64,7 +71,8 @@ class OptinMethod:
     # Fields that only change how merge_scores combines per-unit (md, kl): methods that differ only
     # here (and in the search) share the per-layer score shards, so lambda sweeps cost no forward.
     COMBINE_FIELDS = ("semantics", "lambda_c", "md_weight", "dynamic_lambda", "lambda_contribution",
-                      "positional_weighting", "head_metric_decay", "neuron_metric_decay", "fin_decay")
+                      "positional_weighting", "head_metric_decay", "neuron_metric_decay", "fin_decay",
+                      "head_fin_decay", "neuron_fin_decay")
 
     def settings(self) -> dict:
         """Every resolved field: what a rule passes as params, so a changed default reruns it."""
@@ -100,21 +108,38 @@ class OptinMethod:
             raise ValueError(f"trajectory_horizon must be 'all' or 'next', got {config['trajectory_horizon']!r}")
         if config.get("md_reduction", "sum") not in ("sum", "mean"):
             raise ValueError(f"md_reduction must be 'sum' or 'mean', got {config['md_reduction']!r}")
+        for key in ("head_include_final_layer_tap", "neuron_include_final_layer_tap"):
+            if config.get(key) not in (None, True, False):
+                raise ValueError(f"{key} must be true, false or null (follow include_final_layer_tap), got {config[key]!r}")
         if "tau_head_neuron_share" in config:
             low, high = config["tau_head_neuron_share"]
             if not 0.0 <= low <= high < 1.0:
                 raise ValueError(f"tau_head_neuron_share must be [low, high] with 0 <= low <= high < 1, got {[low, high]}")
             config["tau_head_neuron_share"] = (float(low), float(high))
-        return dataclasses.replace(SEMANTICS[semantics], **config)
+        method = dataclasses.replace(SEMANTICS[semantics], **config)
+        if method.dynamic_lambda and method.lambda_c not in (0.0, OptinMethod.lambda_c):
+            raise ValueError(f"lambda_c = {method.lambda_c} has no effect with dynamic_lambda (reference semantics scale KL "
+                             "per unit): set lambda_contribution, or lambda_c: 0 for MD only")
+        if method.md_weight == 0.0 and method.lambda_c == 0.0:
+            raise ValueError("md_weight: 0 with lambda_c: 0 leaves no term to score by")
+        return method
 
-    def trajectory(self, layer: int, num_layers: int, final_tap: int | None = None, decoder_taps: int = 0) -> list[int]:
-        """Tap indices whose drift counts for a unit of ``layer``. ``final_tap`` is the tap a
+    def includes_final_layer_tap(self, kind: str) -> bool:
+        own = {"head": self.head_include_final_layer_tap, "neuron": self.neuron_include_final_layer_tap}.get(kind)
+        return self.include_final_layer_tap if own is None else own
+
+    def final_layer_decay(self, kind: str) -> float:
+        own = {"head": self.head_fin_decay, "neuron": self.neuron_fin_decay}.get(kind)
+        return self.fin_decay if own is None else own
+
+    def trajectory(self, kind: str, layer: int, num_layers: int, final_tap: int | None = None, decoder_taps: int = 0) -> list[int]:
+        """Tap indices whose drift counts for a unit of ``kind`` in ``layer``. ``final_tap`` is the tap a
         last-layer unit changes (its own, L - 1, by default; the output tap L for ViTs).
         ``decoder_taps`` taps L, L+1, ... follow the encoder (a segmentation decoder): they are the
         final output F_N of Algorithm 1 for every unit, the last layer's included."""
         if decoder_taps:
             taps = list(range(layer + 1, num_layers)) + list(range(num_layers, num_layers + decoder_taps))
-        elif layer == num_layers - 1 and self.include_final_layer_tap:
+        elif layer == num_layers - 1 and self.includes_final_layer_tap(kind):
             taps = [num_layers - 1 if final_tap is None else final_tap]
         else:
             taps = list(range(layer + 1, num_layers))
@@ -136,6 +161,9 @@ def method_kind(config: dict) -> str:
 # Kwon et al.'s stages after the Fisher scores (optin.kwon), per searched mask: they change neither
 # the scores nor the MACs, so a tuned method shares the plain one's scoring run.
 KWON_STAGES = {"rearrange": False, "tune": False}
+# Samples per gradient in the Fisher (optin.kwon.mask_gradients): 1 = per sample (the paper's
+# definition), 32 = their released code. It changes the scores, so it is part of the scoring settings.
+KWON_SETTINGS = {"fisher_batch_size": 1, **KWON_STAGES}
 
 
 def method_settings(config: dict) -> dict:
@@ -143,15 +171,24 @@ def method_settings(config: dict) -> dict:
     kind = method_kind(config)
     if kind == "optin":
         return OptinMethod.from_config(config).settings()
-    allowed = set(KWON_STAGES) if kind == "kwon" else set()
+    allowed = set(KWON_SETTINGS) if kind == "kwon" else set()
     extra = sorted(set(config) - {"kind"} - allowed)
     if extra:
-        known = f"; a kwon method takes {sorted(KWON_STAGES)}" if kind == "kwon" else ""
+        known = f"; a kwon method takes {sorted(KWON_SETTINGS)}" if kind == "kwon" else ""
         raise ValueError(f"a {kind} method takes no settings {extra}{known}")
-    for key in allowed & set(config):
+    for key in set(KWON_STAGES) & allowed & set(config):
         if not isinstance(config[key], bool):
             raise ValueError(f"{key} must be true or false, got {config[key]!r}")
-    return {"kind": kind, **({k: config.get(k, v) for k, v in KWON_STAGES.items()} if kind == "kwon" else {})}
+    batch = config.get("fisher_batch_size", 1)
+    if "fisher_batch_size" in allowed and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
+        raise ValueError(f"fisher_batch_size must be a positive integer (1 = per sample, 32 = Kwon et al.'s code), got {batch!r}")
+    return {"kind": kind, **({k: config.get(k, v) for k, v in KWON_SETTINGS.items()} if kind == "kwon" else {})}
+
+
+def baseline_scoring_settings(config: dict) -> dict:
+    """What a non-OPTIN method's scores depend on: methods equal here share one scoring run."""
+    settings = method_settings(config)
+    return {k: v for k, v in settings.items() if k not in KWON_STAGES}
 
 
 def is_tuned_kwon(config: dict) -> bool:
@@ -210,7 +247,11 @@ def combine(raw: pd.DataFrame, method: OptinMethod, num_layers: int) -> pd.DataF
         part = raw[raw["kind"] == kind].sort_values(["layer", "index"], kind="stable").copy()
         md = part["md"].to_numpy(dtype=np.float64)
         kl = part["kl"].to_numpy(dtype=np.float64)
-        if method.dynamic_lambda:
+        if method.dynamic_lambda and method.md_weight == 0.0:
+            kl_term = kl  # KL only in the authors' code (loss_type KL) ranks by plain KL, not KL scaled by MD
+        elif method.dynamic_lambda and method.lambda_c == 0.0:
+            kl_term = np.zeros_like(kl)  # MD only: no KL term at all, scaled or not
+        elif method.dynamic_lambda:
             kl_term = dynamic_kl_scaling(md, kl, method.lambda_contribution)
         else:
             kl_term = method.lambda_c * kl
@@ -221,7 +262,7 @@ def combine(raw: pd.DataFrame, method: OptinMethod, num_layers: int) -> pd.DataF
             stop = 10.0 if kind == "head" else 100.0
             weight *= np.geomspace(1.0, stop, width)[::-1][index]
         if kind in ("head", "neuron"):
-            weight[part["layer"].to_numpy() == num_layers - 1] *= method.fin_decay
+            weight[part["layer"].to_numpy() == num_layers - 1] *= method.final_layer_decay(kind)
         part["kl_term"] = kl_term
         part["importance"] = (method.md_weight * md + kl_term) * weight
         parts.append(part)

@@ -245,7 +245,7 @@ def score_layer(
     """Raw (md, kl) of every unit of ``kind`` in ``layer`` (or of ``units``) with the prefix-cache engine."""
     _check_teacher(teacher, method)
     num_layers = adapter.num_layers
-    trajectory = set(method.trajectory(layer, num_layers, adapter.final_tap, adapter.decoder_taps))
+    trajectory = set(method.trajectory(kind, layer, num_layers, adapter.final_tap, adapter.decoder_taps))
     base_masks = _base_head_masks(adapter, layer, kind, method)
     x, layout = adapter.embed(teacher.batch, teacher.rows)
     if kind == "token":
@@ -328,7 +328,7 @@ def score_naive(
     """Oracle: one full masked forward of the padded batch per unit, Gram matrices built directly in float64."""
     _check_teacher(teacher, method)
     num_layers = adapter.num_layers
-    trajectory = method.trajectory(layer, num_layers, adapter.final_tap, adapter.decoder_taps)
+    trajectory = method.trajectory(kind, layer, num_layers, adapter.final_tap, adapter.decoder_taps)
     row_mask = teacher.rows.reshape(-1) if teacher.rows is not None else None
     sampler = RowSampler(method.md_rows, method.md_fresh_subsets, seed, _rng_stream(layer, kind))
     fresh_n = fresh_row_count(sampler, [len(teacher.taps[k]) for k in trajectory])
@@ -374,7 +374,7 @@ def score_naive(
 
 # -- CNN channels (optin.arch.cnn) ---------------------------------------------------------------------
 def _channel_trajectory(adapter, layer: int, method: OptinMethod) -> list[int]:
-    return method.trajectory(layer, adapter.num_layers, adapter.final_tap)
+    return method.trajectory("channel", layer, adapter.num_layers, adapter.final_tap)
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from optin.arch.registry import FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES
 from optin.config import CALIBRATION_DRAWS, experiment_budgets, budget_label, calibration_n, check, experiment_methods, experiment_seeds, validate_schema
-from optin.methods import OptinMethod, is_tuned_kwon, method_kind
+from optin.methods import OptinMethod, baseline_scoring_settings, is_tuned_kwon, method_kind
 from optin.methods import method_settings as resolved_method
 
 validate_schema(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
@@ -29,7 +29,7 @@ def method_settings(method):
 
 def scoring_settings(method):
     entry = config["methods"][method]
-    return OptinMethod.from_config(entry).scoring_settings() if method_kind(entry) == "optin" else {"kind": method_kind(entry)}
+    return OptinMethod.from_config(entry).scoring_settings() if method_kind(entry) == "optin" else baseline_scoring_settings(entry)
 
 
 def mask_file(w):

@@ -84,8 +84,9 @@ rule score_baseline:
 
 
 rule score_kwon:
-    # Kwon et al. 2022: per-sample Fisher of the head/neuron masks under the task loss, on the
-    # labelled first calibration draw (the same sentences or images OPTIN scores on).
+    # Kwon et al. 2022: Fisher of the head/neuron masks under the task loss (per sample, or per
+    # mini-batch as their code with fisher_batch_size), on the labelled first calibration draw (the
+    # same sentences or images OPTIN scores on).
     wildcard_constraints:
         method=methods_of_kind("kwon"),
     input:
@@ -96,6 +97,7 @@ rule score_kwon:
     params:
         device=DEVICE,
         family=lambda w: config["models"][w.model]["family"],
+        method=lambda w: scoring_settings(w.method),
     threads: config["threads"]
     resources:
         gpu=gpus,

@@ -20,8 +20,11 @@ if not calibration.get("labels"):
 batch = Teacher.from_dict(calibration["teachers"][0][False]).batch
 labels = calibration["labels"][0]
 start = time.perf_counter()
-scores = fisher_scores(adapter, batch, labels)
-print(f"{len(labels)} samples: {len(labels)} forward and backward passes, {time.perf_counter() - start:.1f} s")
+per_gradient = snakemake.params.method["fisher_batch_size"]
+scores = fisher_scores(adapter, batch, labels, per_gradient)
+passes = -(-len(labels) // per_gradient)
+print(f"{len(labels)} samples, {per_gradient} per gradient: {passes} forward and backward passes, "
+      f"{time.perf_counter() - start:.1f} s")
 w = snakemake.wildcards
 write_scores(scores, snakemake.output[0], model=w.model, dataset=w.dataset, method=w.method, seed=w.seed)
 print(scores.groupby(["kind", "layer"])["importance"].describe())

@@ -23,7 +23,7 @@ teacher = Teacher.from_dict(calibration["teachers"][0][False])
 kept = Kept.from_json(mask["kept"])
 start = time.perf_counter()
 if params.method["rearrange"]:
-    rearranged = rearrange(adapter, teacher.batch, calibration["labels"][0], kept)
+    rearranged = rearrange(adapter, teacher.batch, calibration["labels"][0], kept, params.method["fisher_batch_size"])
     moved = sum(len(set(a) - set(b)) for a, b in zip(rearranged.heads + rearranged.neurons, kept.heads + kept.neurons, strict=True))
     print(f"rearrangement moved {moved} units (counts per layer unchanged)")
     kept = rearranged

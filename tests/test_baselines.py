@@ -79,6 +79,28 @@ def test_fisher_is_the_sum_of_squared_per_sample_gradients_not_the_batch_gradien
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_fisher_batch_size_one_is_the_per_sample_fisher_and_larger_batches_square_the_mean_gradient():
+    """Kwon et al.'s released code squares the gradient of each mini-batch's mean loss: that gradient
+    is the mean of the batch's per-sample gradients (padding rows do not interact), the oracle here."""
+    model = tiny_bert(layers=2, heads=4, hidden=16, ffn=8).double()
+    adapter = adapter_for(model)
+    batch, labels = padded_batch(lengths=(7, 4, 6, 5, 3)), torch.tensor([0, 2, 1, 1, 0])
+    per_sample_heads, per_sample_neurons = mask_gradients(adapter, batch, labels)
+    default = fisher_scores(adapter, batch, labels)
+    assert fisher_scores(adapter, batch, labels, fisher_batch_size=1).equals(default)
+    by_two = fisher_scores(adapter, batch, labels, fisher_batch_size=2).sort_values(["kind", "layer", "index"])
+    for kind, grads in (("head", per_sample_heads), ("neuron", per_sample_neurons)):
+        expected = sum(grads[start : start + 2].mean(0).pow(2) for start in (0, 2, 4))
+        got = by_two[by_two["kind"] == kind]["importance"].to_numpy()
+        assert got == pytest.approx(expected.numpy(), rel=1e-5, abs=1e-15)  # the masks are float32
+        assert not got == pytest.approx(grads.pow(2).sum(0).numpy(), rel=1e-3)
+    whole, _ = mask_gradients(adapter, batch, labels, fisher_batch_size=32)
+    assert whole.shape == (1, 8) and whole[0].numpy() == pytest.approx(per_sample_heads.mean(0).numpy(), rel=1e-5, abs=1e-15)
+    for wrong in (0, 1.5, True):
+        with pytest.raises(ValueError, match="fisher_batch_size must be a positive integer"):
+            mask_gradients(adapter, batch, labels, fisher_batch_size=wrong)
+
+
 @torch.no_grad()
 def test_magnitude_matches_norms_read_from_the_modules():
     model = tiny_bert()

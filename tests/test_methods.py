@@ -65,11 +65,49 @@ def test_kl_only_and_md_only_ablations():
     np.testing.assert_allclose(md_only["importance"], md_only["md"])
 
 
+def test_reference_kl_only_and_md_only_mean_what_the_authors_code_means():
+    """Under dynamic KL scaling, md_weight 0 ranks by plain KL (their loss_type KL), not KL scaled
+    by the unit's MD; lambda_c 0 drops KL entirely. The reference weights and decays still apply."""
+    raw = raw_scores()
+    plain = OptinMethod.from_config({"semantics": "reference", "dynamic_lambda": False, "lambda_c": 1.0})
+    weights = combine(raw, plain, num_layers=2)
+    weights = (weights["importance"] / (weights["md"] + weights["kl"])).to_numpy()  # position x decays
+    kl_only = combine(raw, OptinMethod.from_config({"semantics": "reference", "md_weight": 0.0}), num_layers=2)
+    np.testing.assert_allclose(kl_only["importance"], kl_only["kl"] * weights)
+    md_only = combine(raw, OptinMethod.from_config({"semantics": "reference", "lambda_c": 0.0}), num_layers=2)
+    np.testing.assert_allclose(md_only["importance"], md_only["md"] * weights)
+    both = combine(raw, OptinMethod.from_config({"semantics": "reference"}), num_layers=2)
+    assert not np.allclose(both["importance"], md_only["importance"])
+    with pytest.raises(ValueError, match="lambda_c = 1.0 has no effect with dynamic_lambda"):
+        OptinMethod.from_config({"semantics": "reference", "lambda_c": 1.0})
+    with pytest.raises(ValueError, match="no term"):
+        OptinMethod.from_config({"md_weight": 0.0, "lambda_c": 0.0})
+
+
+def test_final_layer_decay_and_tap_are_set_per_kind_and_default_to_the_shared_value():
+    raw = raw_scores()
+    method = OptinMethod.from_config({"head_fin_decay": 0.25})
+    scores = combine(raw, method, num_layers=2).set_index(["kind", "layer", "index"])
+    paper = combine(raw, OptinMethod(), num_layers=2).set_index(["kind", "layer", "index"])
+    assert scores.loc[("head", 1, 2), "importance"] == pytest.approx(0.25 * paper.loc[("head", 1, 2), "importance"])
+    assert scores.loc[("head", 0, 2), "importance"] == paper.loc[("head", 0, 2), "importance"]
+    pd.testing.assert_series_equal(scores.loc["neuron", "importance"], paper.loc["neuron", "importance"])
+    reference = OptinMethod.from_config({"semantics": "reference", "neuron_fin_decay": 1.0})
+    assert reference.final_layer_decay("head") == 0.5 and reference.final_layer_decay("neuron") == 1.0
+    split = OptinMethod.from_config({"include_final_layer_tap": False, "neuron_include_final_layer_tap": True})
+    assert split.trajectory("head", 3, 4) == [] and split.trajectory("neuron", 3, 4) == [3]
+    assert split.trajectory("token", 3, 4) == [] and split.trajectory("channel", 3, 4) == []
+    with pytest.raises(ValueError, match="head_include_final_layer_tap"):
+        OptinMethod.from_config({"head_include_final_layer_tap": "no"})
+    # The decays only combine scores (shards shared); the tap changes what a shard computes.
+    assert method.shard_settings() == OptinMethod().shard_settings() != split.shard_settings()
+
+
 def test_next_layer_horizon_keeps_only_the_first_downstream_tap():
     paper, nearest = OptinMethod(), OptinMethod.from_config({"trajectory_horizon": "next"})
-    assert paper.trajectory(1, 5) == [2, 3, 4] and nearest.trajectory(1, 5) == [2]
-    assert nearest.trajectory(4, 5) == paper.trajectory(4, 5) == [4]  # a last-layer unit: its own tap
-    assert nearest.trajectory(1, 3, decoder_taps=2) == [2]
+    assert paper.trajectory("head", 1, 5) == [2, 3, 4] and nearest.trajectory("head", 1, 5) == [2]
+    assert nearest.trajectory("neuron", 4, 5) == paper.trajectory("neuron", 4, 5) == [4]  # a last-layer unit: its own tap
+    assert nearest.trajectory("head", 1, 3, decoder_taps=2) == [2]
     with pytest.raises(ValueError, match="trajectory_horizon"):
         OptinMethod.from_config({"trajectory_horizon": "far"})
 

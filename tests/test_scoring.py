@@ -9,6 +9,7 @@ VARIANTS = {
     "paper": {"semantics": "paper"},
     "paper-padding-rows": {"semantics": "paper", "md_include_padding": True},
     "paper-literal-trajectory": {"semantics": "paper", "include_final_layer_tap": False},
+    "reference-heads-without-final-tap": {"semantics": "reference", "head_include_final_layer_tap": False},
     "reference-no-padding-rows": {"semantics": "reference", "md_include_padding": False},
     "reference": {"semantics": "reference"},
     "paper-row-subset": {"semantics": "paper", "md_rows": 10},
@@ -61,6 +62,18 @@ def test_last_layer_units_compare_their_own_tap_unless_switched_off(adapter, bat
     assert (default["md"] > 0).all()
     assert (kl_only["md"] == 0).all()
     torch.testing.assert_close(torch.tensor(default["kl"].values), torch.tensor(kl_only["kl"].values))
+
+
+def test_heads_and_neurons_have_their_own_final_layer_tap_switch(adapter, batch):
+    """The authors' head_/neuron_include_fin_layer_mmd: turning it off for heads leaves neurons as they were."""
+    last = adapter.num_layers - 1
+    teacher = run_teacher(adapter, batch, False)
+    method = OptinMethod.from_config({"head_include_final_layer_tap": False})
+    heads, neurons = (score_layer(adapter, teacher, last, kind, method, seed=0) for kind in ("head", "neuron"))
+    default_neurons = score_layer(adapter, teacher, last, "neuron", OptinMethod.from_config({}), seed=0)
+    assert (heads["md"] == 0).all() and (heads["kl"] > 0).all()
+    pd.testing.assert_frame_equal(neurons, default_neurons)
+    assert method.trajectory("head", 0, 3) == [1, 2]  # only the last layer is affected
 
 
 def test_masking_a_unit_changes_downstream_taps(adapter, batch):

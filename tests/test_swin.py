@@ -89,8 +89,8 @@ def test_fast_scores_equal_the_naive_oracle(kind):
 def test_decoder_taps_join_every_units_trajectory():
     adapter = adapter_for(tiny_mask2former())
     method = OptinMethod()
-    assert method.trajectory(2, 8, adapter.final_tap, adapter.decoder_taps) == [3, 4, 5, 6, 7, 8, 9]
-    assert method.trajectory(7, 8, adapter.final_tap, adapter.decoder_taps) == [8, 9]
+    assert method.trajectory("head", 2, 8, adapter.final_tap, adapter.decoder_taps) == [3, 4, 5, 6, 7, 8, 9]
+    assert method.trajectory("neuron", 7, 8, adapter.final_tap, adapter.decoder_taps) == [8, 9]
 
 
 def test_fresh_row_subsets_need_taps_of_one_size():
