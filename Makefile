@@ -53,9 +53,11 @@ test-gpu: install
 
 # The tiny workflow through a real single-node Slurm started here (root; installs Debian's
 # slurmctld, slurmd and munge), with both Slurm profiles, compared with a local run.
+# Afterwards it uninstalls the packages it added: an installed scontrol without a running
+# controller costs every snakemake start ~9 s (the Slurm plugin queries it on import).
 test-slurm: install
 	tests/cluster/slurm.sh install
-	$(BIN)/python -m pytest -q -m slurm tests/test_cluster.py
+	$(BIN)/python -m pytest -q -m slurm tests/test_cluster.py; status=$$?; tests/cluster/slurm.sh remove; exit $$status
 
 bench: install
 	$(BIN)/optin-bench

@@ -2,15 +2,32 @@
 # A single-node Slurm on this machine, for tests/test_cluster.py (`make test-slurm`): Debian's
 # slurmctld + slurmd + munge, one partition "cpu" holding every core, no accounting database (so
 # sacct answers "accounting storage is disabled", as on many small clusters). Needs root.
-#   tests/cluster/slurm.sh install | up | down | status
+#   tests/cluster/slurm.sh install | up | down | status | remove
+# `remove` uninstalls what `install` added (and nothing that was there before): with slurm-client
+# installed and no controller running, every snakemake start waits ~9 s, because the Slurm executor
+# plugin runs `scontrol show config` when it is imported and scontrol retries until it gives up.
 set -euo pipefail
 HOST=$(hostname -s)
 CONF=/etc/slurm/slurm.conf
+PACKAGES=(slurmctld slurmd slurm-client munge)
+ADDED=/var/lib/optin-test-slurm.added
 
 install() {
-  if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+  local missing=()
+  for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    printf '%s\n' "${missing[@]}" >> "$ADDED"
+  fi
+}
+
+remove() {
+  down
+  if [ -s "$ADDED" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq $(sort -u "$ADDED") >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get autoremove --purge -y -qq >/dev/null
+    rm -f "$ADDED"
   fi
 }
 
@@ -68,4 +85,4 @@ down() {
 
 status() { sinfo && squeue; }
 
-"${1:?install | up | down | status}"
+"${1:?install | up | down | status | remove}"
