@@ -171,11 +171,14 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
         if source["kind"] not in family.source_kinds:
             errors.append(f"{where}.kind: {family.name} models come from {list(family.source_kinds)}, got {source['kind']!r}")
         for key in TRAINING_KEYS:
-            if key in model and key != family.training:
+            if key in model and key not in family.training:
                 errors.append(f"models.{name}.{key}: not a {family.name} setting (a {family.name} model trains with "
-                              f"{family.training or 'nothing'})")
+                              f"{' or '.join(family.training) or 'nothing'})")
             elif model.get(key) and model[key]["dataset"] not in config["datasets"]:
                 errors.append(f"models.{name}.{key}.dataset: unknown dataset {model[key]['dataset']!r}")
+        given = [key for key in family.training if model.get(key)]
+        if len(given) > 1:
+            errors.append(f"models.{name}: give one of {given}, not both (each trains the model its own way)")
         errors += family.constraints(name, model, config)
     for name, dataset in config["datasets"].items():
         source = dataset["source"]

@@ -1,7 +1,7 @@
 import re
 from pathlib import Path
 
-from optin.arch.registry import FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES
+from optin.arch.registry import FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, training_of
 from optin.config import CALIBRATION_DRAWS, experiment_budgets, budget_label, calibration_n, check, experiment_methods, experiment_seeds, validate_schema
 from optin.methods import OptinMethod, baseline_scoring_settings, is_tuned_kwon, method_kind
 from optin.methods import method_settings as resolved_method
@@ -131,8 +131,7 @@ def finetune_max_length(model):
 
 
 def training_dataset(model):
-    training = family_of(model).training
-    train = config["models"][model].get(training) if training else None
+    _, train = training_of(config["models"][model])
     return train["dataset"] if train else None
 
 

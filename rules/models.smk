@@ -43,8 +43,10 @@ rule prepare_model:
     params:
         family=lambda w: config["models"][w.model]["family"],
         source=lambda w: config["models"][w.model]["source"],
-        # the family's training key: finetune, linear_probe, segmentation_training or cnn_training
-        training=lambda w: config["models"][w.model].get(family_of(w.model).training),
+        # the family's training key (finetune, vit_training, linear_probe, segmentation_training or
+        # cnn_training) and its settings
+        training_key=lambda w: training_of(config["models"][w.model])[0],
+        training=lambda w: training_of(config["models"][w.model])[1],
         image_size=lambda w: config["datasets"][prepared_on(w.model)].get("image_size") if prepared_on(w.model) else None,
         pixels=lambda w: config["datasets"][prepared_on(w.model)].get("pixels") if prepared_on(w.model) else None,
         num_layers=lambda w: config["models"][w.model]["num_layers"],

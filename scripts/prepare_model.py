@@ -11,7 +11,7 @@ params = snakemake.params
 job = PreparationJob(
     name=snakemake.wildcards.model, family=params.family, source=params.source, num_labels=params.num_labels,
     num_layers=params.num_layers, seed=params.seed, checkpoint=snakemake.output.checkpoint, training=params.training,
-    data=list(getattr(snakemake.input, "data", [])), hub_dir=getattr(snakemake.input, "hub", None),
+    training_key=params.training_key, data=list(getattr(snakemake.input, "data", [])), hub_dir=getattr(snakemake.input, "hub", None),
     weights=getattr(snakemake.input, "weights", None), max_length=params.max_length, image_size=params.image_size, pixels=params.pixels)
 models = family(params.family).models()
 model, info = models.prepare(job)

@@ -258,3 +258,52 @@ def test_uniform_token_schedule_is_tome_alone_at_equal_macs():
     assert info["achieved_ratio"] == pytest.approx(macs(r) / base) and info["token_schedule"] == "uniform"
     _, by_score, _ = search_tau(scores, budget=0.7, head_neuron_share=0.0, **shape)
     assert by_score != removed  # OPTIN-tau's schedule follows the token scores instead
+
+
+def _separable_images(n: int, seed: int):
+    """Two classes a linear probe and a ViT can tell apart: a bright left or right half, plus noise."""
+    from optin.data.images import ImageSplit
+
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    images = torch.randn(n, 1, 28, 28, generator=g) * 0.3
+    images[labels == 0, :, :, :14] += 1.0
+    images[labels == 1, :, :, 14:] += 1.0
+    return ImageSplit(lambda rows: images[torch.as_tensor(list(rows))], labels.numpy())
+
+
+def test_vit_training_learns_end_to_end_and_is_repeatable():
+    from optin.models.vision import accuracy, train_vit
+
+    def trained():
+        torch.manual_seed(0)
+        config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=28,
+                           patch_size=4, num_channels=1, num_labels=2)
+        model = ViTForImageClassification(config)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        model = train_vit(model, _separable_images(64, seed=0), epochs=3, lr=3e-3, batch_size=16, weight_decay=0.05,
+                          seed=0, log=lambda _: None)
+        return model, before
+
+    model, before = trained()
+    assert not model.training
+    # Every layer moved (end to end, not a probe), and it learned the task.
+    assert not torch.equal(before["vit.layers.0.attention.q_proj.weight"], model.state_dict()["vit.layers.0.attention.q_proj.weight"])
+    assert accuracy(model, _separable_images(64, seed=1)) >= 0.95
+    again, _ = trained()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+    with pytest.raises(ValueError, match="batch_size 128 is larger than the 64 training images"):
+        train_vit(model, _separable_images(64, seed=0), epochs=1, lr=1e-3, batch_size=128, weight_decay=0.0, seed=0)
+
+
+def test_linear_probe_trains_only_the_head():
+    from optin.models.vision import accuracy, train_linear_head
+
+    torch.manual_seed(0)
+    model = ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                                image_size=28, patch_size=4, num_channels=1, num_labels=2)).eval()
+    backbone = {k: v.clone() for k, v in model.vit.state_dict().items()}
+    model = train_linear_head(model, _separable_images(64, seed=0), epochs=200, lr=1e-2, weight_decay=0.0, seed=0, log=lambda _: None)
+    assert all(torch.equal(v, model.vit.state_dict()[k]) for k, v in backbone.items())
+    assert accuracy(model, _separable_images(64, seed=1)) >= 0.9

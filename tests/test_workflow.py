@@ -60,27 +60,41 @@ def test_default_config_dry_run_builds_the_whole_dag(tmp_path, overlay):
     assert text["methods"] == ["optin", "kwon", "magnitude", "random"]
     assert len(text["seeds"]) == (3 if overlay else 1) and budgets == (6 if overlay else 3)
     text_seeds = len(text["seeds"])
-    text_layers, vision_layers = models["minilm_rt"]["num_layers"], models["dinov2_fmnist"]["num_layers"]
+    text_layers, vision_layers = models["minilm_rt"]["num_layers"], models["vit_fmnist"]["num_layers"]
     segmentation_layers = models["mask2former_fmnist"]["num_layers"]
     cnn_layers = models["resnet20_fmnist"]["num_layers"] + models["ccexam_mnist"]["num_layers"]
-    vision_methods = len(experiments["dinov2_fmnist"]["methods"])
+    vision = experiments["vit_fmnist"]
+    assert vision["methods"] == ["optin", "optin_tau", "tome", "kwon", "magnitude", "random"]
+    vision_seeds, vision_budgets = len(vision.get("seeds", [0])), len(vision["budgets"])
     cnn_methods = len(experiments["resnet20_fmnist"]["methods"])  # on both CNNs
     cnn_scored = cnn_methods - 1  # every method but magnitude runs the masked-forward scoring
-    # OPTIN-beta and OPTIN-tau share one scoring run: only the search differs. The text arm scores
-    # OPTIN (sharded), Kwon (one job) and two weight/seed baselines (one job each) per seed.
+    # OPTIN-beta, OPTIN-tau and ToMe share one scoring run: only the search differs. The text and
+    # vision arms score OPTIN (sharded), Kwon (one job) and two weight/seed baselines (one job each) per seed.
     assert counts == {
-        "download_dataset": 1, "split_image_dataset": 3, "make_segmentation_dataset": 1, "prepare_model": 5,
-        "calibrate": text_seeds + 4,
-        "score_shard": text_seeds * text_layers + vision_layers + segmentation_layers + cnn_scored * cnn_layers,
-        "merge_scores": text_seeds + 1 + 1 + 2 * cnn_scored,
-        "score_kwon": text_seeds,
-        "score_baseline": 2 * text_seeds + 2,
-        "solve": budgets * (4 * text_seeds + vision_methods + 1 + 2 * cnn_methods),
-        "evaluate": budgets * (4 * text_seeds + vision_methods + 2 * cnn_methods),
+        "download_dataset": 1, "split_image_dataset": 2, "make_segmentation_dataset": 1, "prepare_model": 5,
+        "calibrate": text_seeds + vision_seeds + 3,
+        "score_shard": text_seeds * text_layers + vision_seeds * vision_layers + segmentation_layers + cnn_scored * cnn_layers,
+        "merge_scores": text_seeds + vision_seeds + 1 + 2 * cnn_scored,
+        "score_kwon": text_seeds + vision_seeds,
+        "score_baseline": 2 * text_seeds + 2 * vision_seeds + 2,
+        "solve": budgets * (4 * text_seeds + 1 + 2 * cnn_methods) + vision_budgets * 6 * vision_seeds,
+        "evaluate": budgets * (4 * text_seeds + 2 * cnn_methods) + vision_budgets * 6 * vision_seeds,
         "evaluate_segmentation": budgets,
         "collect": 1, "figures": 1, "segmentation_curves": 1, "segmentation_figure": 1, "cnn_curves": 1,
         "method_tables": 1, "unit_figures": len(DEFAULT["run"]["experiments"]), "all": 1,
     }
+
+
+def test_dinov2_overlay_adds_the_foundation_model_beside_the_supervised_vit(tmp_path):
+    overlay = ROOT / "workflow/configs/dinov2.yaml"
+    result = snakemake(tmp_path, DEFAULT, "-n", "--configfile", str(tmp_path / "config.yaml"), str(overlay))
+    assert result.returncode == 0, result.stderr[-3000:]
+    default = job_counts(snakemake(tmp_path, DEFAULT, "-n").stdout)
+    counts = job_counts(result.stdout)
+    dinov2 = DEFAULT["experiments"]["dinov2_fmnist"]
+    assert counts["prepare_model"] == default["prepare_model"] + 1
+    assert counts["score_shard"] == default["score_shard"] + DEFAULT["models"]["dinov2_fmnist"]["num_layers"]
+    assert counts["evaluate"] == default["evaluate"] + len(dinov2["methods"]) * len(DEFAULT["run"]["budgets"])
 
 
 def test_ablation_overlay_builds_one_method_label_per_ablation(tmp_path):
@@ -139,9 +153,10 @@ def bad(path: str, value):
         (bad("calibration.n", 0), "calibration"),
         (bad("calibration.n", 100), "calib_pool"),
         (bad("datasets.fashion_mnist.source", {"kind": "fashion_mnist", "dir": "/no/such/images"}), "/no/such/images"),
-        (bad("datasets.fashion_mnist.image_size", 50), "not a multiple of DINOv2's 14 px"),
+        (merged(bad("datasets.fashion_mnist.image_size", 50), yaml.safe_load((ROOT / "workflow/configs/dinov2.yaml").read_text())),
+         "not a multiple of DINOv2's 14 px"),
         (bad("experiments.minilm_rt.methods", ["optin_tau"]), "prunes tokens"),
-        (bad("experiments.dinov2_fmnist.dataset", "rt_polarity"), "a vit model needs a dataset of kind"),
+        (bad("experiments.vit_fmnist.dataset", "rt_polarity"), "a vit model needs a dataset of kind"),
         (bad("methods.optin", {"semantics": "paper", "lambda": 1}), "lambda"),
         (bad("experiments.resnet20_fmnist.methods", ["kwon"]), "(kwon) needs head and neuron masks"),
         (bad("methods.optin_tau", {"semantics": "paper", "prune_tokens": True, "tap": "layer_output"}), "bert models only"),
@@ -154,6 +169,11 @@ def bad(path: str, value):
         (bad("models.minilm_rt.cnn_training", {"dataset": "fashion_mnist_28", "epochs": 1, "lr": 0.1, "batch_size": 8,
                                                 "weight_decay": 0.0}), "models.minilm_rt.cnn_training: not a bert setting"),
         (bad("models.dinov2_fmnist.source", {"kind": "ccexam"}), "vit models come from ['dinov2_onnx', 'hub', 'config']"),
+        (bad("models.vit_fmnist.linear_probe", {"dataset": "fashion_mnist_28", "epochs": 1, "lr": 0.1, "weight_decay": 0.0}),
+         "models.vit_fmnist: give one of ['vit_training', 'linear_probe'], not both"),
+        (bad("models.resnet20_fmnist.vit_training", {"dataset": "fashion_mnist_28", "epochs": 1, "lr": 0.1, "batch_size": 8,
+                                                     "weight_decay": 0.0}),
+         "models.resnet20_fmnist.vit_training: not a cifar_resnet setting (a cifar_resnet model trains with cnn_training)"),
         (bad("models.ccexam_mnist.family", "cifar_resnet"), "ccexam's MNISTNet is a vgg-family chain"),
     ],
 )
@@ -218,7 +238,7 @@ def tiny_config(data_path: Path) -> dict:
                 "family": "vit", "num_layers": 3, "num_labels": 10,
                 "source": {"kind": "config", "vit_config": {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4,
                                                              "intermediate_size": 48, "image_size": 28, "patch_size": 7}},
-                "linear_probe": {"dataset": "fmnist", "epochs": 100, "lr": 1.0e-2, "weight_decay": 0.0}},
+                "vit_training": {"dataset": "fmnist", "epochs": 2, "lr": 2.0e-3, "batch_size": 32, "weight_decay": 0.05}},
             "tinyseg": {
                 "family": "mask2former_swin", "num_layers": 8, "num_labels": 3,
                 "source": {"kind": "config",

@@ -33,7 +33,7 @@ class Family:
     # length), "per_layer" (a MAC cost per unit and layer, from model_info), "channels" (the
     # network's MAC ops recounted per kept channel count).
     cost_model: str
-    training: str | None = None          # the models.<id> key that trains or fine-tunes it here
+    training: tuple[str, ...] = ()       # the models.<id> keys that train or fine-tune it here (one per model)
     kwon: bool = False                   # head/neuron masks on a labelled classifier (Kwon et al.)
     staged_taps: bool = False            # taps of different sizes: no per-unit MD row subsets
     movable_tap: bool = False            # methods.<m>.tap may move the trajectory tap
@@ -81,23 +81,32 @@ def _convnet_constraints(name: str, model: dict, config: dict) -> list[str]:
 
 def _convnet(name: str) -> Family:
     return Family(name, "optin.arch.cnn", "optin.models.cnn", IMAGE_SOURCES, ("config", "ccexam", "url"), ("channel",),
-                  cost_model="channels", training="cnn_training", staged_taps=True, needs_pixels=True,
+                  cost_model="channels", training=("cnn_training",), staged_taps=True, needs_pixels=True,
                   prepare_reads_data=True, constraints=_convnet_constraints)
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("bert", "optin.arch.bert", "optin.models.text", TEXT_SOURCES, ("packaged", "hub", "config"), ("head", "neuron"),
-           cost_model="encoder", training="finetune", kwon=True, movable_tap=True),
+           cost_model="encoder", training=("finetune",), kwon=True, movable_tap=True),
     # HF ViT/DeiT/DINOv2 and timm ViTs
     Family("vit", "optin.arch.vit", "optin.models.vision", IMAGE_SOURCES, ("dinov2_onnx", "hub", "config"),
-           ("head", "neuron", "token"), cost_model="encoder", training="linear_probe", kwon=True, token_pruning=True),
+           ("head", "neuron", "token"), cost_model="encoder", training=("vit_training", "linear_probe"), kwon=True, token_pruning=True),
     Family("mask2former_swin", "optin.arch.swin", "optin.models.segmentation", SEGMENTATION_SOURCES, ("hub", "config"),
-           ("head", "neuron"), cost_model="per_layer", training="segmentation_training", staged_taps=True,
+           ("head", "neuron"), cost_model="per_layer", training=("segmentation_training",), staged_taps=True,
            prepare_reads_data=True, constraints=_mask2former_constraints),
     _convnet("cifar_resnet"),
     _convnet("vgg"),
 )}
-TRAINING_KEYS = tuple(sorted({f.training for f in FAMILIES.values() if f.training}))
+TRAINING_KEYS = tuple(sorted({key for f in FAMILIES.values() for key in f.training}))
+
+
+def training_of(model: dict) -> tuple[str | None, dict | None]:
+    """The training key a models.<id> entry uses and its settings, or (None, None)."""
+    family_entry = family(model["family"])
+    for key in family_entry.training:
+        if model.get(key):
+            return key, model[key]
+    return None, None
 
 
 def family(name: str) -> Family:

@@ -29,6 +29,7 @@ class PreparationJob:
     seed: int
     checkpoint: str                  # the output directory
     training: dict | None = None     # the family's training settings (optin.arch.registry)
+    training_key: str | None = None  # which of the family's training keys gave them
     data: list[str] = field(default_factory=list)
     hub_dir: Any = None              # a downloaded hub snapshot (source kind hub)
     weights: str | None = None       # a downloaded weights file (source kind url)

@@ -1,4 +1,5 @@
-"""Image classifiers: the converted DINOv2-S/14 with a linear head trained here, hub ViT/DeiT checkpoints."""
+"""Image classifiers: a DeiT-style ViT trained here end to end, the converted DINOv2-S/14 with a
+linear head trained here, hub ViT/DeiT checkpoints."""
 
 from __future__ import annotations
 
@@ -58,6 +59,57 @@ def train_linear_head(model, train: ImageSplit, *, epochs: int, lr: float, weigh
     return model.eval()
 
 
+def _stochastic_depth(model, rate: float, generator: torch.Generator) -> list:
+    """DeiT's drop path on an HF ViT: during training each layer's attention and MLP branch is
+    dropped per image with probability rising linearly from 0 (first layer) to ``rate`` (last)."""
+    hooks, layers = [], model.vit.layers
+    for i, layer in enumerate(layers):
+        drop = rate * i / max(len(layers) - 1, 1)
+        if drop == 0:
+            continue
+
+        def branch(module, inputs, output, drop=drop):
+            out = output[0] if isinstance(output, tuple) else output
+            keep = (torch.rand(out.shape[0], generator=generator) >= drop).to(out.dtype).to(out.device)
+            out = out * (keep / (1 - drop)).view(-1, *([1] * (out.dim() - 1)))
+            return (out, *output[1:]) if isinstance(output, tuple) else out
+
+        hooks += [layer.attention.register_forward_hook(branch), layer.mlp.register_forward_hook(branch)]
+    return hooks
+
+
+def train_vit(model, train: ImageSplit, *, epochs: int, lr: float, batch_size: int, weight_decay: float,
+              label_smoothing: float = 0.1, drop_path: float = 0.0, seed: int, log=print):
+    """Supervised end-to-end training (DeiT's recipe cut to what a CPU affords): AdamW, one-cycle
+    schedule (10 % warm-up, cosine decay), label smoothing, stochastic depth (``drop_path``);
+    dropout comes from the model's config. No augmentation: over a few epochs it cost accuracy
+    (measured: 0.60 with crop + flip vs 0.81 without, 6 layers x 64 wide, 8 epochs of 10,000 images)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    pixels, labels = train.pixels(np.arange(len(train))), torch.as_tensor(train.labels)
+    batches = len(train) // batch_size  # full batches only: every step sees the same batch size
+    if batches == 0:
+        raise ValueError(f"vit_training.batch_size {batch_size} is larger than the {len(train)} training images")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * batches, pct_start=0.1)
+    hooks = _stochastic_depth(model, drop_path, torch.Generator().manual_seed(seed)) if drop_path else []
+    model.train()
+    for epoch in range(epochs):
+        order, total = rng.permutation(len(train)), 0.0
+        for b in range(batches):
+            index = torch.as_tensor(order[b * batch_size : (b + 1) * batch_size])
+            loss = F.cross_entropy(model(pixel_values=pixels[index]).logits, labels[index], label_smoothing=label_smoothing)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item()
+        log(f"epoch {epoch + 1}/{epochs}: loss {total / batches:.4f}")
+    for hook in hooks:
+        hook.remove()
+    return model.eval()
+
+
 @torch.no_grad()
 def predict(model, split: ImageSplit, batch_size: int = 250) -> np.ndarray:
     out = []
@@ -102,7 +154,7 @@ def evaluation(dense, job):
     masks, merges = job.masks, job.masks.get("token_merges")
     adapter, kept, head_masks, neuron_masks = pruned_encoder(dense, masks, "vit")
     split_file, source_file = job.data
-    test = open_split(split_file, source_file, "test", job.image_size, job.checkpoint)
+    test = open_split(split_file, source_file, "test", job.image_size, job.checkpoint, pixels=job.pixels)
     probe = {"pixel_values": test.pixels(range(64)).to(job.device)}
     if merges:
         counts = []
@@ -154,7 +206,10 @@ def prepare(job):
         from transformers import ViTConfig, ViTForImageClassification
 
         torch.manual_seed(job.seed)
-        model = ViTForImageClassification(ViTConfig(num_labels=job.num_labels, **job.source["vit_config"])).eval()
+        vit_config = dict(job.source["vit_config"])
+        if job.pixels:  # the dataset's own pixel statistics: as many input channels as it has
+            vit_config.setdefault("num_channels", job.pixels["channels"])
+        model = ViTForImageClassification(ViTConfig(num_labels=job.num_labels, **vit_config)).eval()
     adapter = adapter_for(model, "vit")
     info = encoder_structure(adapter, job)
     info.update({"patch_size": model.config.patch_size, "prefix_tokens": adapter.prefix_tokens,
@@ -163,10 +218,16 @@ def prepare(job):
         cfg = job.training
         split_file, source_file = job.data
         patch_grid(model, job.image_size)
-        train = open_split(split_file, source_file, "train", job.image_size, job.hub_dir)
-        test = open_split(split_file, source_file, "test", job.image_size, job.hub_dir)
-        model = train_linear_head(model, train, epochs=cfg["epochs"], lr=cfg["lr"], weight_decay=cfg["weight_decay"], seed=job.seed)
-        info.update({"linear_probe_dataset": cfg["dataset"], "test_accuracy": accuracy(model, test), "image_size": job.image_size})
+        train = open_split(split_file, source_file, "train", job.image_size, job.hub_dir, pixels=job.pixels)
+        test = open_split(split_file, source_file, "test", job.image_size, job.hub_dir, pixels=job.pixels)
+        if job.training_key == "vit_training":
+            model = train_vit(model, train, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
+                              weight_decay=cfg["weight_decay"], label_smoothing=cfg.get("label_smoothing", 0.1),
+                              drop_path=cfg.get("drop_path", 0.0), seed=job.seed)
+        else:
+            model = train_linear_head(model, train, epochs=cfg["epochs"], lr=cfg["lr"], weight_decay=cfg["weight_decay"], seed=job.seed)
+        info.update({f"{job.training_key}_dataset": cfg["dataset"], "test_accuracy": accuracy(model, test),
+                     "image_size": job.image_size})
     return model, info
 
 
