@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from optin.masks import Kept
+from optin.methods import check_fisher_batch_size
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -49,8 +50,7 @@ def mask_gradients(adapter, batch: dict[str, torch.Tensor], labels: torch.Tensor
     """Gradients of the task loss w.r.t. every head and neuron mask, all masks at 1, one per
     mini-batch of ``fisher_batch_size`` samples (its mean loss; 1 = per sample):
     ([batches, total heads], [batches, total neurons]), layer-major."""
-    if not isinstance(fisher_batch_size, int) or isinstance(fisher_batch_size, bool) or fisher_batch_size < 1:
-        raise ValueError(f"fisher_batch_size must be a positive integer, got {fisher_batch_size!r}")
+    check_fisher_batch_size(fisher_batch_size)
     head_counts, neuron_counts = adapter.unit_counts("head"), adapter.unit_counts("neuron")
     head_masks = [torch.ones(h, requires_grad=True, device=adapter.device) for h in head_counts]
     neuron_masks = [torch.ones(n, requires_grad=True, device=adapter.device) for n in neuron_counts]

@@ -166,6 +166,12 @@ KWON_STAGES = {"rearrange": False, "tune": False}
 KWON_SETTINGS = {"fisher_batch_size": 1, **KWON_STAGES}
 
 
+def check_fisher_batch_size(value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"fisher_batch_size must be a positive integer (1 = per sample, 32 = Kwon et al.'s code), got {value!r}")
+    return value
+
+
 def method_settings(config: dict) -> dict:
     """What a rule passes as params for a method entry: every resolved OPTIN field, or a baseline's entry."""
     kind = method_kind(config)
@@ -179,9 +185,8 @@ def method_settings(config: dict) -> dict:
     for key in set(KWON_STAGES) & allowed & set(config):
         if not isinstance(config[key], bool):
             raise ValueError(f"{key} must be true or false, got {config[key]!r}")
-    batch = config.get("fisher_batch_size", 1)
-    if "fisher_batch_size" in allowed and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
-        raise ValueError(f"fisher_batch_size must be a positive integer (1 = per sample, 32 = Kwon et al.'s code), got {batch!r}")
+    if "fisher_batch_size" in allowed:
+        check_fisher_batch_size(config.get("fisher_batch_size", 1))
     return {"kind": kind, **({k: config.get(k, v) for k, v in KWON_SETTINGS.items()} if kind == "kwon" else {})}
 
 

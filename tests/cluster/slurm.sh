@@ -12,13 +12,20 @@ CONF=/etc/slurm/slurm.conf
 PACKAGES=(slurmctld slurmd slurm-client munge)
 ADDED=/var/lib/optin-test-slurm.added
 
+installed() { dpkg-query -W -f='${db:Status-Status} ${Package}\n' | awk '$1 == "installed" {print $2}' | sort; }
+
 install() {
   local missing=()
   for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if [ ${#missing[@]} -gt 0 ]; then
+    local before
+    before=$(mktemp)
+    installed > "$before"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    printf '%s\n' "${missing[@]}" >> "$ADDED"
+    # Every package this install brought in, dependencies included: exactly what `remove` purges.
+    installed | comm -13 "$before" - >> "$ADDED"
+    rm -f "$before"
   fi
 }
 
@@ -26,7 +33,6 @@ remove() {
   down
   if [ -s "$ADDED" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq $(sort -u "$ADDED") >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get autoremove --purge -y -qq >/dev/null
     rm -f "$ADDED"
   fi
 }
