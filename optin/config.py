@@ -12,6 +12,7 @@ from pathlib import Path
 from optin.arch.registry import FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, TRAINING_KEYS
 from optin.methods import OptinMethod, method_kind, method_settings
 from optin.models import PACKAGED_MODELS
+from optin.sweeps import sweep_errors
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -117,20 +118,7 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
                 if method not in config["methods"]:
                     errors.append(f"experiments.{name}.methods: unknown method {method!r}; defined: {sorted(config['methods'])}")
             for method in experiment_methods(config, name):
-                entry = config["methods"].get(method, {})
-                if family.staged_taps and _resolved(entry).md_fresh_subsets:
-                    errors.append(f"experiments.{name}: method {method!r} draws one MD row subset per unit for every tap, "
-                                  f"but {family.name} stages have taps of different sizes (set md_fresh_subsets: false)")
-                kind = entry.get("kind", "optin")
-                if kind == "kwon" and not family.kwon:
-                    errors.append(f"experiments.{name}: method {method!r} (kwon) needs head and neuron masks and a "
-                                  f"labelled classifier (families {families_with('kwon')}), not a {family.name} model")
-                if kind == "optin" and entry.get("tap", "default") != "default" and not family.movable_tap:
-                    errors.append(f"experiments.{name}: method {method!r} moves the tap, which is defined for "
-                                  f"{', '.join(families_with('movable_tap'))} models only")
-                if kind == "optin" and entry.get("prune_tokens") and not family.token_pruning:
-                    errors.append(f"experiments.{name}: method {method!r} prunes tokens, which only vision models "
-                                  f"(families {families_with('token_pruning')}) have")
+                errors += _method_fit_errors(f"experiments.{name}", family, method, config["methods"].get(method, {}))
             if family.needs_pixels and "pixels" not in config["datasets"][exp["dataset"]]:
                 errors.append(f"datasets.{exp['dataset']}.pixels: a CNN experiment ({name}) needs the input statistics "
                               "its model was trained with ({channels, mean, std})")
@@ -232,8 +220,34 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
         if model and size and model["source"]["kind"] == "dinov2_onnx" and size % DINOV2_PATCH:
             errors.append(f"datasets.{exp['dataset']}.image_size: {size} px is not a multiple of DINOv2's "
                           f"{DINOV2_PATCH} px patches (experiment {name})")
+    errors += sweep_errors(config)
+    for name, sweep in config.get("sweeps", {}).items():
+        model = config["models"].get(config["experiments"].get(sweep["experiment"], {}).get("model"))
+        if model is not None:
+            for method in dict.fromkeys([p["method"] for p in sweep.get("points", [])] + list(sweep.get("methods", []))):
+                if method in config["methods"]:
+                    errors += _method_fit_errors(f"sweeps.{name}", FAMILIES[model["family"]], method, config["methods"][method])
     if errors:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
+
+
+def _method_fit_errors(where: str, family, method: str, entry: dict) -> list[str]:
+    """Whether a method can run on a family's models."""
+    errors = []
+    if family.staged_taps and _resolved(entry).md_fresh_subsets:
+        errors.append(f"{where}: method {method!r} draws one MD row subset per unit for every tap, "
+                      f"but {family.name} stages have taps of different sizes (set md_fresh_subsets: false)")
+    kind = entry.get("kind", "optin")
+    if kind == "kwon" and not family.kwon:
+        errors.append(f"{where}: method {method!r} (kwon) needs head and neuron masks and a "
+                      f"labelled classifier (families {families_with('kwon')}), not a {family.name} model")
+    if kind == "optin" and entry.get("tap", "default") != "default" and not family.movable_tap:
+        errors.append(f"{where}: method {method!r} moves the tap, which is defined for "
+                      f"{', '.join(families_with('movable_tap'))} models only")
+    if kind == "optin" and entry.get("prune_tokens") and not family.token_pruning:
+        errors.append(f"{where}: method {method!r} prunes tokens, which only vision models "
+                      f"(families {families_with('token_pruning')}) have")
+    return errors
 
 
 def families_with(attribute: str) -> list[str]:

@@ -20,8 +20,9 @@ class OptinMethod:
     semantics: str = "paper"
     lambda_c: float = 0.1                 # fixed KL weight (paper)
     md_weight: float = 1.0                # ablation: 0 scores by the KL term alone
-    # Ablation: MD over every downstream tap (the paper) or the next one only.
-    trajectory_horizon: str = "all"
+    # Ablation: MD over every downstream tap (the paper, "all"), the next one only ("next"), or the
+    # next k (an integer >= 1; 1 is "next").
+    trajectory_horizon: str | int = "all"
     temperature: float = 4.0
     md_rows: int = 768                    # K token rows per Gram matrix
     # ||G_t - G_s||^2 summed over the K x K entries (the paper), or their mean: CNN taps have
@@ -104,8 +105,10 @@ class OptinMethod:
             raise ValueError(f"tap must be 'default' or 'layer_output', got {config['tap']!r}")
         if config.get("token_schedule", "importance") not in ("importance", "uniform"):
             raise ValueError(f"token_schedule must be 'importance' or 'uniform', got {config['token_schedule']!r}")
-        if config.get("trajectory_horizon", "all") not in ("all", "next"):
-            raise ValueError(f"trajectory_horizon must be 'all' or 'next', got {config['trajectory_horizon']!r}")
+        horizon = config.get("trajectory_horizon", "all")
+        if horizon not in ("all", "next") and not (type(horizon) is int and horizon >= 1):
+            raise ValueError(f"trajectory_horizon must be 'all', 'next' or an integer >= 1 (taps after the unit's layer), "
+                             f"got {horizon!r}")
         if config.get("md_reduction", "sum") not in ("sum", "mean"):
             raise ValueError(f"md_reduction must be 'sum' or 'mean', got {config['md_reduction']!r}")
         for key in ("head_include_final_layer_tap", "neuron_include_final_layer_tap"):
@@ -143,7 +146,11 @@ class OptinMethod:
             taps = [num_layers - 1 if final_tap is None else final_tap]
         else:
             taps = list(range(layer + 1, num_layers))
-        return taps[:1] if self.trajectory_horizon == "next" else taps
+        return taps if self.trajectory_horizon == "all" else taps[: self.horizon_taps()]
+
+    def horizon_taps(self) -> int | None:
+        """How many downstream taps the horizon keeps (None: all)."""
+        return {"all": None, "next": 1}.get(self.trajectory_horizon, self.trajectory_horizon)
 
 
 # A method entry's ``kind``: OPTIN (the default), Kwon et al.'s Fisher scores (optin.kwon), or a

@@ -321,3 +321,31 @@ def scoring_cost(cost: pd.DataFrame, stem: Path, title: str) -> list[Path]:
             ax.set_title(experiment, fontsize="small")
         fig.suptitle(title, fontsize="small")
         return save(fig, stem)
+
+
+def sweep(summary: pd.DataFrame, stem: Path, title: str, axis: str, unpruned: float) -> list[Path]:
+    """Accuracy against a swept value (optin.sweeps.summary): one line per (series, budget), colour
+    by series when there are several (else by budget), a band of ± one std over seeds."""
+    values = list(dict.fromkeys(summary.sort_values("position")["value"]))
+    series_names = list(dict.fromkeys(summary["series"]))
+    budgets = sorted(set(summary["budget"]))
+    with plt.style.context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.2, 3.6))
+        for (series, budget), line in summary.groupby(["series", "budget"], sort=False):
+            line = line.sort_values("position")
+            colour = PALETTE[series_names.index(series) if len(series_names) > 1 else budgets.index(budget)]
+            seeds = int(line["seeds"].min())
+            label = f"{series + ' ' if series else ''}at {budget:g} of the MACs ({seeds} seed{'s' if seeds > 1 else ''})"
+            ax.plot(line["position"], 100 * line["accuracy"], marker="o", color=colour,
+                    linestyle=["-", "--", ":", "-."][budgets.index(budget) % 4], label=label)
+            if seeds > 1:
+                err = 100 * line["std"].fillna(0.0)
+                ax.fill_between(line["position"], 100 * line["accuracy"] - err, 100 * line["accuracy"] + err,
+                                color=colour, alpha=0.2, linewidth=0)
+        ax.axhline(100 * unpruned, color="0.4", linestyle=":", linewidth=1, label="unpruned")
+        ax.set_xticks(range(len(values)), values, rotation=20 if max(map(len, values)) > 6 else 0, fontsize="small")
+        ax.set_xlabel(axis)
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(fontsize="x-small")
+        ax.set_title(title, fontsize="small")
+        return save(fig, stem)

@@ -4,6 +4,7 @@ from pathlib import Path
 from optin.arch.registry import FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, training_of
 from optin.config import CALIBRATION_DRAWS, experiment_budgets, budget_label, calibration_n, check, experiment_methods, experiment_seeds, validate_schema
 from optin.methods import OptinMethod, baseline_scoring_settings, is_tuned_kwon, method_kind
+from optin.sweeps import as_dicts, sweep_runs
 from optin.methods import method_settings as resolved_method
 
 validate_schema(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
@@ -263,3 +264,10 @@ def scoring_jobs():
                              "benchmarks": benchmarks, "masks_tuned": len(experiment_budgets(config, e)) if stages else 0,
                              "rearrange": bool(stages.get("rearrange")), "tune": bool(stages.get("tune"))})
     return jobs
+
+
+def sweep_eval_files(w):
+    """The evaluations a sweep reads, in the order of sweep_runs."""
+    exp = config["experiments"][config["sweeps"][w.sweep]["experiment"]]
+    return [f"results/eval/{exp['model']}/{exp['dataset']}/{run.method}/calib{run.n}-seed{run.seed}/budget{budget_label(run.budget)}.json"
+            for run in sweep_runs(config, w.sweep)]

@@ -19,6 +19,7 @@ if segmentation_experiments():
 if cnn_experiments():
     FIGURES += expand("results/figures/cnn_accuracy_vs_flops.{ext}", ext=["png", "pdf"])
 FIGURES += expand("results/figures/{name}.{ext}", name=["method_comparison", "scoring_cost"], ext=["png", "pdf"])
+FIGURES += expand("results/figures/sweeps/{sweep}.{ext}", sweep=list(config.get("sweeps", {})), ext=["png", "pdf"])
 
 
 rule figures:
@@ -197,3 +198,29 @@ rule unit_figures:
     localrule: True
     script:
         "../scripts/unit_figures.py"
+
+
+rule sweep_figure:
+    # One knob varied on one experiment (config key sweeps, optin.sweeps): accuracy at fixed
+    # budgets against the swept value, and the table behind it.
+    wildcard_constraints:
+        sweep=name_pattern(list(config.get("sweeps", {}))),
+    input:
+        evals=sweep_eval_files,
+    output:
+        png=report("results/figures/sweeps/{sweep}.png", caption="../workflow/report/sweep.rst", category="Sweeps"),
+        pdf="results/figures/sweeps/{sweep}.pdf",
+        csv="results/tables/sweeps/{sweep}.csv",
+    params:
+        runs=lambda w: as_dicts(sweep_runs(config, w.sweep)),
+        axis=lambda w: config["sweeps"][w.sweep]["axis"],
+        title=lambda w: config["sweeps"][w.sweep].get("title", f"{config['sweeps'][w.sweep]['experiment']}: {w.sweep}"),
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/sweep_figure/{sweep}.log",
+    benchmark:
+        "benchmarks/sweep_figure/{sweep}.tsv"
+    localrule: True
+    script:
+        "../scripts/sweep_figure.py"

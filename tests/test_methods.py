@@ -108,8 +108,12 @@ def test_next_layer_horizon_keeps_only_the_first_downstream_tap():
     assert paper.trajectory("head", 1, 5) == [2, 3, 4] and nearest.trajectory("head", 1, 5) == [2]
     assert nearest.trajectory("neuron", 4, 5) == paper.trajectory("neuron", 4, 5) == [4]  # a last-layer unit: its own tap
     assert nearest.trajectory("head", 1, 3, decoder_taps=2) == [2]
-    with pytest.raises(ValueError, match="trajectory_horizon"):
-        OptinMethod.from_config({"trajectory_horizon": "far"})
+    two = OptinMethod.from_config({"trajectory_horizon": 2})
+    assert two.trajectory("head", 0, 5) == [1, 2] and two.trajectory("head", 3, 5) == [4]
+    assert OptinMethod.from_config({"trajectory_horizon": 1}).trajectory("head", 1, 5) == [2]
+    for bad in ("far", 0, 1.5, True):
+        with pytest.raises(ValueError, match="trajectory_horizon"):
+            OptinMethod.from_config({"trajectory_horizon": bad})
 
 
 def test_methods_that_differ_only_in_combining_share_score_shards():

@@ -16,6 +16,7 @@ VARIANTS = {
     "reference-fresh-subsets": {"semantics": "reference", "md_rows": 10},
     "reference-cumulative-head-mask": {"semantics": "reference", "cumulative_head_mask": True},
     "paper-next-layer-horizon": {"semantics": "paper", "trajectory_horizon": "next"},
+    "paper-two-tap-horizon": {"semantics": "paper", "trajectory_horizon": 2},
     "paper-layer-output-tap": {"semantics": "paper", "tap": "layer_output"},
 }
 

@@ -115,6 +115,24 @@ def test_ablation_overlay_builds_one_method_label_per_ablation(tmp_path):
     assert counts["tune_mask"] == seeds * len(DEFAULT["run"]["budgets"])  # ... and tunes each searched mask
 
 
+def test_sweep_overlays_add_one_figure_per_sweep_and_only_the_runs_they_vary(tmp_path):
+    overlays = [ROOT / "workflow/configs/sweep_objective.yaml", ROOT / "workflow/configs/sweep_calibration.yaml"]
+    result = snakemake(tmp_path, DEFAULT, "-n", "--configfile", str(tmp_path / "config.yaml"), *map(str, overlays))
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    default = job_counts(snakemake(tmp_path, DEFAULT, "-n").stdout)
+    assert counts["sweep_figure"] == 9  # 4 objective sweeps per arm + the calibration sweep
+    assert "results/figures/sweeps/text_calibration_size.png" in result.stdout
+    layers = DEFAULT["models"]["minilm_rt"]["num_layers"]
+    assert DEFAULT["models"]["vit_fmnist"]["num_layers"] == layers
+    # Own score shards: md_mean and horizons 1-3 on each arm, and OPTIN at 8, 16, 32 sentences (4 is
+    # the default's); the lambda_c and KL-rescaling points only recombine optin's shards.
+    assert counts["score_shard"] == default["score_shard"] + (4 + 4 + 3) * layers
+    # 13 OPTIN variants x 2 budgets per arm, less the vision arm's optin at 0.5 / 0.7 (default
+    # budgets), + 4 sizes x {optin, kwon} x 2 budgets less optin at 4 (the text objective's optin).
+    assert counts["evaluate"] == default["evaluate"] + 26 + 24 + 16 - 2
+
+
 def test_hub_model_is_fetched_by_the_download_rule_only(tmp_path):
     config = copy.deepcopy(DEFAULT)
     config["models"]["minilm_rt"]["source"] = {"kind": "hub", "id": "textattack/bert-base-uncased-SST-2",

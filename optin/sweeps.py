@@ -1,0 +1,116 @@
+"""Sweeps: one knob varied on one experiment, read as accuracy at fixed MAC budgets against the
+swept value (config key ``sweeps``; figures by rule sweep_figure).
+
+A sweep varies either the calibration size, for a few methods side by side::
+
+    text_calibration_size: {experiment: minilm_rt, axis: calibration sentences,
+                            calibration_n: [8, 16, 32, 64], methods: [optin, kwon]}
+
+or the method, one configured method per point::
+
+    text_lambda_c: {experiment: minilm_rt, axis: KL weight,
+                    points: [{value: MD only, method: optin_md_only}, {value: 0.1, method: optin}]}
+
+Every point runs at the experiment's seeds (bands: ± one std over them) and at ``budgets``
+(default 0.5 and 0.7 of the MACs). No torch here: the rules read it while parsing the workflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+DEFAULT_BUDGETS = (0.5, 0.7)
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One evaluation a sweep reads: ``value`` is its x position, ``series`` its line (the method
+    of a calibration sweep; empty for a method sweep, whose method changes along x)."""
+
+    value: str | int | float
+    series: str
+    method: str
+    n: int
+    seed: int
+    budget: float
+
+
+def sweep_runs(config: dict, name: str) -> list[SweepRun]:
+    from optin.config import calibration_n, experiment_seeds
+
+    sweep = config["sweeps"][name]
+    seeds = experiment_seeds(config, sweep["experiment"])
+    budgets = sweep.get("budgets", DEFAULT_BUDGETS)
+    if "points" in sweep:
+        n = calibration_n(config, sweep["experiment"])
+        cells = [(p["value"], "", p["method"], n) for p in sweep["points"]]
+    else:
+        cells = [(n, m, m, n) for n in sweep["calibration_n"] for m in sweep["methods"]]
+    return [SweepRun(value, series, method, n, seed, float(b))
+            for value, series, method, n in cells for seed in seeds for b in budgets]
+
+
+def sweep_errors(config: dict) -> list[str]:
+    """What is wrong with config['sweeps'] (empty when nothing is), each naming the key."""
+    from optin.config import CALIBRATION_DRAWS, calibration_n
+
+    errors = []
+    for name, sweep in config.get("sweeps", {}).items():
+        where = f"sweeps.{name}"
+        experiment = config["experiments"].get(sweep["experiment"])
+        if experiment is None:
+            errors.append(f"{where}.experiment: unknown experiment {sweep['experiment']!r}; defined: {sorted(config['experiments'])}")
+            continue
+        by_points, by_size = "points" in sweep, "calibration_n" in sweep
+        if by_points == by_size:
+            errors.append(f"{where}: give either points (one method per value) or calibration_n with methods, not "
+                          f"{'both' if by_points else 'neither'}")
+            continue
+        if by_size and not sweep.get("methods"):
+            errors.append(f"{where}.methods: a calibration_n sweep needs the methods to compare at each size")
+        if by_points and "methods" in sweep:
+            errors.append(f"{where}.methods: a points sweep names its method per point (points[i].method)")
+        methods = [p["method"] for p in sweep.get("points", [])] + list(sweep.get("methods", []))
+        for method in methods:
+            if method not in config["methods"]:
+                errors.append(f"{where}: unknown method {method!r}; defined: {sorted(config['methods'])}")
+        values = [str(p["value"]) for p in sweep.get("points", [])] + [str(n) for n in sweep.get("calibration_n", [])]
+        if len(set(values)) != len(values):
+            errors.append(f"{where}: repeated value in {values} (each x position once)")
+        pool = config["datasets"].get(experiment["dataset"], {}).get("split", {}).get("calib_pool")
+        sizes = sweep.get("calibration_n", [calibration_n(config, sweep["experiment"])])
+        if pool is not None and max(sizes) * CALIBRATION_DRAWS > pool:
+            errors.append(f"{where}.calibration_n: {CALIBRATION_DRAWS} calibration batches of {max(sizes)} need "
+                          f"{max(sizes) * CALIBRATION_DRAWS} rows but datasets.{experiment['dataset']}.split.calib_pool is {pool}")
+    return errors
+
+
+def sweep_methods(config: dict, name: str) -> list[str]:
+    return list(dict.fromkeys(run.method for run in sweep_runs(config, name)))
+
+
+def sweep_table(runs: list[dict], metrics: list[dict]) -> pd.DataFrame:
+    """One row per evaluation: the run's fields beside its accuracy and relative MACs (``runs`` as
+    SweepRun dicts, ``metrics`` the evaluation JSONs in the same order)."""
+    if len(runs) != len(metrics):
+        raise ValueError(f"{len(runs)} sweep runs but {len(metrics)} evaluations")
+    rows = [{**run, "value": str(run["value"]), "accuracy": m["accuracy"], "relative_macs": m["relative_macs"],
+             "unpruned_accuracy": m["unpruned_accuracy"]} for run, m in zip(runs, metrics)]
+    return pd.DataFrame(rows, columns=[*SweepRun.__dataclass_fields__, "accuracy", "relative_macs", "unpruned_accuracy"])
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (series, value, budget), values in sweep order."""
+    order = list(dict.fromkeys(table["value"]))
+    out = (table.groupby(["series", "value", "budget"], sort=False)
+           .agg(method=("method", "first"), accuracy=("accuracy", "mean"), std=("accuracy", "std"),
+                seeds=("seed", "nunique"), relative_macs=("relative_macs", "mean"))
+           .reset_index())
+    out["position"] = out["value"].map(order.index)
+    return out.sort_values(["series", "budget", "position"]).reset_index(drop=True)
+
+
+def as_dicts(runs: list[SweepRun]) -> list[dict]:
+    return [asdict(run) for run in runs]
