@@ -297,6 +297,39 @@ def test_vit_training_learns_end_to_end_and_is_repeatable():
         train_vit(model, _separable_images(64, seed=0), epochs=1, lr=1e-3, batch_size=128, weight_decay=0.0, seed=0)
 
 
+def test_structured_dropout_drops_whole_heads_and_neurons_per_sample_in_training_only():
+    from optin.models.vision import StructuredDropout
+
+    torch.manual_seed(0)
+    model = ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                                image_size=28, patch_size=4, num_channels=1, num_labels=2))
+    seen, pixels = {}, torch.randn(16, 1, 28, 28)
+    with StructuredDropout(model, head_drop=0.5, neuron_drop=0.25):
+        for name in ("o_proj", "fc2"):  # what the projection receives, after the dropout hook
+            module = getattr(model.vit.layers[0].attention if name == "o_proj" else model.vit.layers[1].mlp, name)
+            module.register_forward_pre_hook(lambda m, args, name=name: seen.__setitem__(name, args[0].detach().clone()))
+        model.eval()
+        model(pixel_values=pixels)
+        plain = {k: v.clone() for k, v in seen.items()}
+        model.train()
+        model(pixel_values=pixels)
+    heads = seen["o_proj"].reshape(16, -1, 4, 8)  # samples x tokens x heads x head dim
+    dropped = (heads == 0).all(dim=(1, 3))        # a dropped head is zero at every token and dim
+    assert dropped.any() and not dropped.all()
+    # Layer 0's heads see the same input in both modes: a kept head is scaled by 1 / (1 - 0.5).
+    kept = (~dropped)[:, None, :, None].expand_as(heads)
+    torch.testing.assert_close(heads[kept], 2 * plain["o_proj"].reshape(16, -1, 4, 8)[kept])
+    neurons_dropped = (seen["fc2"] == 0).all(dim=1)  # samples x neurons, zero at every token
+    assert 0.1 < neurons_dropped.float().mean() < 0.4
+    # In eval mode nothing is dropped or rescaled.
+    assert not (plain["o_proj"].reshape(16, -1, 4, 8) == 0).all(dim=(1, 3)).any()
+    # The hooks leave with the context: a plain ViT is saved.
+    assert sum(len(m._forward_pre_hooks) for m in model.modules()) == 2  # only this test's own
+    model.train()
+    model(pixel_values=pixels)
+    assert not (seen["o_proj"].reshape(16, -1, 4, 8) == 0).all(dim=(1, 3)).any()
+
+
 def test_linear_probe_trains_only_the_head():
     from optin.models.vision import accuracy, train_linear_head
 
