@@ -65,7 +65,7 @@ def test_default_config_dry_run_builds_the_whole_dag(tmp_path, overlay):
     cnn_layers = models["resnet20_fmnist"]["num_layers"] + models["ccexam_mnist"]["num_layers"]
     vision = experiments["vit_fmnist"]
     assert vision["methods"] == ["optin", "optin_tau", "tome", "kwon", "magnitude", "random"]
-    vision_seeds, vision_budgets = len(vision.get("seeds", [0])), len(vision["budgets"])
+    vision_seeds, vision_budgets = len(vision.get("seeds", [0])), len(vision.get("budgets", config["run"]["budgets"]))
     cnn_methods = len(experiments["resnet20_fmnist"]["methods"])  # on both CNNs
     cnn_scored = cnn_methods - 1  # every method but magnitude runs the masked-forward scoring
     # OPTIN-beta, OPTIN-tau and ToMe share one scoring run: only the search differs. The text and
@@ -128,9 +128,10 @@ def test_sweep_overlays_add_one_figure_per_sweep_and_only_the_runs_they_vary(tmp
     # Own score shards: md_mean and horizons 1-3 on each arm, and OPTIN at 8, 16, 32 sentences (4 is
     # the default's); the lambda_c and KL-rescaling points only recombine optin's shards.
     assert counts["score_shard"] == default["score_shard"] + (4 + 4 + 3) * layers
-    # 13 OPTIN variants x 2 budgets per arm, less the vision arm's optin at 0.5 / 0.7 (default
-    # budgets), + 4 sizes x {optin, kwon} x 2 budgets less optin at 4 (the text objective's optin).
-    assert counts["evaluate"] == default["evaluate"] + 26 + 24 + 16 - 2
+    # 13 OPTIN variants x 2 budgets per arm, less optin at 0.5 / 0.7 (default budgets), + 4 sizes x
+    # {optin, kwon} x 2 budgets less both at 4 sentences (the default's calibration size).
+    assert {0.5, 0.7} <= set(DEFAULT["run"]["budgets"]) and DEFAULT["calibration"]["n"] == 4
+    assert counts["evaluate"] == default["evaluate"] + 2 * (26 - 2) + (16 - 4)
 
 
 def test_hub_model_is_fetched_by_the_download_rule_only(tmp_path):
