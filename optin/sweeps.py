@@ -87,10 +87,6 @@ def sweep_errors(config: dict) -> list[str]:
     return errors
 
 
-def sweep_methods(config: dict, name: str) -> list[str]:
-    return list(dict.fromkeys(run.method for run in sweep_runs(config, name)))
-
-
 def sweep_table(runs: list[dict], metrics: list[dict]) -> pd.DataFrame:
     """One row per evaluation: the run's fields beside its accuracy and relative MACs (``runs`` as
     SweepRun dicts, ``metrics`` the evaluation JSONs in the same order)."""
