@@ -134,6 +134,16 @@ def test_sweep_overlays_add_one_figure_per_sweep_and_only_the_runs_they_vary(tmp
     assert counts["evaluate"] == default["evaluate"] + 2 * (26 - 2) + (16 - 4)
 
 
+def test_seeds_overlay_repeats_the_text_and_vision_arms(tmp_path):
+    result = snakemake(tmp_path, DEFAULT, "-n", "--configfile", str(tmp_path / "config.yaml"), str(ROOT / "workflow/configs/seeds.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts, default = job_counts(result.stdout), job_counts(snakemake(tmp_path, DEFAULT, "-n").stdout)
+    experiments, budgets = DEFAULT["experiments"], len(DEFAULT["run"]["budgets"])
+    more = 2 * budgets * (len(experiments["minilm_rt"]["methods"]) + len(experiments["vit_fmnist"]["methods"]))
+    assert counts["evaluate"] == default["evaluate"] + more
+    assert counts["calibrate"] == default["calibrate"] + 4
+
+
 def test_hub_model_is_fetched_by_the_download_rule_only(tmp_path):
     config = copy.deepcopy(DEFAULT)
     config["models"]["minilm_rt"]["source"] = {"kind": "hub", "id": "textattack/bert-base-uncased-SST-2",
