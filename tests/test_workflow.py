@@ -128,10 +128,10 @@ def test_sweep_overlays_add_one_figure_per_sweep_and_only_the_runs_they_vary(tmp
     # Own score shards: md_mean and horizons 1-3 on each arm, and OPTIN at 8, 16, 32 sentences (4 is
     # the default's); the lambda_c and KL-rescaling points only recombine optin's shards.
     assert counts["score_shard"] == default["score_shard"] + (4 + 4 + 3) * layers
-    # 13 OPTIN variants x 2 budgets per arm, less optin at 0.5 / 0.7 (default budgets), + 4 sizes x
+    # 15 OPTIN variants x 2 budgets per arm, less optin at 0.5 / 0.7 (default budgets), + 4 sizes x
     # {optin, kwon} x 2 budgets less both at 4 sentences (the default's calibration size).
     assert {0.5, 0.7} <= set(DEFAULT["run"]["budgets"]) and DEFAULT["calibration"]["n"] == 4
-    assert counts["evaluate"] == default["evaluate"] + 2 * (26 - 2) + (16 - 4)
+    assert counts["evaluate"] == default["evaluate"] + 2 * (30 - 2) + (16 - 4)
 
 
 def test_seeds_overlay_repeats_the_text_and_vision_arms(tmp_path):
