@@ -44,16 +44,23 @@ def merged(base: dict, overlay: dict) -> dict:
     return out
 
 
+@pytest.fixture(scope="module")
+def default_counts(tmp_path_factory) -> dict[str, int]:
+    """Job counts of the default config's dry run, for the overlay tests to compare against."""
+    result = snakemake(tmp_path_factory.mktemp("default"), DEFAULT, "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return job_counts(result.stdout)
+
+
 @pytest.mark.parametrize("overlay", [None, "full.yaml"])
-def test_default_config_dry_run_builds_the_whole_dag(tmp_path, overlay):
-    args = ["-n"]
-    config = DEFAULT
+def test_default_config_dry_run_builds_the_whole_dag(tmp_path, overlay, default_counts):
+    config, counts = DEFAULT, default_counts
     if overlay:
-        args += ["--configfile", str(tmp_path / "config.yaml"), str(ROOT / "workflow/configs" / overlay)]
-        config = merged(DEFAULT, yaml.safe_load((ROOT / "workflow/configs" / overlay).read_text()))
-    result = snakemake(tmp_path, DEFAULT, *args)
-    assert result.returncode == 0, result.stderr
-    counts = job_counts(result.stdout)
+        path = ROOT / "workflow/configs" / overlay
+        config = merged(DEFAULT, yaml.safe_load(path.read_text()))
+        result = snakemake(tmp_path, DEFAULT, "-n", "--configfile", str(tmp_path / "config.yaml"), str(path))
+        assert result.returncode == 0, result.stderr
+        counts = job_counts(result.stdout)
     experiments, models = config["experiments"], config["models"]
     budgets = len(config["run"]["budgets"])
     text = experiments["minilm_rt"]
@@ -85,12 +92,11 @@ def test_default_config_dry_run_builds_the_whole_dag(tmp_path, overlay):
     }
 
 
-def test_dinov2_overlay_adds_the_foundation_model_beside_the_supervised_vit(tmp_path):
+def test_dinov2_overlay_adds_the_foundation_model_beside_the_supervised_vit(tmp_path, default_counts):
     overlay = ROOT / "workflow/configs/dinov2.yaml"
     result = snakemake(tmp_path, DEFAULT, "-n", "--configfile", str(tmp_path / "config.yaml"), str(overlay))
     assert result.returncode == 0, result.stderr[-3000:]
-    default = job_counts(snakemake(tmp_path, DEFAULT, "-n").stdout)
-    counts = job_counts(result.stdout)
+    default, counts = default_counts, job_counts(result.stdout)
     dinov2 = DEFAULT["experiments"]["dinov2_fmnist"]
     assert counts["prepare_model"] == default["prepare_model"] + 1
     assert counts["score_shard"] == default["score_shard"] + DEFAULT["models"]["dinov2_fmnist"]["num_layers"]
@@ -115,12 +121,11 @@ def test_ablation_overlay_builds_one_method_label_per_ablation(tmp_path):
     assert counts["tune_mask"] == seeds * len(DEFAULT["run"]["budgets"])  # ... and tunes each searched mask
 
 
-def test_sweep_overlays_add_one_figure_per_sweep_and_only_the_runs_they_vary(tmp_path):
+def test_sweep_overlays_add_one_figure_per_sweep_and_only_the_runs_they_vary(tmp_path, default_counts):
     overlays = [ROOT / "workflow/configs/sweep_objective.yaml", ROOT / "workflow/configs/sweep_calibration.yaml"]
     result = snakemake(tmp_path, DEFAULT, "-n", "--configfile", str(tmp_path / "config.yaml"), *map(str, overlays))
     assert result.returncode == 0, result.stderr[-3000:]
-    counts = job_counts(result.stdout)
-    default = job_counts(snakemake(tmp_path, DEFAULT, "-n").stdout)
+    counts, default = job_counts(result.stdout), default_counts
     assert counts["sweep_figure"] == 9  # 4 objective sweeps per arm + the calibration sweep
     assert "results/figures/sweeps/text_calibration_size.png" in result.stdout
     layers = DEFAULT["models"]["minilm_rt"]["num_layers"]
@@ -134,10 +139,10 @@ def test_sweep_overlays_add_one_figure_per_sweep_and_only_the_runs_they_vary(tmp
     assert counts["evaluate"] == default["evaluate"] + 2 * (30 - 2) + (16 - 4)
 
 
-def test_seeds_overlay_repeats_the_text_and_vision_arms(tmp_path):
+def test_seeds_overlay_repeats_the_text_and_vision_arms(tmp_path, default_counts):
     result = snakemake(tmp_path, DEFAULT, "-n", "--configfile", str(tmp_path / "config.yaml"), str(ROOT / "workflow/configs/seeds.yaml"))
     assert result.returncode == 0, result.stderr[-3000:]
-    counts, default = job_counts(result.stdout), job_counts(snakemake(tmp_path, DEFAULT, "-n").stdout)
+    counts, default = job_counts(result.stdout), default_counts
     experiments, budgets = DEFAULT["experiments"], len(DEFAULT["run"]["budgets"])
     more = 2 * budgets * (len(experiments["minilm_rt"]["methods"]) + len(experiments["vit_fmnist"]["methods"]))
     assert counts["evaluate"] == default["evaluate"] + more
