@@ -27,6 +27,8 @@ FOREIGN = {
 }
 # Scripts that load a model of the job's family; the rest are family-free.
 FAMILY_SCRIPTS = ("prepare_model", "calibrate", "score_shard", "score_kwon", "tune_mask", "evaluate")
+# Of those, the ones that load it through the family's scoring loader (Family.load_for_scoring).
+SCORING_SCRIPTS = ("score_shard", "score_kwon")
 WATCHED = ("torch", "transformers", "timm", "torchvision", "pandas", "matplotlib")
 
 
@@ -39,8 +41,9 @@ def script_imports(path: Path) -> list[str]:
 def job_code(script: Path, family: str | None) -> str:
     lines = ["import os", "os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')", *script_imports(script)]
     if family:
-        lines += ["from optin.arch.registry import family as _family", f"_f = _family({family!r})", "_f.models()",
-                  "import importlib", "importlib.import_module(_f.adapter_module)"]
+        loader = "_f.scoring_loader_module()" if script.stem in SCORING_SCRIPTS else "_f.model_module"
+        lines += ["from optin.arch.registry import family as _family", f"_f = _family({family!r})",
+                  "import importlib", f"importlib.import_module({loader})", "importlib.import_module(_f.adapter_module)"]
     return "\n".join(lines)
 
 

@@ -7,13 +7,12 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from optin.arch import adapter_for  # noqa: E402
+from optin.arch import adapter_for, family  # noqa: E402
 from optin.kwon import fisher_scores  # noqa: E402
 from optin.methods import write_scores  # noqa: E402
-from optin.models import load_checkpoint  # noqa: E402
 from optin.scoring import Teacher  # noqa: E402
 
-adapter = adapter_for(load_checkpoint(snakemake.params.family, snakemake.input.checkpoint).to(device), snakemake.params.family)
+adapter = adapter_for(family(snakemake.params.family).load_for_scoring(snakemake.input.checkpoint).to(device), snakemake.params.family)
 calibration = torch.load(snakemake.input.teacher, weights_only=False, map_location=device)
 if not calibration.get("labels"):
     raise ValueError(f"{snakemake.input.teacher} holds no labels; Kwon's Fisher needs the task loss")

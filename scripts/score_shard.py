@@ -10,12 +10,11 @@ import torch  # noqa: E402
 
 from optin.arch import adapter_for, family  # noqa: E402
 from optin.methods import OptinMethod  # noqa: E402
-from optin.models import load_checkpoint  # noqa: E402
 from optin.scoring import Teacher, auto_chunk, run_teacher, score_channels, score_layer  # noqa: E402
 
 params = snakemake.params
 method = OptinMethod.from_config(params.method)
-adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint).to(device), params.family)
+adapter = adapter_for(family(params.family).load_for_scoring(snakemake.input.checkpoint).to(device), params.family)
 draws = torch.load(snakemake.input.teacher, weights_only=False, map_location=device)["teachers"]
 teachers = [Teacher.from_dict(draw[method.md_include_padding]) for draw in draws]
 report_start_up("model and teacher loaded")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from optin.arch import registry
 from optin.import_cost import FOREIGN, job_code, measure
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -14,7 +15,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 def test_a_job_imports_only_its_own_family(script, family):
     _, modules = measure(job_code(SCRIPTS / f"{script}.py", family), repeats=1, warm_up=False)
     loaded = set(modules)
-    assert "torch" in loaded and "optin.models" in loaded  # the probe really ran the job's imports
+    assert "torch" in loaded and registry.family(family).adapter_module in loaded  # the probe ran the job's imports
     assert not loaded & set(FOREIGN[family])
 
 
@@ -22,6 +23,15 @@ def test_a_job_imports_only_its_own_family(script, family):
 def test_light_jobs_never_import_torch(script):
     _, modules = measure(job_code(SCRIPTS / f"{script}.py", None), repeats=1, warm_up=False)
     assert "torch" not in modules and "transformers" not in modules
+
+
+@pytest.mark.parametrize("script", ["score_shard", "score_kwon"])
+def test_text_scoring_jobs_do_not_import_transformers_model_code(script):
+    # optin.arch.bert_torch stands in for transformers' BERT in these jobs (import cost, README)
+    _, modules = measure(job_code(SCRIPTS / f"{script}.py", "bert"), repeats=1, warm_up=False)
+    loaded = set(modules)
+    assert {"torch", "optin.arch.bert", "optin.arch.bert_torch"} <= loaded
+    assert not {m for m in loaded if m.startswith(("transformers", "torchvision", "scipy"))}
 
 
 def test_an_unknown_family_is_named():

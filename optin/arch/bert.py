@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from optin.arch import bert_slim_model
 from optin.arch.base import BlockNames, EncoderAdapter, Kept, TokenLayout, load_sliced, slice_layer
 
 SLIM_MODEL_FILE = "modeling_optin_bert.py"
@@ -183,6 +182,8 @@ class BertAdapter(EncoderAdapter):
     # -- physical slimming -------------------------------------------------------------------
     def slim(self, kept: Kept):
         """A `OptinSlimBertForSequenceClassification` holding only the kept heads and neurons."""
+        from optin.arch import bert_slim_model  # transformers' model code: only the jobs that slim pay for it
+
         config = copy.deepcopy(self.config)
         heads, neurons = kept.counts()
         config.optin_heads_per_layer = heads
@@ -206,6 +207,8 @@ class BertAdapter(EncoderAdapter):
     def save_slim(slim_model, tokenizer, path: str | Path) -> None:
         """Save so that AutoModelForSequenceClassification.from_pretrained(path,
         trust_remote_code=True) rebuilds it."""
+        from optin.arch import bert_slim_model
+
         path = Path(path)
         slim_model.save_pretrained(path)
         if tokenizer is not None:

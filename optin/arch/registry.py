@@ -43,9 +43,22 @@ class Family:
     # input size; a pretrained model's unpruned accuracy is measured there)
     prepare_reads_data: bool = False
     constraints: Callable[[str, dict, dict], list[str]] = field(default=_no_constraints, compare=False)
+    # "module:function" loading a checkpoint for the scoring jobs without the model module's imports
+    # (default: the model module's load_checkpoint)
+    scoring_loader: str | None = None
 
     def models(self):
         return importlib.import_module(self.model_module)
+
+    def scoring_loader_module(self) -> str:
+        return self.scoring_loader.split(":")[0] if self.scoring_loader else self.model_module
+
+    def load_for_scoring(self, path):
+        """The checkpoint at ``path`` as the score_shard and score_kwon jobs use it."""
+        if self.scoring_loader is None:
+            return self.models().load_checkpoint(path)
+        module, function = self.scoring_loader.split(":")
+        return getattr(importlib.import_module(module), function)(path)
 
     def scored_kinds(self, layer: int) -> list[str]:
         """Unit kinds a score shard of ``layer`` scores: layer 0 never loses a token."""
@@ -87,7 +100,8 @@ def _convnet(name: str) -> Family:
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("bert", "optin.arch.bert", "optin.models.text", TEXT_SOURCES, ("packaged", "hub", "config"), ("head", "neuron"),
-           cost_model="encoder", training=("finetune",), kwon=True, movable_tap=True),
+           cost_model="encoder", training=("finetune",), kwon=True, movable_tap=True,
+           scoring_loader="optin.arch.bert_torch:load_for_scoring"),
     # HF ViT/DeiT/DINOv2 and timm ViTs
     Family("vit", "optin.arch.vit", "optin.models.vision", IMAGE_SOURCES, ("dinov2_onnx", "hub", "config"),
            ("head", "neuron", "token"), cost_model="encoder", training=("vit_training", "linear_probe"), kwon=True, token_pruning=True),
