@@ -37,9 +37,7 @@ def test_every_family_module_provides_the_protocol(name):
     assert importlib.import_module(entry.adapter_module).ADAPTER_CLASSES
     assert set(entry.unit_kinds) <= {"head", "neuron", "token", "channel"}
     assert entry.cost_model in ("encoder", "per_layer", "channels")
-    if entry.scoring_loader:  # "module:function", resolved by Family.load_for_scoring
-        module, function = entry.scoring_loader.split(":")
-        assert callable(getattr(importlib.import_module(module), function, None)), entry.scoring_loader
+    assert callable(entry.scoring_load_function()), entry.scoring_loader
 
 
 @pytest.mark.parametrize("tiny", sorted(TINY))

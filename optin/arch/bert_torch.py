@@ -91,13 +91,17 @@ class TorchBertForSequenceClassification(nn.Module):
 
 def load(path: str | Path) -> TorchBertForSequenceClassification:
     """The checkpoint at ``path`` (a dense BertForSequenceClassification saved by save_pretrained)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     config = json.loads((path / "config.json").read_text())
     why = unsupported(config)
     if why:
         raise ValueError(f"{path}: plain-torch BERT cannot load {why}")
+    return _build(path, config)
+
+
+def _build(path: Path, config: dict) -> TorchBertForSequenceClassification:
+    from safetensors.torch import load_file
+
     state = load_file(path / WEIGHTS)
     num_labels = state["classifier.weight"].shape[0]
     model = TorchBertForSequenceClassification(SimpleNamespace(**config), num_labels,
@@ -115,7 +119,7 @@ def load_for_scoring(path: str | Path):
     config = json.loads((path / "config.json").read_text())
     why = unsupported(config) or (None if (path / WEIGHTS).exists() else f"no {WEIGHTS}")
     if why is None:
-        return load(path)
+        return _build(path, config)
     print(f"{path}: loading through transformers ({why})")
     from optin.models.text import load_checkpoint
 

@@ -53,12 +53,14 @@ class Family:
     def scoring_loader_module(self) -> str:
         return self.scoring_loader.split(":")[0] if self.scoring_loader else self.model_module
 
-    def load_for_scoring(self, path):
-        """The checkpoint at ``path`` as the score_shard and score_kwon jobs use it."""
+    def scoring_load_function(self) -> Callable:
+        """What loads a checkpoint for the score_shard and score_kwon jobs (path -> model)."""
         if self.scoring_loader is None:
-            return self.models().load_checkpoint(path)
-        module, function = self.scoring_loader.split(":")
-        return getattr(importlib.import_module(module), function)(path)
+            return self.models().load_checkpoint
+        return getattr(importlib.import_module(self.scoring_loader_module()), self.scoring_loader.split(":")[1])
+
+    def load_for_scoring(self, path):
+        return self.scoring_load_function()(path)
 
     def scored_kinds(self, layer: int) -> list[str]:
         """Unit kinds a score shard of ``layer`` scores: layer 0 never loses a token."""
