@@ -124,8 +124,8 @@ def rearrange(adapter, batch, labels, kept: Kept, fisher_batch_size: int = 1) ->
     head_grads, neuron_grads = mask_gradients(adapter, batch, labels, fisher_batch_size)
     heads = _split_by_layer(head_grads, adapter.unit_counts("head"))
     neurons = _split_by_layer(neuron_grads, adapter.unit_counts("neuron"))
-    return Kept(heads=tuple(tuple(rearrange_layer(g, list(k))) for g, k in zip(heads, kept.heads, strict=True)),
-                neurons=tuple(tuple(rearrange_layer(g, list(k))) for g, k in zip(neurons, kept.neurons, strict=True)))
+    return Kept.of(head=tuple(tuple(rearrange_layer(g, list(k))) for g, k in zip(heads, kept["head"], strict=True)),
+                   neuron=tuple(tuple(rearrange_layer(g, list(k))) for g, k in zip(neurons, kept["neuron"], strict=True)))
 
 
 def _ridge(gram: torch.Tensor, rhs: torch.Tensor, damping: float) -> torch.Tensor:
@@ -150,7 +150,7 @@ def tune_scales(adapter, teacher, kept: Kept, damping: float = 1e-3, bound: floa
     try:
         for layer in range(adapter.num_layers):
             x_t = teacher.layer_inputs[layer].double()
-            heads, neurons = list(kept.heads[layer]), list(kept.neurons[layer])
+            heads, neurons = list(kept["head"][layer]), list(kept["neuron"][layer])
             # Attention: resid = x + bias + sum_h m_h c_h, target = the unpruned layer's resid.
             target_resid, _ = adapter.attention(layer, x_t, layout)
             full, per_head = adapter.attention(layer, x, layout, per_head=True)
@@ -191,10 +191,10 @@ def apply_unit_scales(adapter, kept: Kept, head_scales, neuron_scales) -> None:
     names, dh = adapter.block_names, adapter.head_dim
     for layer in range(adapter.num_layers):
         prefix = adapter.layer_prefix(layer)
-        out = adapter.model.get_parameter(f"{prefix}{names.out}.weight") if kept.heads[layer] else None
-        for head, scale in zip(kept.heads[layer], head_scales[layer], strict=True):
+        out = adapter.model.get_parameter(f"{prefix}{names.out}.weight") if kept["head"][layer] else None
+        for head, scale in zip(kept["head"][layer], head_scales[layer], strict=True):
             out[:, head * dh : (head + 1) * dh] *= scale
-        down = adapter.model.get_parameter(f"{prefix}{names.down}.weight") if kept.neurons[layer] else None
-        for neuron, scale in zip(kept.neurons[layer], neuron_scales[layer], strict=True):
+        down = adapter.model.get_parameter(f"{prefix}{names.down}.weight") if kept["neuron"][layer] else None
+        for neuron, scale in zip(kept["neuron"][layer], neuron_scales[layer], strict=True):
             down[:, neuron] *= scale
     adapter.weights_changed()

@@ -7,20 +7,33 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Kept:
-    """Indices kept per layer for each unit kind (what a mask file holds)."""
+    """Indices kept per layer for each unit kind, the mask file's ``kept``: an encoder's
+    {"head": ..., "neuron": ...}, a CNN's {"channel": ...}; every family's slim() and kept_masks()
+    take one. Tokens are not here: a token schedule removes counts, not indices."""
 
-    heads: tuple[tuple[int, ...], ...]
-    neurons: tuple[tuple[int, ...], ...]
+    units: dict[str, tuple[tuple[int, ...], ...]]
 
-    def counts(self) -> tuple[list[int], list[int]]:
-        return [len(h) for h in self.heads], [len(n) for n in self.neurons]
+    @classmethod
+    def of(cls, **per_kind) -> Kept:
+        """``Kept.of(head=[[0, 2], []], neuron=[[1], [3, 4]])``."""
+        return cls({kind: tuple(tuple(int(i) for i in layer) for layer in layers) for kind, layers in per_kind.items()})
+
+    def __getitem__(self, kind: str) -> tuple[tuple[int, ...], ...]:
+        if kind not in self.units:
+            raise KeyError(f"this selection keeps no {kind!r} units; it has {sorted(self.units)}")
+        return self.units[kind]
+
+    def counts(self, kind: str) -> list[int]:
+        return [len(layer) for layer in self[kind]]
 
     def to_json(self) -> dict:
-        return {"head": [list(h) for h in self.heads], "neuron": [list(n) for n in self.neurons]}
+        return {kind: [list(layer) for layer in layers] for kind, layers in self.units.items()}
 
     @classmethod
     def from_json(cls, data: dict) -> Kept:
-        return cls(
-            heads=tuple(tuple(int(i) for i in h) for h in data["head"]),
-            neurons=tuple(tuple(int(i) for i in n) for n in data["neuron"]),
-        )
+        if not isinstance(data, dict) or not data:
+            raise ValueError(f"a mask file's 'kept' must map unit kinds to per-layer index lists, got {data!r:.80}")
+        for kind, layers in data.items():
+            if not isinstance(layers, list) or not all(isinstance(layer, list) for layer in layers):
+                raise ValueError(f"kept.{kind}: expected a list of per-layer index lists, got {layers!r:.80}")
+        return cls.of(**data)

@@ -107,8 +107,8 @@ def kept_sets(adapter, teacher, scores: pd.DataFrame, method, budgets) -> dict[f
     for budget in budgets:
         kept, _ = search_mac(combined, budget=budget, head_cost=flops.head_macs(tokens, d, dh), neuron_cost=flops.neuron_macs(tokens, d),
                              base_macs=flops.encoder_macs(heads, neurons, tokens, d, dh), heads_per_layer=heads, neurons_per_layer=neurons)
-        out[budget] = {("head", layer, i) for layer, units in enumerate(kept.heads) for i in units} | \
-                      {("neuron", layer, i) for layer, units in enumerate(kept.neurons) for i in units}
+        out[budget] = {("head", layer, i) for layer, units in enumerate(kept["head"]) for i in units} | \
+                      {("neuron", layer, i) for layer, units in enumerate(kept["neuron"]) for i in units}
     return out
 
 

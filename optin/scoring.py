@@ -1,11 +1,13 @@
 """Exact OPTIN importance: the drift of downstream taps and logits when one unit is masked.
 
-Two paths compute the same numbers:
+Two paths compute the same numbers, for every family's unit kinds (heads, neurons, tokens, CNN
+channels):
 - ``score_naive``: one full masked forward of the padded calibration batch per unit (the oracle);
 - ``score_layer``: the engine. From the cached input of layer l it runs layer l once, then, for a
   chunk of V units, removes each unit's additive contribution (a head's share of the attention
-  output, a neuron's rank-one share of the FFN output), stacks the V variants along the rows and
-  runs only what follows: the rest of layer l and layers l+1..L-1, one pass per chunk.
+  output, a neuron's rank-one share of the FFN output, a channel zeroed in the layer's activation),
+  stacks the V variants along the rows and runs only what follows: the rest of layer l and layers
+  l+1..L-1, one pass per chunk.
 
 The engine materialises only the token rows that MD compares (`TokenLayout`): without padding
 rows, every Linear/LayerNorm/activation skips the padding, which real tokens never attend to.
@@ -230,9 +232,8 @@ def token_units(adapter: EncoderAdapter, layout: TokenLayout) -> torch.Tensor:
     return torch.arange(adapter.prefix_tokens, layout.t, device=layout.first_rows.device)
 
 
-@torch.no_grad()
 def score_layer(
-    adapter: EncoderAdapter,
+    adapter,
     teacher: Teacher,
     layer: int,
     kind: str,
@@ -242,7 +243,18 @@ def score_layer(
     progress: bool = False,
     units: list[int] | None = None,
 ) -> pd.DataFrame:
-    """Raw (md, kl) of every unit of ``kind`` in ``layer`` (or of ``units``) with the prefix-cache engine."""
+    """Raw (md, kl) of every unit of ``kind`` in ``layer`` (or of ``units``) with the prefix-cache
+    engine: columns layer, kind, index, md, kl. ``kind`` is one of the adapter's family's unit kinds."""
+    if kind == "channel":
+        return _score_channels(adapter, teacher, layer, method, seed, chunk, progress, units)
+    return _score_encoder_units(adapter, teacher, layer, kind, method, seed, chunk, progress, units)
+
+
+@torch.no_grad()
+def _score_encoder_units(
+    adapter: EncoderAdapter, teacher: Teacher, layer: int, kind: str, method: OptinMethod, seed: int, chunk: int,
+    progress: bool, units: list[int] | None,
+) -> pd.DataFrame:
     _check_teacher(teacher, method)
     num_layers = adapter.num_layers
     trajectory = set(method.trajectory(kind, layer, num_layers, adapter.final_tap, adapter.decoder_taps))
@@ -315,9 +327,8 @@ def score_layer(
     return pd.DataFrame(rows, columns=["layer", "kind", "index", "md", "kl"])
 
 
-@torch.no_grad()
 def score_naive(
-    adapter: EncoderAdapter,
+    adapter,
     teacher: Teacher,
     layer: int,
     kind: str,
@@ -326,6 +337,16 @@ def score_naive(
     units: list[int] | None = None,
 ) -> pd.DataFrame:
     """Oracle: one full masked forward of the padded batch per unit, Gram matrices built directly in float64."""
+    if kind == "channel":
+        return _score_channels_naive(adapter, teacher, layer, method, seed, units)
+    return _score_encoder_units_naive(adapter, teacher, layer, kind, method, seed, units)
+
+
+@torch.no_grad()
+def _score_encoder_units_naive(
+    adapter: EncoderAdapter, teacher: Teacher, layer: int, kind: str, method: OptinMethod, seed: int,
+    units: list[int] | None,
+) -> pd.DataFrame:
     _check_teacher(teacher, method)
     num_layers = adapter.num_layers
     trajectory = method.trajectory(kind, layer, num_layers, adapter.final_tap, adapter.decoder_taps)
@@ -378,12 +399,12 @@ def _channel_trajectory(adapter, layer: int, method: OptinMethod) -> list[int]:
 
 
 @torch.no_grad()
-def score_channels(
-    adapter, teacher: Teacher, layer: int, method: OptinMethod, seed: int, chunk: int = 32,
-    progress: bool = False, units: list[int] | None = None,
+def _score_channels(
+    adapter, teacher: Teacher, layer: int, method: OptinMethod, seed: int, chunk: int, progress: bool,
+    units: list[int] | None,
 ) -> pd.DataFrame:
-    """Raw (md, kl) of the channels of CNN layer ``layer``: its activation is computed once from the
-    cached layer input; V copies, each with one channel zeroed, run the rest of the network as one batch."""
+    """The channels of CNN layer ``layer``: its activation is computed once from the cached layer
+    input; V copies, each with one channel zeroed, run the rest of the network as one batch."""
     num_layers = adapter.num_layers
     trajectory = set(_channel_trajectory(adapter, layer, method))
     x = teacher.layer_inputs[layer]
@@ -413,10 +434,10 @@ def score_channels(
 
 
 @torch.no_grad()
-def score_channels_naive(
-    adapter, teacher: Teacher, layer: int, method: OptinMethod, seed: int, units: list[int] | None = None,
+def _score_channels_naive(
+    adapter, teacher: Teacher, layer: int, method: OptinMethod, seed: int, units: list[int] | None,
 ) -> pd.DataFrame:
-    """Oracle: one full masked forward of the calibration batch per channel, Gram matrices built directly."""
+    """One full masked forward of the calibration batch per channel, Gram matrices built directly."""
     trajectory = _channel_trajectory(adapter, layer, method)
     sampler = RowSampler(method.md_rows, method.md_fresh_subsets, seed, _rng_stream(layer, "channel"))
     fresh_n = fresh_row_count(sampler, [len(teacher.taps[k]) for k in trajectory])

@@ -90,7 +90,7 @@ def search_mac(
     kept_neurons = [
         sorted(neurons["index"][:m][neurons["layer"][:m] == layer].tolist()) for layer in range(len(neurons_per_layer))
     ]
-    kept = Kept(heads=tuple(map(tuple, kept_heads)), neurons=tuple(map(tuple, kept_neurons)))
+    kept = Kept.of(head=tuple(map(tuple, kept_heads)), neuron=tuple(map(tuple, kept_neurons)))
     achieved = float(head_total[k] + neuron_total[m])
     info = {
         "budget": budget,
@@ -146,7 +146,7 @@ def search_tau(
         return [int(r) for r in np.maximum.accumulate(removed)]
 
     def macs() -> float:
-        return flops.encoder_macs(*kept.counts(), [seq_len - r for r in schedule()], hidden, head_dim)
+        return flops.encoder_macs(kept.counts("head"), kept.counts("neuron"), [seq_len - r for r in schedule()], hidden, head_dim)
 
     if uniform:
         per_layer = 0
@@ -182,7 +182,7 @@ def search_channels(
     channels_per_layer: list[int],
     min_per_layer: list[int],
     ranking: str = "per_mac",
-) -> tuple[list[list[int]], dict]:
+) -> tuple[Kept, dict]:
     """CNN channels (one unit kind): keep the longest prefix of the global ranking whose network MACs
     fit the budget, after each layer's ``min_per_layer`` best channels (a chain network needs one per
     layer). MACs are recounted exactly after every addition, since a VGG conv's cost is the product
@@ -235,4 +235,4 @@ def search_channels(
         "achieved_ratio": achieved / base, "channels_kept": sum(counts), "channels_per_layer_kept": counts,
         "importance_kept": importance_kept, "ranking": ranking, "unit_macs_per_layer": unit_cost,
     }
-    return [sorted(k) for k in kept], info
+    return Kept.of(channel=[sorted(k) for k in kept]), info

@@ -35,8 +35,7 @@ def scores(model):
 
 
 # 1. The slim model is the masked model (per-pixel class scores).
-head_masks, neuron_masks = adapter.kept_masks(kept)
-masked = adapter.forward(probe, head_masks, neuron_masks)[2].exp()
+masked = adapter.masked_logits(probe, kept).exp()
 slim = adapter.slim(kept)
 Mask2FormerSwinAdapter.save_slim(slim, snakemake.output.slim)
 slim_scores = scores(slim)
@@ -68,7 +67,7 @@ unpruned = ({"miou": info["test_miou"], "pixel_accuracy": info["test_pixel_accur
 lat_cfg = params.latency
 lat_batch = {"pixel_values": test.pixels(range(min(lat_cfg["batch_size"], len(test)))).to(device)}
 times = latency.compare({"dense": dense, "slim": reloaded}, lat_batch, lat_cfg["repeats"], lat_cfg["warmup"])
-heads, neurons = kept.counts()
+heads, neurons = kept.counts("head"), kept.counts("neuron")
 result = {
     "budget": masks["budget"],
     "relative_macs": counted / masks["base_macs"],

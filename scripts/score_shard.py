@@ -10,7 +10,7 @@ import torch  # noqa: E402
 
 from optin.arch import adapter_for, family  # noqa: E402
 from optin.methods import OptinMethod  # noqa: E402
-from optin.scoring import Teacher, auto_chunk, run_teacher, score_channels, score_layer  # noqa: E402
+from optin.scoring import Teacher, auto_chunk, run_teacher, score_layer  # noqa: E402
 
 params = snakemake.params
 method = OptinMethod.from_config(params.method)
@@ -32,9 +32,6 @@ for kind in family(params.family).scored_kinds(params.layer):
 
     def score(chunk, units=None, progress=False):
         with autocast(device, params.precision):
-            if kind == "channel":
-                return score_channels(adapter, teacher, params.layer, method, params.seed, chunk=chunk, units=units,
-                                      progress=progress)
             return score_layer(adapter, teacher, params.layer, kind, method, params.seed, chunk=chunk, units=units,
                                progress=progress)
 

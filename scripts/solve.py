@@ -22,11 +22,11 @@ unscaled_kinds = params.method.get("kind") in ("magnitude", "random")
 cost_model = family(params.family).cost_model
 if cost_model == "channels":
     # CNN channels: whole-network MACs, exact for the kept counts (optin.arch.cnn).
-    channels, result = search_channels(scores, budget=params.budget, ops=[MacOp(**op) for op in info["mac_ops"]],
+    kept, result = search_channels(scores, budget=params.budget, ops=[MacOp(**op) for op in info["mac_ops"]],
                                        channels_per_layer=info["channels_per_layer"],
                                        min_per_layer=info["min_channels_per_layer"],
                                        ranking=params.method.get("channel_ranking", "per_mac"))
-    result.update({"input_size": info["input_size"], "kept": {"channel": channels}})
+    result["input_size"] = info["input_size"]
     summary = f"kept {result['channels_kept']} channels {result['channels_per_layer_kept']}"
 elif cost_model == "per_layer":
     # Windowed attention (Swin): a unit's cost depends on its stage's width and resolution.
@@ -70,8 +70,8 @@ else:
         result["token_merges"] = None
     result.update({"mac_seq_len": seq_len, "head_macs": flops.head_macs(seq_len, hidden, head_dim),
                    "neuron_macs": flops.neuron_macs(seq_len, hidden)})
+result["kept"] = kept.to_json()
 if cost_model != "channels":
-    result["kept"] = kept.to_json()
     summary = f"kept {result['heads_kept']} heads, {result['neurons_kept']} neurons, token merges {result['token_merges']}"
 Path(snakemake.output[0]).write_text(json.dumps(result, indent=1) + "\n")
 print(f"budget {result['budget']}: {summary}, ratio {result['achieved_ratio']:.4f}")

@@ -24,7 +24,7 @@ kept = Kept.from_json(mask["kept"])
 start = time.perf_counter()
 if params.method["rearrange"]:
     rearranged = rearrange(adapter, teacher.batch, calibration["labels"][0], kept, params.method["fisher_batch_size"])
-    moved = sum(len(set(a) - set(b)) for a, b in zip(rearranged.heads + rearranged.neurons, kept.heads + kept.neurons, strict=True))
+    moved = sum(len(set(a) - set(b)) for a, b in zip(rearranged["head"] + rearranged["neuron"], kept["head"] + kept["neuron"], strict=True))
     print(f"rearrangement moved {moved} units (counts per layer unchanged)")
     kept = rearranged
 if params.method["tune"]:

@@ -23,24 +23,24 @@ class FamilyCase:
     build: Callable[[], torch.nn.Module]
     batch: Callable[[], dict[str, torch.Tensor]]
     kinds: tuple[str, ...]          # unit kinds the engine scores for this family
-    kept: Kept | list[list[int]]    # a selection for slim = masked (CNNs: kept channels per layer)
+    kept: Kept                      # a selection for slim = masked
 
 
 FAMILIES = {
     "bert": FamilyCase(lambda: tiny_bert(layers=2), padded_batch, ("head", "neuron"),
-                       Kept(heads=((0, 2), (1,)), neurons=(tuple(range(0, 48, 3)), ()))),
+                       Kept.of(head=((0, 2), (1,)), neuron=(tuple(range(0, 48, 3)), ()))),
     "vit": FamilyCase(lambda: hf_model("deit"), lambda: vit_images(28), ("head", "neuron", "token"),
-                      Kept(heads=((0, 2), (), (1, 2, 3)), neurons=((), tuple(range(10)), (5, 7)))),
+                      Kept.of(head=((0, 2), (), (1, 2, 3)), neuron=((), tuple(range(10)), (5, 7)))),
     "vit_timm": FamilyCase(timm_model, lambda: vit_images(32), ("head", "neuron", "token"),
-                           Kept(heads=((0, 2), (3,), (1, 2, 3)), neurons=((1,), tuple(range(10)), (5, 7)))),
+                           Kept.of(head=((0, 2), (3,), (1, 2, 3)), neuron=((1,), tuple(range(10)), (5, 7)))),
     "mask2former_swin": FamilyCase(tiny_mask2former, lambda: swin_images(2), ("head", "neuron"),
-                                   Kept(heads=((0,), (0,), (1,), (0, 1), (0, 2, 3), (), (1, 2, 5, 7), (0,)),
-                                        neurons=(tuple(range(5)), (3, 9), (), tuple(range(0, 48, 2)), (1,),
-                                                 tuple(range(50)), (), (4, 100)))),
+                                   Kept.of(head=((0,), (0,), (1,), (0, 1), (0, 2, 3), (), (1, 2, 5, 7), (0,)),
+                                           neuron=(tuple(range(5)), (3, 9), (), tuple(range(0, 48, 2)), (1,),
+                                                   tuple(range(50)), (), (4, 100)))),
     "cifar_resnet": FamilyCase(tiny_resnet, lambda: {"pixel_values": cnn_pixels("resnet")}, ("channel",),
-                               [[0, 2], [1, 3], [0, 5, 7], [1, 2, 3, 4], [0, 8, 15], [2, 3]]),
+                               Kept.of(channel=[[0, 2], [1, 3], [0, 5, 7], [1, 2, 3, 4], [0, 8, 15], [2, 3]])),
     "vgg": FamilyCase(tiny_vgg, lambda: {"pixel_values": cnn_pixels("vgg_bn")}, ("channel",),
-                      [[0, 3], [1, 2, 5], [0, 4], [3, 6]]),
+                      Kept.of(channel=[[0, 3], [1, 2, 5], [0, 4], [3, 6]])),
 }
 
 

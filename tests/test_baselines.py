@@ -148,7 +148,7 @@ def test_every_method_goes_through_the_same_mac_search(scorer):
                               heads_per_layer=heads, neurons_per_layer=neurons)
     assert result["achieved_ratio"] <= 0.5 + 1e-9
     # Within a layer the search keeps the top units of the method's ranking.
-    for layer, kept_neurons in enumerate(kept.neurons):
+    for layer, kept_neurons in enumerate(kept["neuron"]):
         part = scores[(scores["kind"] == "neuron") & (scores["layer"] == layer)].sort_values("importance", ascending=False)
         assert set(kept_neurons) == set(part["index"].iloc[: len(kept_neurons)])
 
@@ -186,21 +186,21 @@ def test_mask_tuning_is_exact_when_nothing_is_pruned_and_helps_when_something_is
     adapter = adapter_for(model)
     batch = padded_batch(lengths=(7, 4, 6, 5))
     teacher = run_teacher(adapter, batch, include_padding=False)
-    everything = Kept(heads=((0, 1, 2, 3),) * 2, neurons=(tuple(range(8)),) * 2)
+    everything = Kept.of(head=((0, 1, 2, 3),) * 2, neuron=(tuple(range(8)),) * 2)
     heads, neurons = tune_scales(adapter, teacher, everything)
     # (float32 teacher features against a float64 solve: agreement to ~1e-5)
     assert torch.allclose(torch.tensor(heads), torch.ones(2, 4), atol=1e-4)
     assert torch.allclose(torch.tensor(neurons), torch.ones(2, 8), atol=1e-4)
 
-    kept = Kept(heads=((0, 2), (1, 3)), neurons=((0, 1, 5), (2, 3, 4, 7)))
+    kept = Kept.of(head=((0, 2), (1, 3)), neuron=((0, 1, 5), (2, 3, 4, 7)))
     heads, neurons = tune_scales(adapter, teacher, kept)
     head_masks, neuron_masks = adapter.kept_masks(kept)
     # Mask values = scales in the functional forward ...
     scaled_heads = [m.clone() for m in head_masks]
     scaled_neurons = [m.clone() for m in neuron_masks]
     for layer in range(2):
-        scaled_heads[layer][list(kept.heads[layer])] = torch.tensor(heads[layer])
-        scaled_neurons[layer][list(kept.neurons[layer])] = torch.tensor(neurons[layer])
+        scaled_heads[layer][list(kept["head"][layer])] = torch.tensor(heads[layer])
+        scaled_neurons[layer][list(kept["neuron"][layer])] = torch.tensor(neurons[layer])
     rows = teacher.rows
     _, _, by_mask_values = adapter.forward(batch, scaled_heads, scaled_neurons, rows=rows)
     _, _, untuned = adapter.forward(batch, head_masks, neuron_masks, rows=rows)
@@ -227,5 +227,5 @@ def test_cost_weighting_lets_unscaled_baselines_keep_heads_and_neurons_alike():
     plain, _ = search_mac(scores, budget=0.5, head_cost=11840.0, neuron_cost=640.0, base_macs=base, **counts)
     fair, _ = search_mac(cost_weighted(scores, 11840.0, 640.0), budget=0.5, head_cost=11840.0, neuron_cost=640.0,
                          base_macs=base, **counts)
-    assert sum(plain.counts()[0]) <= 2  # unit-scale scores buy neurons and drop nearly every head
-    assert 0.25 <= sum(fair.counts()[0]) / 12 <= 0.75
+    assert sum(plain.counts("head")) <= 2  # unit-scale scores buy neurons and drop nearly every head
+    assert 0.25 <= sum(fair.counts("head")) / 12 <= 0.75

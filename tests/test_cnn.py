@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from optin import flops
-from optin.arch import adapter_for
+from optin.arch import Kept, adapter_for
 from optin.arch.cnn import CifarResNetAdapter, MacOp, VggAdapter, count_conv_linear_macs, network_macs
 from optin.baselines import magnitude_scores
 from optin.data import images
 from optin.methods import OptinMethod, combine
 from optin.models import cnn
-from optin.scoring import run_teacher, score_channels, score_channels_naive
+from optin.scoring import run_teacher, score_layer, score_naive
 from optin.search import search_channels
 
 
@@ -76,7 +76,7 @@ def random_kept(adapter, seed=0, empty_layer=None):
     kept = [sorted(torch.randperm(n, generator=g)[: max(1, n // 2)].tolist()) for n in adapter.unit_counts()]
     if empty_layer is not None:
         kept[empty_layer] = []
-    return kept
+    return Kept.of(channel=kept)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -99,8 +99,8 @@ def test_fast_channel_scores_equal_the_naive_oracle(case, md_rows, reduction):
     teacher = run_teacher(adapter, {"pixel_values": pixels(case)})
     method = OptinMethod(md_rows=md_rows, md_reduction=reduction)
     for layer in range(adapter.num_layers):
-        fast = score_channels(adapter, teacher, layer, method, seed=3, chunk=3)
-        naive = score_channels_naive(adapter, teacher, layer, method, seed=3)
+        fast = score_layer(adapter, teacher, layer, "channel", method, seed=3, chunk=3)
+        naive = score_naive(adapter, teacher, layer, "channel", method, seed=3)
         assert len(fast) == adapter.unit_counts()[layer]
         np.testing.assert_allclose(fast["md"], naive["md"], rtol=2e-4, atol=1e-9)
         np.testing.assert_allclose(fast["kl"], naive["kl"], rtol=2e-4, atol=1e-12)
@@ -112,8 +112,8 @@ def test_mean_reduction_divides_each_tap_by_its_gram_size():
     adapter = adapter_for(tiny_resnet())
     teacher = run_teacher(adapter, {"pixel_values": pixels("resnet")})
     last = adapter.num_layers - 1  # one tap (its own block output): 6 images x 4 x 4 positions
-    total = score_channels(adapter, teacher, last, OptinMethod(md_reduction="sum"), seed=0)
-    mean = score_channels(adapter, teacher, last, OptinMethod(md_reduction="mean"), seed=0)
+    total = score_layer(adapter, teacher, last, "channel", OptinMethod(md_reduction="sum"), seed=0)
+    mean = score_layer(adapter, teacher, last, "channel", OptinMethod(md_reduction="mean"), seed=0)
     np.testing.assert_allclose(mean["md"], total["md"] / (6 * 4 * 4) ** 2, rtol=1e-9)
 
 
@@ -125,7 +125,7 @@ def test_slim_model_is_the_masked_model_and_reloads(case, tmp_path):
     kept = random_kept(adapter, empty_layer=1 if case == "resnet" else None)
     masked = adapter.forward({"pixel_values": x}, adapter.kept_masks(kept))[2]
     slim = adapter.slim(kept)
-    assert adapter_for(slim).unit_counts() == [len(k) for k in kept]
+    assert adapter_for(slim).unit_counts() == kept.counts("channel")
     assert flops.count_module_params(slim) < flops.count_module_params(model)
     with torch.no_grad():
         torch.testing.assert_close(slim(x), masked, rtol=0, atol=1e-5)
@@ -189,10 +189,10 @@ def test_channel_search_meets_the_budget_and_the_slim_model_costs_it(case, ranki
         kept, info = search_channels(scores, budget=budget, ops=ops, channels_per_layer=adapter.unit_counts(),
                                      min_per_layer=adapter.min_channels(), ranking=ranking)
         assert info["achieved_macs"] <= budget * info["base_macs"] + 1e-6
-        assert all(len(k) >= m for k, m in zip(kept, adapter.min_channels(), strict=True))
+        assert all(n >= m for n, m in zip(kept.counts("channel"), adapter.min_channels(), strict=True))
         assert count_conv_linear_macs(adapter.slim(kept), x) == info["achieved_macs"]
         # Maximal prefix: the next channel of the ranking would not have fitted.
-        assert info["channels_kept"] == sum(len(k) for k in kept)
+        assert info["channels_kept"] == sum(kept.counts("channel"))
 
 
 def test_per_mac_ranking_prefers_cheap_channels_of_equal_importance():
@@ -200,7 +200,7 @@ def test_per_mac_ranking_prefers_cheap_channels_of_equal_importance():
     ops = [MacOp("a", 100.0, None, 0, src_fixed=1), MacOp("b", 1.0, 0, 1), MacOp("c", 1.0, 1, None, dst_fixed=1)]
     scores = pd.DataFrame([{"layer": l, "kind": "channel", "index": i, "importance": 1.0} for l in (0, 1) for i in range(4)])
     kept, info = search_channels(scores, budget=0.5, ops=ops, channels_per_layer=[4, 4], min_per_layer=[1, 1])
-    assert len(kept[1]) == 4 and len(kept[0]) < 4
+    assert kept.counts("channel")[1] == 4 and kept.counts("channel")[0] < 4
 
 
 def test_search_refuses_a_budget_below_the_minimum_widths():

@@ -18,7 +18,7 @@ from optin.data.segmentation import canvas_pixels
 from optin.kwon import fisher_scores, tune_scales
 from optin.methods import OptinMethod
 from optin.models import cnn, vision
-from optin.scoring import run_teacher, score_channels, score_channels_naive, score_layer, score_naive
+from optin.scoring import run_teacher, score_layer, score_naive
 
 
 def some_units(adapter, layer: int, kind: str) -> list[int]:
@@ -29,18 +29,13 @@ def some_units(adapter, layer: int, kind: str) -> list[int]:
 
 
 def scores(adapter, teacher, layer, kind, method, units, naive=False, chunk=2):
-    if kind == "channel":
-        if naive:
-            return score_channels_naive(adapter, teacher, layer, method, seed=0, units=units)
-        return score_channels(adapter, teacher, layer, method, seed=0, chunk=chunk, units=units)
     if naive:
         return score_naive(adapter, teacher, layer, kind, method, seed=0, units=units)
     return score_layer(adapter, teacher, layer, kind, method, seed=0, chunk=chunk, units=units)
 
 
 def masked_and_slim_logits(adapter, batch, kept):
-    masks = adapter.kept_masks(kept)
-    masked = adapter.forward(batch, *(masks if isinstance(masks, tuple) else (masks,)))[2]
+    masked = adapter.masked_logits(batch, kept)
     slim = adapter_for(adapter.slim(kept))
     return masked, slim.forward(batch)[2]
 
@@ -93,7 +88,7 @@ def test_kwon_mask_tuning_never_uses_the_default_device():
     teacher = run_teacher(adapter, case.batch(), include_padding=False)
     with meta_default():
         heads, _ = tune_scales(adapter, teacher, case.kept)
-    assert [len(h) for h in heads] == [len(h) for h in case.kept.heads]
+    assert [len(h) for h in heads] == [len(h) for h in case.kept["head"]]
 
 
 @pytest.mark.parametrize("family", ["vit", "vit_timm"])

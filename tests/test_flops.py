@@ -29,10 +29,10 @@ def test_direct_count_of_full_model_equals_formula():
 
 def test_direct_count_of_slim_model_equals_formula():
     adapter = adapter_for(tiny_bert())
-    kept = Kept(heads=((0, 2), (), (1, 2, 3)), neurons=((), tuple(range(10)), (5, 7)))
+    kept = Kept.of(head=((0, 2), (), (1, 2, 3)), neuron=((), tuple(range(10)), (5, 7)))
     slim = adapter_for(adapter.slim(kept))
     counted = flops.count_linear_attention_macs(slim.layer_linear_shapes(), 20.0)
-    heads, neurons = kept.counts()
+    heads, neurons = kept.counts("head"), kept.counts("neuron")
     assert counted == pytest.approx(flops.encoder_macs(heads, neurons, 20.0, 32, 8), rel=1e-12)
 
 

@@ -1,9 +1,11 @@
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from optin.masks import Kept
 from optin.search import search_mac
 
 
@@ -39,7 +41,7 @@ def test_search_matches_exhaustive_oracle(seed, budget):
     capacity = budget * base
     assert info["achieved_macs"] <= capacity + 1e-9
     assert info["importance_kept"] == pytest.approx(brute_force(table, capacity, head_cost, neuron_cost, capacity < head_cost))
-    heads, neurons = kept.counts()
+    heads, neurons = kept.counts("head"), kept.counts("neuron")
     assert sum(heads) * head_cost + sum(neurons) * neuron_cost == pytest.approx(info["achieved_macs"])
 
 
@@ -48,7 +50,7 @@ def test_budget_below_one_head_keeps_no_head_and_stays_under_budget():
     kept, info = search_mac(table, budget=0.05, head_cost=10.0, neuron_cost=3.0, base_macs=90.0,
                             heads_per_layer=[3, 3], neurons_per_layer=[5, 5])
     assert info["heads_kept"] == 0 and info["achieved_macs"] <= 4.5
-    assert kept.counts()[0] == [0, 0]
+    assert kept.counts("head") == [0, 0]
 
 
 @pytest.mark.parametrize("budget", [0.0, -0.1, 1.01])
@@ -56,3 +58,16 @@ def test_budget_outside_unit_interval_is_rejected(budget):
     with pytest.raises(ValueError, match="budget"):
         search_mac(scores(0), budget=budget, head_cost=1, neuron_cost=1, base_macs=10,
                    heads_per_layer=[3, 3], neurons_per_layer=[5, 5])
+
+
+def test_a_mask_files_kept_round_trips_for_every_unit_kind():
+    encoder = {"head": [[0, 2], []], "neuron": [[1], [3, 4]]}
+    channels = {"channel": [[0], [5, 7, 9]]}
+    for data in (encoder, channels):
+        kept = Kept.from_json(json.loads(json.dumps(data)))
+        assert kept.to_json() == data
+    assert Kept.from_json(encoder).counts("neuron") == [1, 2]
+    with pytest.raises(KeyError, match=r"keeps no 'channel' units; it has \['head', 'neuron'\]"):
+        Kept.from_json(encoder)["channel"]
+    with pytest.raises(ValueError, match="kept.head: expected a list of per-layer index lists"):
+        Kept.from_json({"head": [0, 2]})

@@ -6,9 +6,9 @@ from optin import flops
 from optin.arch import Kept, adapter_for
 
 KEPT = [
-    Kept(heads=((0, 2), (), (1, 2, 3)), neurons=((), tuple(range(10)), (5, 7))),
-    Kept(heads=((), (), ()), neurons=((3,), (), ())),
-    Kept(heads=((0, 1, 2, 3),) * 3, neurons=(tuple(range(48)),) * 3),
+    Kept.of(head=((0, 2), (), (1, 2, 3)), neuron=((), tuple(range(10)), (5, 7))),
+    Kept.of(head=((), (), ()), neuron=((3,), (), ())),
+    Kept.of(head=((0, 1, 2, 3),) * 3, neuron=(tuple(range(48)),) * 3),
 ]
 
 
@@ -19,8 +19,8 @@ def test_slim_model_is_the_masked_model(adapter, batch):
         slim = adapter.slim(kept)
         with torch.no_grad():
             torch.testing.assert_close(slim(**batch).logits, masked, rtol=0, atol=1e-5)
-        assert adapter_for(slim).unit_counts("head") == [len(h) for h in kept.heads]
-        assert adapter_for(slim).unit_counts("neuron") == [len(n) for n in kept.neurons]
+        assert adapter_for(slim).unit_counts("head") == [len(h) for h in kept["head"]]
+        assert adapter_for(slim).unit_counts("neuron") == [len(n) for n in kept["neuron"]]
 
 
 def test_slim_model_has_fewer_parameters(adapter):
@@ -38,7 +38,7 @@ def test_slim_model_reloads_with_from_pretrained(adapter, batch, tmp_path):
     # The adapter reads the reloaded model (its classes are the remote-code copies): structure and
     # MACs recounted from weight shapes match the kept selection.
     reloaded_adapter = adapter_for(reloaded)
-    heads, neurons = KEPT[0].counts()
+    heads, neurons = KEPT[0].counts("head"), KEPT[0].counts("neuron")
     assert reloaded_adapter.unit_counts("head") == heads
     assert reloaded_adapter.unit_counts("neuron") == neurons
     counted = flops.count_linear_attention_macs(reloaded_adapter.layer_linear_shapes(), 12.0)

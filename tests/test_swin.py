@@ -100,8 +100,8 @@ def test_fresh_row_subsets_need_taps_of_one_size():
         score_layer(adapter, teacher, 0, "head", OptinMethod(md_rows=64, md_fresh_subsets=True), seed=0)
 
 
-KEPT = Kept(heads=((0,), (), (1,), (0, 1), (0, 2, 3), (), (1, 2, 5, 7), (0,)),
-            neurons=(tuple(range(5)), (3, 9), (), tuple(range(0, 48, 2)), (1,), tuple(range(50)), (), (4, 100)))
+KEPT = Kept.of(head=((0,), (), (1,), (0, 1), (0, 2, 3), (), (1, 2, 5, 7), (0,)),
+               neuron=(tuple(range(5)), (3, 9), (), tuple(range(0, 48, 2)), (1,), tuple(range(50)), (), (4, 100)))
 
 
 def test_slim_model_is_the_masked_model_and_reloads(tmp_path):
@@ -112,8 +112,8 @@ def test_slim_model_is_the_masked_model_and_reloads(tmp_path):
     _, _, masked_logits = adapter.forward(batch, head_masks, neuron_masks)
     slim = adapter.slim(KEPT)
     slim_adapter = adapter_for(slim)
-    assert slim_adapter.unit_counts("head") == [len(h) for h in KEPT.heads]
-    assert slim_adapter.unit_counts("neuron") == [len(n) for n in KEPT.neurons]
+    assert slim_adapter.unit_counts("head") == [len(h) for h in KEPT["head"]]
+    assert slim_adapter.unit_counts("neuron") == [len(n) for n in KEPT["neuron"]]
     masked = as_score_maps(masked_logits)
     torch.testing.assert_close(native_scores(slim, batch), masked, rtol=0, atol=1e-5)
     Mask2FormerSwinAdapter.save_slim(slim, tmp_path)

@@ -22,7 +22,7 @@ from optin.scoring import run_teacher, score_layer, score_naive
 from optin.search import search_tau
 
 TIMM_KWARGS = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=4, mlp_ratio=1.5, num_classes=3)
-KEPT = Kept(heads=((0, 2), (), (1, 2, 3)), neurons=((), tuple(range(10)), (5, 7)))
+KEPT = Kept.of(head=((0, 2), (), (1, 2, 3)), neuron=((), tuple(range(10)), (5, 7)))
 
 
 def _perturbed(model):
@@ -212,7 +212,7 @@ def test_tau_search_meets_the_budget_with_non_increasing_tokens():
     adapter.forward_merged(images(28), merges, token_counts=counts)
     assert [counts[0] - c for c in counts] == removed
     assert info["achieved_ratio"] <= 0.6 + 1e-12
-    heads, neurons = kept.counts()
+    heads, neurons = kept.counts("head"), kept.counts("neuron")
     direct = sum(h * flops.head_macs(17 - r, 32, 8) + n * flops.neuron_macs(17 - r, 32)
                  for h, n, r in zip(heads, neurons, removed))
     assert info["achieved_macs"] == pytest.approx(direct, rel=1e-12)
@@ -246,7 +246,7 @@ def test_uniform_token_schedule_is_tome_alone_at_equal_macs():
         + [{"layer": l, "kind": "token", "index": i, "importance": float(i)} for l in (1, 2, 3) for i in range(1, 17)])
     shape = dict(seq_len=17.0, hidden=32, head_dim=8, heads_per_layer=[4] * 4, neurons_per_layer=[48] * 4, max_removed=15)
     kept, removed, info = search_tau(scores, budget=0.7, head_neuron_share=0.0, uniform=True, **shape)
-    assert kept.counts() == ([4] * 4, [48] * 4)  # every head and neuron kept
+    assert (kept.counts("head"), kept.counts("neuron")) == ([4] * 4, [48] * 4)  # every head and neuron kept
     # The smallest r per layer whose schedule (0, r, 2r, 3r) fits 0.7 of the MACs, found by brute force.
     base = flops.encoder_macs([4] * 4, [48] * 4, 17.0, 32, 8)
 

@@ -260,12 +260,16 @@ class EncoderAdapter(ABC):
             zip(self.unit_counts("head"), self.unit_counts("neuron"), strict=True)
         ):
             hm = torch.zeros(n_heads, device=self.device)
-            hm[list(kept.heads[layer])] = 1.0
+            hm[list(kept["head"][layer])] = 1.0
             nm = torch.zeros(n_neurons, device=self.device)
-            nm[list(kept.neurons[layer])] = 1.0
+            nm[list(kept["neuron"][layer])] = 1.0
             head_masks.append(hm)
             neuron_masks.append(nm)
         return head_masks, neuron_masks
+
+    def masked_logits(self, batch: dict[str, torch.Tensor], kept: Kept) -> torch.Tensor:
+        """The unpruned model's logits with only ``kept``'s units: what its slim model must output."""
+        return self.forward(batch, *self.kept_masks(kept))[2]
 
 
 @dataclass(frozen=True)
@@ -313,7 +317,7 @@ def load_sliced(slim, target: dict):
 
 
 def pruned_encoder(dense, masks: dict, family: str):
-    """(adapter, kept, head masks, neuron masks) of a transformer classifier's mask file. Kwon et
+    """(adapter, kept) of a transformer classifier's mask file. Kwon et
     al.'s tuned mask values are folded into a copy's weights, so the slim model carries them and
     latency still compares against the untouched dense model."""
     from optin.arch import adapter_for
@@ -327,7 +331,7 @@ def pruned_encoder(dense, masks: dict, family: str):
 
         adapter = adapter_for(copy.deepcopy(dense), family)
         apply_unit_scales(adapter, kept, masks["unit_scales"]["head"], masks["unit_scales"]["neuron"])
-    return (adapter, kept, *adapter.kept_masks(kept))
+    return adapter, kept
 
 
 def encoder_macs_of(model, family: str, masks: dict) -> float:
@@ -340,6 +344,6 @@ def encoder_macs_of(model, family: str, masks: dict) -> float:
 
 
 def kept_unit_counts(kept: Kept) -> dict:
-    heads, neurons = kept.counts()
+    heads, neurons = kept.counts("head"), kept.counts("neuron")
     return {"heads_kept": sum(heads), "neurons_kept": sum(neurons), "layers_without_heads": sum(h == 0 for h in heads),
             "layers_without_neurons": sum(n == 0 for n in neurons)}

@@ -185,7 +185,7 @@ class BertAdapter(EncoderAdapter):
         from optin.arch import bert_slim_model  # transformers' model code: only the jobs that slim pay for it
 
         config = copy.deepcopy(self.config)
-        heads, neurons = kept.counts()
+        heads, neurons = kept.counts("head"), kept.counts("neuron")
         config.optin_heads_per_layer = heads
         config.optin_neurons_per_layer = neurons
         config.architectures = ["OptinSlimBertForSequenceClassification"]
@@ -199,7 +199,7 @@ class BertAdapter(EncoderAdapter):
         dh = self.head_dim
         for name in slim.state_dict():
             target[name] = source.get(name)
-        for index, (block_heads, block_neurons) in enumerate(zip(kept.heads, kept.neurons, strict=True)):
+        for index, (block_heads, block_neurons) in enumerate(zip(kept["head"], kept["neuron"], strict=True)):
             slice_layer(source, target, self.layer_prefix(index), BERT_NAMES, block_heads, block_neurons, dh)
         return load_sliced(slim, target)
 

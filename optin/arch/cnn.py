@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from optin.flops import MacOp, network_macs  # noqa: F401 - the CNN MAC model lives with the others
+from optin.masks import Kept
 from optin.models import cnn
 
 
@@ -108,13 +109,18 @@ class ConvNetAdapter:
             taps.append(tap)
         return inputs, taps, self.logits(x)
 
-    def kept_masks(self, kept: list[list[int]]) -> list[torch.Tensor]:
+    def kept_masks(self, kept: Kept) -> list[torch.Tensor]:
+        """0/1 channel mask tensors per layer for a Kept selection on the unpruned model."""
         masks = []
         for layer, n in enumerate(self.unit_counts()):
             mask = torch.zeros(n, device=self.device)
-            mask[list(kept[layer])] = 1.0
+            mask[list(kept["channel"][layer])] = 1.0
             masks.append(mask)
         return masks
+
+    def masked_logits(self, batch: dict[str, torch.Tensor], kept: Kept) -> torch.Tensor:
+        """The unpruned network's logits with only ``kept``'s channels: what its slim model must output."""
+        return self.forward(batch, self.kept_masks(kept))[2]
 
     def save_slim(self, slim: nn.Module, path) -> None:
         cnn.save_convnet(slim, path)
@@ -179,9 +185,9 @@ class CifarResNetAdapter(ConvNetAdapter):
                 for block in self.model.blocks]
 
     @torch.no_grad()
-    def slim(self, kept: list[list[int]]) -> cnn.CifarResNet:
+    def slim(self, kept: Kept) -> cnn.CifarResNet:
         m = self.model
-        cfg = dict(m.config, inner_widths=[len(k) for k in kept])
+        cfg = dict(m.config, inner_widths=kept.counts("channel"))
         with torch.device(self.device):  # the slim model next to the dense one
             slim = cnn.build_convnet(cfg)
         source = m.state_dict()
@@ -190,7 +196,7 @@ class CifarResNetAdapter(ConvNetAdapter):
             # Everything but the sliced inner conv1/bn1/conv2 of the blocks (the stem's conv1/bn1 included).
             if name in source and not any(part in name for part in (".conv1.", ".bn1.", ".conv2.")):
                 target[name] = source[name]
-        for index, (block, idx) in enumerate(zip(m.blocks, kept, strict=True)):
+        for index, (block, idx) in enumerate(zip(m.blocks, kept["channel"], strict=True)):
             prefix = _block_prefix(m, index)
             if idx:
                 rows = torch.as_tensor(list(idx), device=self.device)
@@ -279,9 +285,9 @@ class VggAdapter(ConvNetAdapter):
         return norms + [lin.weight.detach().abs().sum(dim=1) for lin in self.linears[:-1]]
 
     @torch.no_grad()
-    def slim(self, kept: list[list[int]]) -> cnn.VGG:
+    def slim(self, kept: Kept) -> cnn.VGG:
         cfg = dict(self.model.config)
-        widths = [len(k) for k in kept]
+        widths = kept.counts("channel")
         if min(widths) < 1:
             raise ValueError(f"every VGG layer must keep a channel; kept counts {widths}")
         n_convs = len(self.convs)
@@ -291,7 +297,7 @@ class VggAdapter(ConvNetAdapter):
         with torch.device(self.device):
             slim = cnn.build_convnet(dict(cfg, convs=convs, hidden=widths[n_convs:]))
         slim_adapter = VggAdapter(slim)
-        rows = [torch.as_tensor(list(k), device=self.device) for k in kept]
+        rows = [torch.as_tensor(list(k), device=self.device) for k in kept["channel"]]
         cin = torch.arange(cfg["in_channels"], device=self.device)
         for index, ((conv, bn, _), (new_conv, new_bn, _)) in enumerate(zip(self.convs, slim_adapter.convs, strict=True)):
             new_conv.weight.copy_(conv.weight[rows[index]][:, cin])

@@ -267,14 +267,14 @@ class Mask2FormerSwinAdapter(EncoderAdapter):
     def slim(self, kept: Kept):
         slim_cls = mask2former_slim_model.OptinSlimMask2FormerForUniversalSegmentation
         config = copy.deepcopy(self.model.config)
-        config.optin_heads_per_layer, config.optin_neurons_per_layer = kept.counts()
+        config.optin_heads_per_layer, config.optin_neurons_per_layer = kept.counts("head"), kept.counts("neuron")
         config.architectures = [slim_cls.__name__]
         config.auto_map = {"AutoModelForUniversalSegmentation": f"{SLIM_MODEL_FILE[:-3]}.{slim_cls.__name__}"}
         with torch.device(self.device):  # the slim model next to the dense one
             slim = slim_cls(config).eval()
         source = self.model.state_dict()
         target = {name: source.get(name) for name in slim.state_dict()}
-        for layer, (heads, neurons) in enumerate(zip(kept.heads, kept.neurons, strict=True)):
+        for layer, (heads, neurons) in enumerate(zip(kept["head"], kept["neuron"], strict=True)):
             prefix = self.layer_prefix(layer)
             slice_layer(source, target, prefix, SWIN_NAMES, heads, neurons, self.head_dim)
             if heads:

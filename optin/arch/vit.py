@@ -296,7 +296,7 @@ class HfVitAdapter(VisionTransformerAdapter):
             raise TypeError(f"no slim class for {type(self.model).__name__}; known: {sorted(vit_slim_model.SLIM_CLASSES)}")
         slim_cls = vit_slim_model.SLIM_CLASSES[base]
         config = copy.deepcopy(self.config)
-        config.optin_heads_per_layer, config.optin_neurons_per_layer = kept.counts()
+        config.optin_heads_per_layer, config.optin_neurons_per_layer = kept.counts("head"), kept.counts("neuron")
         config.optin_token_merges = list(token_merges) if token_merges else None
         config.architectures = [slim_cls.__name__]
         config.auto_map = {"AutoModelForImageClassification": f"{SLIM_MODEL_FILE[:-3]}.{slim_cls.__name__}"}
@@ -304,7 +304,7 @@ class HfVitAdapter(VisionTransformerAdapter):
             slim = slim_cls(config).eval()
         source = self.model.state_dict()
         target = {name: source.get(name) for name in slim.state_dict()}
-        for index, (heads, neurons) in enumerate(zip(kept.heads, kept.neurons, strict=True)):
+        for index, (heads, neurons) in enumerate(zip(kept["head"], kept["neuron"], strict=True)):
             slice_layer(source, target, self.layer_prefix(index), HF_VIT_NAMES, heads, neurons, self.head_dim)
         return load_sliced(slim, target)
 
@@ -386,8 +386,8 @@ class TimmVitAdapter(VisionTransformerAdapter):
             raise NotImplementedError("token merging is evaluated through forward_merged for timm models")
         slim = copy.deepcopy(self.model).eval()
         with torch.device(self.device):  # the resized blocks next to the dense ones
-            resize_timm_blocks(slim, *kept.counts(), self.head_dim)
-        for index, (heads, neurons) in enumerate(zip(kept.heads, kept.neurons, strict=True)):
+            resize_timm_blocks(slim, kept.counts("head"), kept.counts("neuron"), self.head_dim)
+        for index, (heads, neurons) in enumerate(zip(kept["head"], kept["neuron"], strict=True)):
             src, dst = self.blocks[index], slim.blocks[index]
             with torch.no_grad():
                 if heads:

@@ -272,20 +272,20 @@ def save_checkpoint(model: nn.Module, path) -> None:
 
 def evaluation(dense, job):
     """The CNN families' part of `evaluate` (optin.models.Evaluation): channels kept per layer."""
-    from optin.arch import adapter_for
+    from optin.arch import Kept, adapter_for
     from optin.arch.cnn import count_conv_linear_macs
     from optin.data.images import open_split
     from optin.models import Evaluation
 
     adapter = adapter_for(dense, job.family)
-    channels = job.masks["kept"]["channel"]
+    kept = Kept.from_json(job.masks["kept"])
     split_file, source_file = job.data
     test = open_split(split_file, source_file, "test", job.image_size, pixels=job.pixels)
     probe = {"pixel_values": test.pixels(range(64)).to(job.device)}
-    masked_logits = adapter.forward(probe, adapter.kept_masks(channels))[2]
-    slim = adapter.slim(channels)
+    masked_logits = adapter.masked_logits(probe, kept)
+    slim = adapter.slim(kept)
     adapter.save_slim(slim, job.slim_dir)
-    kept_counts = [len(c) for c in channels]
+    kept_counts = kept.counts("channel")
     return Evaluation(
         probe=probe, masked_logits=masked_logits, slim=slim,
         reload=lambda: load_convnet(job.slim_dir),

@@ -147,11 +147,11 @@ def evaluation(dense, job):
     def on_device(batch):
         return {k: v.to(job.device) for k, v in batch.items()}
 
-    adapter, kept, head_masks, neuron_masks = pruned_encoder(dense, job.masks, "bert")
+    adapter, kept = pruned_encoder(dense, job.masks, "bert")
     tokenizer = AutoTokenizer.from_pretrained(job.checkpoint)
     test = load_split(Path(job.data[0]).parent, "test")
     probe = on_device(tokenize_rows(tokenizer, test.iloc[:64], job.max_length))
-    masked_logits = adapter.forward(probe, head_masks, neuron_masks)[2]
+    masked_logits = adapter.masked_logits(probe, kept)
     slim = adapter.slim(kept)
     adapter.save_slim(slim, tokenizer, job.slim_dir)
     return Evaluation(

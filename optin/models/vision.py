@@ -171,19 +171,19 @@ def evaluation(dense, job):
     from optin.models import Evaluation
 
     masks, merges = job.masks, job.masks.get("token_merges")
-    adapter, kept, head_masks, neuron_masks = pruned_encoder(dense, masks, "vit")
+    adapter, kept = pruned_encoder(dense, masks, "vit")
     split_file, source_file = job.data
     test = open_split(split_file, source_file, "test", job.image_size, job.checkpoint, pixels=job.pixels)
     probe = {"pixel_values": test.pixels(range(64)).to(job.device)}
     if merges:
         counts = []
-        masked_logits = adapter.forward_merged(probe, merges, head_masks, neuron_masks, token_counts=counts)
+        masked_logits = adapter.forward_merged(probe, merges, *adapter.kept_masks(kept), token_counts=counts)
         # The merge schedule must remove exactly the tokens the search accounted for.
         ran = [counts[0] - c for c in counts]
         if ran != masks["tokens_removed_per_layer"]:
             raise RuntimeError(f"token merging removed {ran} tokens per layer; the search accounted {masks['tokens_removed_per_layer']}")
     else:
-        masked_logits = adapter.forward(probe, head_masks, neuron_masks)[2]
+        masked_logits = adapter.masked_logits(probe, kept)
     slim = adapter.slim(kept, token_merges=merges)
     adapter.save_slim(slim, job.slim_dir)
     pe = patch_embedding_macs(dense, job.image_size)
