@@ -17,18 +17,19 @@ import sys
 import time
 from pathlib import Path
 
-# Modules a job of another family must never load (the registry keeps families apart).
+# Modules a job of the family must never load: other families' code (the registry keeps families
+# apart) and the packages the family hides (Family.unused_packages).
 FOREIGN = {
-    "bert": ("timm", "optin.arch.vit", "optin.arch.swin", "optin.arch.cnn", "optin.models.cnn", "optin.models.vision",
+    "bert": ("timm", "torchvision", "scipy", "optin.arch.vit", "optin.arch.swin", "optin.arch.cnn", "optin.models.cnn", "optin.models.vision",
              "optin.models.segmentation"),
     "vit": ("optin.arch.bert", "optin.arch.swin", "optin.arch.cnn", "optin.models.cnn", "optin.models.segmentation"),
     "mask2former_swin": ("timm", "optin.arch.bert", "optin.arch.vit", "optin.arch.cnn", "optin.models.cnn"),
     "cifar_resnet": ("timm", "transformers", "optin.arch.bert", "optin.arch.vit", "optin.arch.swin"),
 }
 # Scripts that load a model of the job's family; the rest are family-free.
-FAMILY_SCRIPTS = ("prepare_model", "calibrate", "score_shard", "score_kwon", "tune_mask", "evaluate")
+FAMILY_SCRIPTS = ("prepare_model", "calibrate", "score_shard", "score_kwon", "score_baseline", "tune_mask", "evaluate")
 # Of those, the ones that load it through the family's scoring loader (Family.load_for_scoring).
-SCORING_SCRIPTS = ("score_shard", "score_kwon")
+SCORING_SCRIPTS = ("score_shard", "score_kwon", "score_baseline", "tune_mask")
 WATCHED = ("torch", "transformers", "timm", "torchvision", "pandas", "matplotlib")
 
 
@@ -39,7 +40,11 @@ def script_imports(path: Path) -> list[str]:
 
 
 def job_code(script: Path, family: str | None) -> str:
-    lines = ["import os", "os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')", *script_imports(script)]
+    lines = ["import os", "os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')"]
+    if family:  # what start_job(family=...) does before the script's heavy imports
+        lines += ["from optin.arch.registry import family as _family", "from optin.runtime import hide_packages",
+                  f"hide_packages(_family({family!r}).unused_packages)"]
+    lines += script_imports(script)
     if family:
         loader = "_f.scoring_loader_module()" if script.stem in SCORING_SCRIPTS else "_f.model_module"
         lines += ["from optin.arch.registry import family as _family", f"_f = _family({family!r})",
@@ -49,7 +54,9 @@ def job_code(script: Path, family: str | None) -> str:
 
 def measure(code: str, repeats: int, warm_up: bool = True) -> tuple[float, list[str]]:
     """Median wall seconds of the imports (interpreter start-up excluded) and the modules loaded."""
-    probe = code + "\nimport sys, json, time\nprint(json.dumps([time.perf_counter() - _t0, sorted(sys.modules)]))"
+    # hidden packages (optin.runtime.hide_packages) sit in sys.modules as None: not loaded
+    probe = code + ("\nimport sys, json, time\n"
+                    "print(json.dumps([time.perf_counter() - _t0, sorted(k for k, v in sys.modules.items() if v is not None)]))")
     probe = "import time\n_t0 = time.perf_counter()\n" + probe
     if warm_up:
         subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -9,9 +9,15 @@ import sys
 from pathlib import Path
 
 
-def start_job(log_path: str | None, threads: int, offline: bool = True, light: bool = False) -> None:
+def start_job(log_path: str | None, threads: int, offline: bool = True, light: bool = False,
+              family: str | None = None) -> None:
     """``light``: the job never touches torch (mask search, tables, figures), so importing it, 2-3 s
-    per job on a small CPU, is skipped."""
+    per job on a small CPU, is skipped. ``family``: a job of one model family hides the packages
+    that family never uses (optin.arch.registry ``unused_packages``)."""
+    if family:
+        from optin.arch.registry import family as family_entry
+
+        hide_packages(family_entry(family).unused_packages)
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -27,6 +33,16 @@ def start_job(log_path: str | None, threads: int, offline: bool = True, light: b
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
+
+
+def hide_packages(names) -> None:
+    """Make ``names`` look uninstalled to this process, so that libraries importing them only when
+    installed skip them: with ``sys.modules[name] = None``, ``import name`` raises
+    ModuleNotFoundError and ``importlib.util.find_spec(name)`` returns None."""
+    for name in names:
+        if sys.modules.get(name) is not None:
+            raise RuntimeError(f"cannot hide {name}: this process has already imported it")
+        sys.modules[name] = None
 
 
 def seconds_since_process_start() -> float | None:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from optin.runtime import report_start_up, select_device, start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake.log[0], snakemake.threads, family=snakemake.params.family)
 device = select_device(snakemake.params.device)
 
 import torch  # noqa: E402

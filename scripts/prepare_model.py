@@ -2,7 +2,7 @@ from pathlib import Path
 
 from optin.runtime import start_job, write_json
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake.log[0], snakemake.threads, family=snakemake.params.family)
 
 from optin.arch import family  # noqa: E402
 from optin.models import PreparationJob  # noqa: E402

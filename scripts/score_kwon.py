@@ -1,6 +1,6 @@
 from optin.runtime import select_device, start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake.log[0], snakemake.threads, family=snakemake.params.family)
 device = select_device(snakemake.params.device)
 
 import time  # noqa: E402

@@ -3,21 +3,20 @@ from pathlib import Path
 
 from optin.runtime import select_device, start_job
 
-start_job(snakemake.log[0], snakemake.threads)
+start_job(snakemake.log[0], snakemake.threads, family=snakemake.params.family)
 device = select_device(snakemake.params.device)
 
 import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from optin.arch import Kept, adapter_for  # noqa: E402
+from optin.arch import Kept, adapter_for, family  # noqa: E402
 from optin.kwon import rearrange, tune_scales  # noqa: E402
-from optin.models import load_checkpoint  # noqa: E402
 from optin.scoring import Teacher  # noqa: E402
 
 params = snakemake.params
 mask = json.loads(Path(snakemake.input.mask).read_text())
-adapter = adapter_for(load_checkpoint(params.family, snakemake.input.checkpoint).to(device), params.family)
+adapter = adapter_for(family(params.family).load_for_scoring(snakemake.input.checkpoint).to(device), params.family)
 calibration = torch.load(snakemake.input.teacher, weights_only=False, map_location=device)
 teacher = Teacher.from_dict(calibration["teachers"][0][False])
 kept = Kept.from_json(mask["kept"])

@@ -43,9 +43,14 @@ class Family:
     # input size; a pretrained model's unpruned accuracy is measured there)
     prepare_reads_data: bool = False
     constraints: Callable[[str, dict, dict], list[str]] = field(default=_no_constraints, compare=False)
-    # "module:function" loading a checkpoint for the scoring jobs without the model module's imports
+    # "module:function" loading a checkpoint, without the model module's imports, for the jobs that
+    # only run the adapter (score_shard, score_kwon, score_baseline, tune_mask)
     # (default: the model module's load_checkpoint)
     scoring_loader: str | None = None
+    # Installed for other families, never used by this one, yet imported by its libraries when
+    # present: its jobs hide them (optin.runtime.start_job). transformers 5.23 loads torchvision
+    # and scipy.optimize with any model class, for its image processors and detection losses.
+    unused_packages: tuple[str, ...] = ()
 
     def models(self):
         return importlib.import_module(self.model_module)
@@ -54,7 +59,7 @@ class Family:
         return self.scoring_loader.split(":")[0] if self.scoring_loader else self.model_module
 
     def scoring_load_function(self) -> Callable:
-        """What loads a checkpoint for the score_shard and score_kwon jobs (path -> model)."""
+        """What loads a checkpoint for the jobs that only run the adapter (path -> model)."""
         if self.scoring_loader is None:
             return self.models().load_checkpoint
         return getattr(importlib.import_module(self.scoring_loader_module()), self.scoring_loader.split(":")[1])
@@ -103,7 +108,7 @@ def _convnet(name: str) -> Family:
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("bert", "optin.arch.bert", "optin.models.text", TEXT_SOURCES, ("packaged", "hub", "config"), ("head", "neuron"),
            cost_model="encoder", training=("finetune",), kwon=True, movable_tap=True,
-           scoring_loader="optin.arch.bert_torch:load_for_scoring"),
+           scoring_loader="optin.arch.bert_torch:load_for_scoring", unused_packages=("torchvision", "scipy")),
     # HF ViT/DeiT/DINOv2 and timm ViTs
     Family("vit", "optin.arch.vit", "optin.models.vision", IMAGE_SOURCES, ("dinov2_onnx", "hub", "config"),
            ("head", "neuron", "token"), cost_model="encoder", training=("vit_training", "linear_probe"), kwon=True, token_pruning=True),
