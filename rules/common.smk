@@ -152,15 +152,22 @@ def dataset_files(dataset):
     return multiext(f"results/data/{dataset}/", "sentences.csv", "split.json")
 
 
-def eval_files():
+def eval_runs():
+    """Every evaluation of the run, as the wildcards of its metrics file (collect reads them here,
+    not back from the paths)."""
     return [
-        f"results/eval/{config['experiments'][e]['model']}/{config['experiments'][e]['dataset']}/{method}/"
-        f"calib{calibration_n(config, e)}-seed{seed}/budget{b}.json"
+        {"model": config["experiments"][e]["model"], "dataset": config["experiments"][e]["dataset"], "method": method,
+         "calibration_size": calibration_n(config, e), "seed": seed, "budget": b}
         for e in RUN["experiments"]
         for method in experiment_methods(config, e)
         for seed in experiment_seeds(config, e)
         for b in experiment_budgets(config, e)
     ]
+
+
+def eval_files():
+    return [f"results/eval/{r['model']}/{r['dataset']}/{r['method']}/calib{r['calibration_size']}-seed{r['seed']}/"
+            f"budget{r['budget']}.json" for r in eval_runs()]
 
 
 def image_dataset_inputs(w):
@@ -196,15 +203,25 @@ def arm_of(model, dataset):
     return "CNN arm" if is_convnet(model) else "Vision arm"
 
 
-def unit_figure_inputs(w):
-    """Every method's mask at every budget (first seed) and the scores of the experiment's first method."""
+def _unit_figure_run(w):
     name = next(e for e in RUN["experiments"]
                 if config["experiments"][e]["model"] == w.model and config["experiments"][e]["dataset"] == w.dataset)
     n, seed = calibration_n(config, name), experiment_seeds(config, name)[0]
     methods = experiment_methods(config, name)
-    run = f"{w.model}/{w.dataset}/{{}}/calib{n}-seed{seed}"
+    return f"{w.model}/{w.dataset}/{{}}/calib{n}-seed{seed}", methods, experiment_budgets(config, name)
+
+
+def unit_figure_mask_methods(w):
+    """The method of each of unit_figure_inputs' masks, in their order."""
+    _, methods, budgets = _unit_figure_run(w)
+    return [m for m in methods for _ in budgets]
+
+
+def unit_figure_inputs(w):
+    """Every method's mask at every budget (first seed) and the scores of the experiment's first method."""
+    run, methods, budgets = _unit_figure_run(w)
     return {
-        "masks": [f"results/masks/{run.format(m)}/budget{b}.json" for m in methods for b in experiment_budgets(config, name)],
+        "masks": [f"results/masks/{run.format(m)}/budget{b}.json" for m in methods for b in budgets],
         "scores": f"results/scores/{run.format(scores_method(methods[0]))}/scores.parquet",
     }
 

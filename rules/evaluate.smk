@@ -75,6 +75,8 @@ rule collect:
             caption="../workflow/report/metrics.rst",
             category="Text arm",
         ),
+    params:
+        runs=eval_runs(),  # the wildcards of each of input.evals, in order
     conda:
         "../envs/optin.yaml"
     log:

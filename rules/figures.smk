@@ -189,6 +189,7 @@ rule unit_figures:
         importance_pdf="results/figures/units/{model}/{dataset}/importance.pdf",
     params:
         num_layers=lambda w: config["models"][w.model]["num_layers"],
+        mask_methods=unit_figure_mask_methods,
     conda:
         "../envs/optin.yaml"
     log:

@@ -19,15 +19,13 @@ def git_revision() -> str:
         return "unknown"
 
 
-# results/eval/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json
 rows = []
-for path in map(Path, snakemake.input.evals):
-    model, dataset, method, run = path.parts[-5:-1]
-    n_calib, seed = run.removeprefix("calib").split("-seed")
-    metrics = json.loads(path.read_text())
+for path, run in zip(snakemake.input.evals, snakemake.params.runs, strict=True):
+    metrics = json.loads(Path(path).read_text())
     # "accuracy" holds the task's dev metric: top-1 / accuracy, or Spearman for a regressor (STS-B)
-    keys = {"experiment": f"{model}/{dataset}", "model": model, "dataset": dataset, "method": method,
-            "calibration_size": int(n_calib), "seed": int(seed), "budget": metrics.pop("budget"),
+    keys = {"experiment": f"{run['model']}/{run['dataset']}", "model": run["model"], "dataset": run["dataset"],
+            "method": run["method"], "calibration_size": int(run["calibration_size"]), "seed": int(run["seed"]),
+            "budget": metrics.pop("budget"),
             "task_metric": metrics.pop("metric", "accuracy"),
             "device": metrics.pop("device", f"cpu:{platform.machine()}")}
     rows += [{**keys, "metric": name, "value": float(value)} for name, value in sorted(metrics.items())]

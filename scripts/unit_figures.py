@@ -8,11 +8,10 @@ from optin.runtime import start_job
 
 start_job(snakemake.log[0], threads=1, light=True)
 w, out = snakemake.wildcards, snakemake.output
-# results/masks/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json
 masks = {}
-for path in map(Path, snakemake.input.masks):
-    mask = json.loads(path.read_text())
-    masks[(path.parts[-3], mask["budget"])] = mask
+for path, method in zip(snakemake.input.masks, snakemake.params.mask_methods, strict=True):
+    mask = json.loads(Path(path).read_text())
+    masks[(method, mask["budget"])] = mask
 scores = pd.read_parquet(snakemake.input.scores)
 units = scores[scores["kind"] != "token"].groupby(["kind", "layer"]).size()
 totals = {kind: [int(units.get((kind, layer), 0)) for layer in range(snakemake.params.num_layers)]
