@@ -29,7 +29,9 @@ if cost_model == "channels":
     result["input_size"] = info["input_size"]
     summary = f"kept {result['channels_kept']} channels {result['channels_per_layer_kept']}"
 elif cost_model == "per_layer":
-    # Windowed attention (Swin): a unit's cost depends on its stage's width and resolution.
+    # A MAC cost per unit and layer from model_info: windowed attention (Swin), where a unit's cost
+    # depends on its stage's width and resolution, or any family whose units the encoder model
+    # (multi-head attention, a two-matrix FFN) does not price.
     heads, neurons = info["heads_per_layer"], info["neurons_per_layer"]
     head_cost, neuron_cost = info["head_macs_per_layer"], info["neuron_macs_per_layer"]
     base = sum(h * c for h, c in zip(heads, head_cost, strict=True)) + sum(n * c for n, c in zip(neurons, neuron_cost, strict=True))
@@ -37,7 +39,7 @@ elif cost_model == "per_layer":
         scores = cost_weighted(scores, head_cost, neuron_cost)
     kept, result = search_mac(scores, budget=params.budget, head_cost=head_cost, neuron_cost=neuron_cost, base_macs=base,
                               heads_per_layer=heads, neurons_per_layer=neurons)
-    result.update({"token_merges": None, "input_size": info["input_size"], "head_macs_per_layer": head_cost,
+    result.update({"token_merges": None, "input_size": info.get("input_size"), "head_macs_per_layer": head_cost,
                    "neuron_macs_per_layer": neuron_cost})
 else:
     heads, neurons = info["heads_per_layer"], info["neurons_per_layer"]
