@@ -17,10 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-# Modules a job of the family must never load: other families' code (the registry keeps families
-# apart) and the packages the family hides (Family.unused_packages).
+# Other families' code, which a job of the family must never load (the registry keeps families apart).
 FOREIGN = {
-    "bert": ("timm", "torchvision", "scipy", "optin.arch.vit", "optin.arch.swin", "optin.arch.cnn", "optin.models.cnn", "optin.models.vision",
+    "bert": ("timm", "optin.arch.vit", "optin.arch.swin", "optin.arch.cnn", "optin.models.cnn", "optin.models.vision",
              "optin.models.segmentation"),
     "vit": ("optin.arch.bert", "optin.arch.swin", "optin.arch.cnn", "optin.models.cnn", "optin.models.segmentation"),
     "mask2former_swin": ("timm", "optin.arch.bert", "optin.arch.vit", "optin.arch.cnn", "optin.models.cnn"),
@@ -33,6 +32,13 @@ SCORING_SCRIPTS = ("score_shard", "score_kwon", "score_baseline", "tune_mask")
 WATCHED = ("torch", "transformers", "timm", "torchvision", "pandas", "matplotlib")
 
 
+def forbidden_modules(family: str) -> set[str]:
+    """What a job of ``family`` must never load: FOREIGN, and the packages the family hides."""
+    from optin.arch.registry import family as family_entry
+
+    return set(FOREIGN.get(family, ())) | set(family_entry(family).unused_packages)
+
+
 def script_imports(path: Path) -> list[str]:
     """The module-level import statements of a rule script, as source lines."""
     tree = ast.parse(path.read_text())
@@ -43,12 +49,11 @@ def job_code(script: Path, family: str | None) -> str:
     lines = ["import os", "os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')"]
     if family:  # what start_job(family=...) does before the script's heavy imports
         lines += ["from optin.arch.registry import family as _family", "from optin.runtime import hide_packages",
-                  f"hide_packages(_family({family!r}).unused_packages)"]
+                  f"_f = _family({family!r})", "hide_packages(_f.unused_packages)"]
     lines += script_imports(script)
     if family:
         loader = "_f.scoring_loader_module()" if script.stem in SCORING_SCRIPTS else "_f.model_module"
-        lines += ["from optin.arch.registry import family as _family", f"_f = _family({family!r})",
-                  "import importlib", f"importlib.import_module({loader})", "importlib.import_module(_f.adapter_module)"]
+        lines += ["import importlib", f"importlib.import_module({loader})", "importlib.import_module(_f.adapter_module)"]
     return "\n".join(lines)
 
 
@@ -74,7 +79,7 @@ def profile(scripts_dir: Path, families: list[str], repeats: int) -> list[dict]:
         for family in (families if script.stem in FAMILY_SCRIPTS else [None]):
             seconds, modules = measure(job_code(script, family), repeats)
             loaded = set(modules)
-            foreign = sorted(m for m in FOREIGN.get(family, ()) if m in loaded)
+            foreign = sorted(forbidden_modules(family) & loaded) if family else []
             rows.append({"script": script.stem, "family": family or "-", "import_s": round(seconds, 2),
                          "loads": [m for m in WATCHED if m in loaded], "foreign": foreign})
     return rows

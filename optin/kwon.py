@@ -124,8 +124,8 @@ def rearrange(adapter, batch, labels, kept: Kept, fisher_batch_size: int = 1) ->
     head_grads, neuron_grads = mask_gradients(adapter, batch, labels, fisher_batch_size)
     heads = _split_by_layer(head_grads, adapter.unit_counts("head"))
     neurons = _split_by_layer(neuron_grads, adapter.unit_counts("neuron"))
-    return Kept.of(head=tuple(tuple(rearrange_layer(g, list(k))) for g, k in zip(heads, kept["head"], strict=True)),
-                   neuron=tuple(tuple(rearrange_layer(g, list(k))) for g, k in zip(neurons, kept["neuron"], strict=True)))
+    return Kept.of(head=[rearrange_layer(g, list(k)) for g, k in zip(heads, kept["head"], strict=True)],
+                   neuron=[rearrange_layer(g, list(k)) for g, k in zip(neurons, kept["neuron"], strict=True)])
 
 
 def _ridge(gram: torch.Tensor, rhs: torch.Tensor, damping: float) -> torch.Tensor:

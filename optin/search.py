@@ -90,7 +90,7 @@ def search_mac(
     kept_neurons = [
         sorted(neurons["index"][:m][neurons["layer"][:m] == layer].tolist()) for layer in range(len(neurons_per_layer))
     ]
-    kept = Kept.of(head=tuple(map(tuple, kept_heads)), neuron=tuple(map(tuple, kept_neurons)))
+    kept = Kept.of(head=kept_heads, neuron=kept_neurons)
     achieved = float(head_total[k] + neuron_total[m])
     info = {
         "budget": budget,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from optin.arch import registry
-from optin.import_cost import FOREIGN, job_code, measure
+from optin.import_cost import forbidden_modules, job_code, measure
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -20,7 +20,7 @@ def test_a_job_imports_only_its_own_family(script, family):
     _, modules = measure(job_code(SCRIPTS / f"{script}.py", family), repeats=1, warm_up=False)
     loaded = set(modules)
     assert "torch" in loaded and registry.family(family).adapter_module in loaded  # the probe ran the job's imports
-    assert not loaded & set(FOREIGN[family])
+    assert not loaded & forbidden_modules(family)
 
 
 @pytest.mark.parametrize("script", ["solve", "merge_scores", "collect", "figures", "method_tables", "unit_figures"])
