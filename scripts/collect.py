@@ -24,7 +24,7 @@ for path, run in zip(snakemake.input.evals, snakemake.params.runs, strict=True):
     metrics = json.loads(Path(path).read_text())
     # "accuracy" holds the task's dev metric: top-1 / accuracy, or Spearman for a regressor (STS-B)
     keys = {"experiment": f"{run['model']}/{run['dataset']}", "model": run["model"], "dataset": run["dataset"],
-            "method": run["method"], "calibration_size": int(run["calibration_size"]), "seed": int(run["seed"]),
+            "method": run["method"], "calibration_size": run["calibration_size"], "seed": run["seed"],
             "budget": metrics.pop("budget"),
             "task_metric": metrics.pop("metric", "accuracy"),
             "device": metrics.pop("device", f"cpu:{platform.machine()}")}

@@ -23,9 +23,9 @@ cost_model = family(params.family).cost_model
 if cost_model == "channels":
     # CNN channels: whole-network MACs, exact for the kept counts (optin.arch.cnn).
     kept, result = search_channels(scores, budget=params.budget, ops=[MacOp(**op) for op in info["mac_ops"]],
-                                       channels_per_layer=info["channels_per_layer"],
-                                       min_per_layer=info["min_channels_per_layer"],
-                                       ranking=params.method.get("channel_ranking", "per_mac"))
+                                   channels_per_layer=info["channels_per_layer"],
+                                   min_per_layer=info["min_channels_per_layer"],
+                                   ranking=params.method.get("channel_ranking", "per_mac"))
     result["input_size"] = info["input_size"]
     summary = f"kept {result['channels_kept']} channels {result['channels_per_layer_kept']}"
 elif cost_model == "per_layer":

@@ -45,7 +45,6 @@ def test_an_unknown_family_is_named():
         adapter_for(object(), "llama")
 
 
-
 def test_a_hidden_package_looks_uninstalled_to_libraries_that_probe_for_it():
     code = ("import importlib.util\nfrom optin.runtime import hide_packages\nhide_packages(['torchvision'])\n"
             "assert importlib.util.find_spec('torchvision') is None\n"
