@@ -156,6 +156,8 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
             if not source.get("revision"):
                 errors.append(f"{where}.revision: hub models must pin a revision (commit hash or tag)")
         family = FAMILIES[model["family"]]
+        if source["kind"] == "local":
+            errors += _local_model_errors(where, family, source, base_dir)
         if source["kind"] not in family.source_kinds:
             errors.append(f"{where}.kind: {family.name} models come from {list(family.source_kinds)}, got {source['kind']!r}")
         for key in TRAINING_KEYS:
@@ -229,6 +231,21 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
                     errors += _method_fit_errors(f"sweeps.{name}", FAMILIES[model["family"]], method, config["methods"][method])
     if errors:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
+
+
+def _local_model_errors(where: str, family, source: dict, base_dir: Path) -> list[str]:
+    """A local checkpoint: a directory with config.json for the Hugging Face families, a state-dict
+    file for the CNNs (built from source.convnet_config)."""
+    if "path" not in source:
+        return [f"{where}.path: a local source needs the checkpoint's path"]
+    path = Path(source["path"]) if Path(source["path"]).is_absolute() else base_dir / source["path"]
+    if family.unit_kinds == ("channel",):
+        if not path.is_file():
+            return [f"{where}.path: {path} is not a file (expected a state dict saved with torch.save, "
+                    "keys as optin.models.cnn builds source.convnet_config)"]
+    elif not (path / "config.json").is_file():
+        return [f"{where}.path: {path} has no config.json (expected a directory written by save_pretrained)"]
+    return []
 
 
 def _method_fit_errors(where: str, family, method: str, entry: dict) -> list[str]:

@@ -101,6 +101,34 @@ def experiment_of(model, dataset):
     raise ValueError(f"no experiment pairs model {model!r} with dataset {dataset!r}")
 
 
+NETWORK_DATASETS = ("glue", "rt_polarity")  # text sources fetched by download_dataset
+
+
+def prefetch_files():
+    """The outputs of every rule of the run that reaches the network (rule prefetch)."""
+    models = sorted({m for m, _ in run_pairs()})
+    datasets = sorted({d for _, d in run_pairs()} | {prepared_on(m) for m in models if prepared_on(m)})
+    files = []
+    for model in models:
+        kind = config["models"][model]["source"]["kind"]
+        if kind == "hub":
+            files.append(f"results/hub/{model}")
+        elif kind == "url":
+            files.append(f"results/downloads/weights/{model}.pt")
+    for dataset in datasets:
+        source = config["datasets"][dataset]["source"]
+        if source["kind"] in NETWORK_DATASETS:
+            files.append(f"results/data/{dataset}/sentences.csv")
+        elif source["kind"] == "cifar10" and "dir" not in source:
+            files.append("results/downloads/cifar10/cifar-10-batches-py")
+    return sorted(set(files))
+
+
+def models_on(dataset):
+    """The models that experiments of the run evaluate on ``dataset``."""
+    return sorted({m for m, d in run_pairs() if d == dataset})
+
+
 def run_pairs():
     return [(config["experiments"][e]["model"], config["experiments"][e]["dataset"]) for e in RUN["experiments"]]
 
@@ -171,7 +199,8 @@ def eval_files():
 
 
 def image_dataset_inputs(w):
-    if config["datasets"][w.dataset]["source"]["kind"] == "cifar10":
+    source = config["datasets"][w.dataset]["source"]
+    if source["kind"] == "cifar10" and "dir" not in source:  # dir: a local copy, nothing to download
         return {"cifar10": "results/downloads/cifar10/cifar-10-batches-py"}
     return {}
 
@@ -235,7 +264,14 @@ def prepare_inputs(w):
         inputs["hub"] = f"results/hub/{w.model}"
     if model["source"]["kind"] == "url":
         inputs["weights"] = f"results/downloads/weights/{w.model}.pt"
+    if model["source"]["kind"] == "local":  # the user's own checkpoint: a change reruns the model's jobs
+        inputs["local"] = local_model_path(model["source"]["path"])
     return inputs
+
+
+def local_model_path(path):
+    """A models.<id>.source.path: relative paths are relative to the repository, like dataset paths."""
+    return path if Path(path).is_absolute() else str(Path(workflow.basedir).parent / path)
 
 
 def qualitative_inputs(w):

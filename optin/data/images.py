@@ -156,6 +156,20 @@ def list_imagefolder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
     return files, np.asarray(labels, dtype=np.int64), classes
 
 
+def imagefolder_label_problem(train_classes: list[str], test_classes: list[str], model_labels: dict[str, int]) -> str | None:
+    """Why an ImageFolder tree cannot feed these models, or None: a label is the index of its sorted
+    class folder, so train and test must name the same classes and as many as each model has outputs."""
+    if train_classes != test_classes:
+        only = sorted(set(train_classes) ^ set(test_classes))[:3]
+        return (f"train and test class folders differ ({len(train_classes)} vs {len(test_classes)}; e.g. {only}); "
+                "both need one folder per class with the same names")
+    for model, labels in sorted(model_labels.items()):
+        if labels != len(train_classes):
+            return (f"{len(train_classes)} class folders, but models.{model}.num_labels is {labels}: expected one folder "
+                    f"per class of the checkpoint, sorted in its label order (ImageNet-1k: the 1000 synset folders)")
+    return None
+
+
 def read_cifar10(root: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
     """(images [N, 32, 32, 3] uint8, labels) from the python pickles of the CIFAR-10 release."""
     import pickle

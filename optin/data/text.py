@@ -92,20 +92,24 @@ def glue_rows(rows: pd.DataFrame, task: str) -> pd.DataFrame:
     return frame
 
 
-def fetch_glue(task: str, revision: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, dev) of a GLUE task at a pinned revision of the hub dataset."""
-    from datasets import load_dataset
+def fetch_glue(task: str, revision: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(train, dev, resolved commit) of a GLUE task at a pinned revision of the hub dataset: its
+    parquet files (<task>/<split>-NNNNN-of-NNNNN.parquet) through the hub cache, so that a cached
+    copy serves an offline node (the `datasets` library would not read it offline)."""
+    from optin.hub import snapshot
 
-    splits = load_dataset(GLUE_REPO, task, revision=revision)
+    if task not in GLUE_TASKS:
+        raise KeyError(f"unknown GLUE task {task!r}; known: {sorted(GLUE_TASKS)}")
+    path, commit = snapshot(GLUE_REPO, revision, repo_type="dataset", allow_patterns=[f"{task}/*"])
     dev = GLUE_TASKS[task][1]
-    return glue_rows(splits["train"].to_pandas(), task), glue_rows(splits[dev].to_pandas(), task)
+    return glue_rows(_read_parquet_split(path, task, "train"), task), glue_rows(_read_parquet_split(path, task, dev), task), commit
 
 
-def glue_commit(revision: str) -> str:
-    """The commit of the GLUE hub dataset that ``revision`` (a branch or commit) resolves to."""
-    from huggingface_hub import HfApi
-
-    return HfApi().dataset_info(GLUE_REPO, revision=revision).sha
+def _read_parquet_split(snapshot_dir: Path, task: str, split: str) -> pd.DataFrame:
+    shards = sorted((snapshot_dir / task).glob(f"{split}-*.parquet"))
+    if not shards:
+        raise FileNotFoundError(f"{snapshot_dir / task}: no {split}-*.parquet files (the {GLUE_REPO} layout)")
+    return pd.concat([pd.read_parquet(shard) for shard in shards], ignore_index=True)
 
 
 def glue_dataset(train: pd.DataFrame, dev: pd.DataFrame, n_train: int, n_test: int, n_calib_pool: int,

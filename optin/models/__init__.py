@@ -31,8 +31,8 @@ class PreparationJob:
     training: dict | None = None     # the family's training settings (optin.arch.registry)
     training_key: str | None = None  # which of the family's training keys gave them
     data: list[str] = field(default_factory=list)
-    hub_dir: Any = None              # a downloaded hub snapshot (source kind hub)
-    weights: str | None = None       # a downloaded weights file (source kind url)
+    pretrained_dir: Any = None       # a checkpoint directory: a downloaded hub snapshot or the user's own (kind local)
+    weights: str | None = None       # a state-dict file: downloaded (kind url) or the user's own (kind local)
     max_length: int | None = None
     image_size: int | None = None
     pixels: dict | None = None

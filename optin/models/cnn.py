@@ -297,7 +297,7 @@ def evaluation(dense, job):
 
 
 def prepare(job):
-    """A CNN built from a config and trained here, a pretrained one (ccexam, a url), with its MAC ops."""
+    """A CNN built from a config and trained here, a pretrained one (ccexam, a url, a local state dict), with its MAC ops."""
     from optin.arch import adapter_for
     from optin.arch.cnn import count_conv_linear_macs, network_macs
     from optin.data.images import open_split
@@ -308,7 +308,7 @@ def prepare(job):
     else:
         torch.manual_seed(job.seed)
         model = build_convnet({**job.source["convnet_config"], "num_labels": job.num_labels})
-        if kind == "url":
+        if kind in ("url", "local"):
             model = load_state_dict_file(model, job.weights)
     split_file, source_file = job.data
     test = open_split(split_file, source_file, "test", job.image_size, pixels=job.pixels)

@@ -100,20 +100,20 @@ def prepare(job):
     from optin.data.segmentation import open_segmentation_split
     from optin.models import encoder_structure
 
-    if job.source["kind"] == "hub":
+    if job.source["kind"] in ("hub", "local"):
         from transformers import AutoImageProcessor
 
-        model = load_segmenter(job.hub_dir)
-        AutoImageProcessor.from_pretrained(job.hub_dir).save_pretrained(job.checkpoint)
+        model = load_segmenter(job.pretrained_dir)
+        AutoImageProcessor.from_pretrained(job.pretrained_dir).save_pretrained(job.checkpoint)
     else:
         model = mask2former_from_config(job.num_labels, job.source["swin_config"], job.source["decoder_config"], job.seed)
     adapter = adapter_for(model, "mask2former_swin")
     info = encoder_structure(adapter, job)
     split_file, source_file = job.data
-    test = open_segmentation_split(split_file, source_file, "test", job.hub_dir)
+    test = open_segmentation_split(split_file, source_file, "test", job.pretrained_dir)
     if job.training:
         cfg = job.training
-        train = open_segmentation_split(split_file, source_file, "train", job.hub_dir)
+        train = open_segmentation_split(split_file, source_file, "train", job.pretrained_dir)
         model = train_segmenter(model, train, steps=cfg["steps"], lr=cfg["lr"], batch_size=cfg["batch_size"], seed=job.seed)
         adapter = adapter_for(model, "mask2former_swin")
         scores = segmentation_metrics(predict(model, test), test.masks, len(test.class_names))

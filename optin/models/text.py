@@ -25,31 +25,32 @@ def packaged_model_dir(package: str) -> Path:
     return Path(spec.submodule_search_locations[0]) / sub
 
 
-def download_hub_model(repo_id: str, revision: str, destination: Path) -> Path:
-    """Snapshot of ``repo_id`` at ``revision``; the commit it resolved to is written to
-    ``RESOLVED_REVISION`` so that results stay traceable when the config names a branch."""
-    from huggingface_hub import HfApi, snapshot_download
+def download_hub_model(repo_id: str, revision: str, destination: Path) -> str:
+    """The snapshot of ``repo_id`` at ``revision`` (through the hub cache) under ``destination``;
+    the commit it resolved to is written to ``RESOLVED_REVISION`` so that results stay traceable
+    when the config names a branch. Returns the commit."""
+    from optin.hub import materialize, snapshot
 
-    path = Path(snapshot_download(repo_id=repo_id, revision=revision, local_dir=destination))
-    commit = HfApi().model_info(repo_id, revision=revision).sha
-    (path / "RESOLVED_REVISION").write_text(f"{repo_id}@{commit}\n")
-    return path
+    path, commit = snapshot(repo_id, revision)
+    materialize(path, destination)
+    (destination / "RESOLVED_REVISION").write_text(f"{repo_id}@{commit}\n")
+    return commit
 
 
 def load_base(source: dict, num_labels: int, input_dir: Path | None, seed: int):
-    """(model, tokenizer) for a model source: packaged, hub (already downloaded) or config."""
+    """(model, tokenizer) for a model source: packaged, hub (already downloaded), local or config."""
     torch.manual_seed(seed)  # a new classification head is initialised from the global RNG
     kind = source["kind"]
     if kind == "packaged":
         path = packaged_model_dir(source["package"])
-    elif kind == "hub":
+    elif kind in ("hub", "local"):
         path = input_dir
     elif kind == "config":
         config = BertConfig(num_labels=num_labels, **source["bert_config"])
         tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir(source["tokenizer_package"]))
         return BertForSequenceClassification(config).eval(), tokenizer
     else:
-        raise ValueError(f"model source kind must be packaged, hub or config, got {kind!r}")
+        raise ValueError(f"model source kind must be packaged, hub, local or config, got {kind!r}")
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = BertForSequenceClassification.from_pretrained(path, num_labels=num_labels)
     return model.eval(), tokenizer
@@ -170,7 +171,7 @@ def prepare(job):
     from optin.arch import adapter_for
     from optin.models import encoder_structure
 
-    model, tokenizer = load_base(job.source, job.num_labels, job.hub_dir, job.seed)
+    model, tokenizer = load_base(job.source, job.num_labels, job.pretrained_dir, job.seed)
     info = encoder_structure(adapter_for(model, "bert"), job)
     if job.training:
         data_dir = Path(job.data[0]).parent

@@ -215,12 +215,12 @@ def prepare(job):
         probe = open_split(split_file, source_file, "train", dinov2_onnx.ONNX_INPUT_SIZE)
         diff = dinov2_onnx.verify(model.dinov2, dinov2_onnx.onnx_path(), probe.pixels(range(4)), atol)
         print(f"DINOv2 conversion vs onnxruntime on 4 images: max |diff| = {diff:.2e} (tolerance {atol:.0e})")
-    elif job.source["kind"] == "hub":
+    elif job.source["kind"] in ("hub", "local"):
         from transformers import AutoImageProcessor
 
-        model = load_classifier(job.hub_dir)
+        model = load_classifier(job.pretrained_dir)
         # The checkpoint's own preprocessing (resize, crop, mean/std) travels with it.
-        AutoImageProcessor.from_pretrained(job.hub_dir).save_pretrained(job.checkpoint)
+        AutoImageProcessor.from_pretrained(job.pretrained_dir).save_pretrained(job.checkpoint)
     else:
         from transformers import ViTConfig, ViTForImageClassification
 
@@ -237,8 +237,8 @@ def prepare(job):
         cfg = job.training
         split_file, source_file = job.data
         patch_grid(model, job.image_size)
-        train = open_split(split_file, source_file, "train", job.image_size, job.hub_dir, pixels=job.pixels)
-        test = open_split(split_file, source_file, "test", job.image_size, job.hub_dir, pixels=job.pixels)
+        train = open_split(split_file, source_file, "train", job.image_size, job.pretrained_dir, pixels=job.pixels)
+        test = open_split(split_file, source_file, "test", job.image_size, job.pretrained_dir, pixels=job.pixels)
         if job.training_key == "vit_training":
             model = train_vit(model, train, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
                               weight_decay=cfg["weight_decay"], label_smoothing=cfg.get("label_smoothing", 0.1),
