@@ -281,7 +281,7 @@ def evaluation(dense, job):
     kept = Kept.from_json(job.masks["kept"])
     split_file, source_file = job.data
     test = open_split(split_file, source_file, "test", job.image_size, pixels=job.pixels)
-    probe = {"pixel_values": test.pixels(range(64)).to(job.device)}
+    probe = {"pixel_values": test.pixels(range(min(64, len(test)))).to(job.device)}
     masked_logits = adapter.masked_logits(probe, kept)
     slim = adapter.slim(kept)
     adapter.save_slim(slim, job.slim_dir)
@@ -291,7 +291,7 @@ def evaluation(dense, job):
         reload=lambda: load_convnet(job.slim_dir),
         accuracy=lambda model: accuracy(model, test),
         recount=lambda model: count_conv_linear_macs(model, probe["pixel_values"]),
-        latency_batch={"pixel_values": test.pixels(range(job.latency["batch_size"])).to(job.device)},
+        latency_batch={"pixel_values": test.pixels([i % len(test) for i in range(job.latency["batch_size"])]).to(job.device)},
         extra={"image_size": job.image_size, "channels_kept": sum(kept_counts), "dense_channels": sum(adapter.unit_counts()),
                "layers_with_at_most_one_channel": sum(k <= 1 for k in kept_counts)})
 

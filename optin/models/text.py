@@ -160,7 +160,7 @@ def evaluation(dense, job):
         reload=lambda: AutoModelForSequenceClassification.from_pretrained(job.slim_dir, trust_remote_code=True).eval(),
         accuracy=lambda model: task_metric(model, tokenizer, test, job.max_length),
         recount=lambda model: encoder_macs_of(model, "bert", job.masks),
-        latency_batch=on_device(tokenize_rows(tokenizer, test.iloc[: job.latency["batch_size"]], job.latency["seq_len"],
+        latency_batch=on_device(tokenize_rows(tokenizer, test.iloc[[i % len(test) for i in range(job.latency["batch_size"])]], job.latency["seq_len"],
                                               pad_to_max=True)),
         # the "accuracy" fields hold this metric
         extra={"metric": metric_name(dense.config.num_labels), "latency_seq_len": job.latency["seq_len"], **kept_unit_counts(kept)})

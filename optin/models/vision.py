@@ -174,7 +174,7 @@ def evaluation(dense, job):
     adapter, kept = pruned_encoder(dense, masks, "vit")
     split_file, source_file = job.data
     test = open_split(split_file, source_file, "test", job.image_size, job.checkpoint, pixels=job.pixels)
-    probe = {"pixel_values": test.pixels(range(64)).to(job.device)}
+    probe = {"pixel_values": test.pixels(range(min(64, len(test)))).to(job.device)}
     if merges:
         counts = []
         masked_logits = adapter.forward_merged(probe, merges, *adapter.kept_masks(kept), token_counts=counts)
@@ -192,7 +192,7 @@ def evaluation(dense, job):
         reload=lambda: adapter.load_slim(job.slim_dir),
         accuracy=lambda model: accuracy(model, test),
         recount=lambda model: encoder_macs_of(model, "vit", masks),
-        latency_batch={"pixel_values": test.pixels(range(job.latency["batch_size"])).to(job.device)},
+        latency_batch={"pixel_values": test.pixels([i % len(test) for i in range(job.latency["batch_size"])]).to(job.device)},
         extra={"image_size": job.image_size, "patch_embedding_macs": pe,
                "relative_macs_with_patch_embedding": (masks["achieved_macs"] + pe) / (masks["base_macs"] + pe),
                "tokens_merged": sum(merges) if merges else 0, "head_neuron_share": masks.get("head_neuron_share"),
