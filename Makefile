@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c require
 # is installed system-wide).
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: install data-deps run resume test test-gpu test-slurm report bench precision-study profile-imports rule-times readme-figures dry-run lint clean
+.PHONY: install data-deps run resume prefetch test test-paper test-gpu test-slurm report bench precision-study profile-imports rule-times readme-figures dry-run lint clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -40,11 +40,24 @@ run: install
 resume: install
 	$(BIN)/python workflow/resume.py $(BIN)/snakemake --cores $(CORES) --configfile config.yaml
 
+# Only the rules that reach the network (hub models, GLUE, weights, CIFAR-10) for CONFIG, into the
+# hub cache at $$HF_HOME: run it on a login node; the compute run then needs no network
+# (docs/cluster.md).
+CONFIG ?= config.yaml
+prefetch: install
+	$(BIN)/snakemake --cores 1 --configfile $(CONFIG) -- prefetch
+
 report: install
 	$(BIN)/snakemake --cores 1 --configfile config.yaml --report results/report.html
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The paper tier: workflow/configs/paper.yaml's whole DAG on stand-ins of its inputs in their real
+# formats (tests/standins.py): prefetch, then the compute part with the network refused; and the
+# docs/own-model.md examples as written.
+test-paper: install
+	$(BIN)/python -m pytest -q -m paper
 
 # The GPU tier: every family's engine and slimming on CUDA, the tiny workflow with device: cuda
 # (skipped where no CUDA device is visible).

@@ -44,6 +44,16 @@ def experiment_budgets(config: dict, experiment: str) -> list[str]:
     return [budget_label(b) for b in config["experiments"][experiment].get("budgets", config["run"]["budgets"])]
 
 
+def slim_kept(evaluation: dict, budget: str, segmentation: bool) -> bool:
+    """Whether a slim checkpoint stays after its evaluation (evaluation.keep_slim: all, none or a list
+    of budgets). A segmentation run keeps its qualitative budget: segmentation_figure reads it."""
+    keep = evaluation.get("keep_slim", "all")
+    qualitative = evaluation.get("qualitative_budget")
+    if segmentation and qualitative is not None and budget == budget_label(qualitative):
+        return True
+    return keep == "all" or (keep != "none" and budget in [budget_label(b) for b in keep])
+
+
 def calibration_n(config: dict, experiment: str) -> int:
     return config["experiments"][experiment].get("calibration_n", config["calibration"]["n"])
 

@@ -19,7 +19,8 @@ def cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def snapshot(repo_id: str, revision: str, repo_type: str = "model", allow_patterns=None) -> tuple[Path, str]:
+def snapshot(repo_id: str, revision: str, repo_type: str = "model", allow_patterns=None,
+             ignore_patterns=None) -> tuple[Path, str]:
     """(snapshot directory in the cache, the commit ``revision`` resolved to). Online it downloads
     what is missing; offline (HF_HUB_OFFLINE=1, or no route to the hub) it serves the cached copy."""
     from huggingface_hub import snapshot_download
@@ -27,7 +28,7 @@ def snapshot(repo_id: str, revision: str, repo_type: str = "model", allow_patter
 
     try:
         path = Path(snapshot_download(repo_id=repo_id, revision=revision, repo_type=repo_type,
-                                      allow_patterns=allow_patterns))
+                                      allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
     except LocalEntryNotFoundError as err:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         why = "HF_HUB_OFFLINE=1" if offline else f"the hub is unreachable ({type(err.__cause__ or err).__name__})"

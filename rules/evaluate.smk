@@ -17,6 +17,7 @@ rule evaluate:
         pixels=lambda w: config["datasets"][w.dataset].get("pixels"),
         verify_atol=config["evaluation"]["verify_atol"],
         latency=config["evaluation"]["latency"],
+        keep_slim=keeps_slim,
     # Latency is timed on evaluation.latency.threads cores; when that is every core, nothing runs
     # beside it.
     threads: config["evaluation"]["latency"].get("threads", config["threads"])
@@ -50,6 +51,7 @@ rule evaluate_segmentation:
         device=DEVICE,
         verify_atol=config["evaluation"]["verify_atol"],
         latency=config["evaluation"]["latency"],
+        keep_slim=keeps_slim,
     threads: config["evaluation"]["latency"].get("threads", config["threads"])
     resources:
         gpu=gpus,

@@ -47,11 +47,17 @@ def batch():
     return padded_batch()
 
 
+# Tiers that run only when asked for: real Slurm starts daemons (minutes, root); the paper tier
+# runs the paper configuration's whole DAG on stand-ins (about 7 minutes on 2 cores).
+OPT_IN_TIERS = {"slurm": "a real single-node Slurm: run with -m slurm (make test-slurm)",
+                "paper": "paper.yaml on stand-ins: run with -m paper (make test-paper)"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """The real-Slurm tests start daemons and take minutes: only when asked for (-m slurm)."""
-    if "slurm" in (config.option.markexpr or ""):
-        return
-    skip = pytest.mark.skip(reason="a real single-node Slurm: run with -m slurm (make test-slurm)")
-    for item in items:
-        if "slurm" in item.keywords:
-            item.add_marker(skip)
+    asked = config.option.markexpr or ""
+    for marker, reason in OPT_IN_TIERS.items():
+        if marker in asked:
+            continue
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))

@@ -312,7 +312,9 @@ def overlay(root: Path, config: dict, weights: dict[str, tuple[str, str]]) -> di
         "models": models,
         "experiments": experiments,
         "run": {"budgets": [0.6]},
-        "evaluation": {"qualitative_budget": 0.6, "latency": {"batch_size": 4, "seq_len": 32, "repeats": 2, "warmup": 1}},
+        # keep none: the paper run's disk setting is exercised (the segmentation figure's budget stays)
+        "evaluation": {"qualitative_budget": 0.6, "keep_slim": "none",
+                       "latency": {"batch_size": 4, "seq_len": 32, "repeats": 2, "warmup": 1}},
     }
 
 

@@ -73,29 +73,53 @@ def test_glue_dataset_stores_only_used_rows_and_tests_on_the_whole_dev_set(tmp_p
         glue_dataset(train, dev, 0, 13, 8, 0)
 
 
-def test_fetch_glue_reads_the_pinned_revision_and_the_papers_dev_split(monkeypatch):
-    import sys
-    import types
+def test_fetch_glue_reads_the_pinned_revision_and_the_papers_dev_split_from_the_hub_cache(tmp_path, monkeypatch):
+    """nyu-mll/glue's parquet files in a real cache layout, read offline (conftest sets HF_HUB_OFFLINE)."""
+    import huggingface_hub.constants
 
-    calls = []
+    import standins
 
-    class Split:
-        def __init__(self, rows):
-            self.rows = rows
+    repo = tmp_path / "repo"
+    standins.glue_repo(repo)
+    commit = standins.cache_repo(tmp_path / "hf", "nyu-mll/glue", "main", repo, repo_type="dataset")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    train, dev, resolved = fetch_glue("mnli", "main")
+    assert resolved == commit
+    matched = pd.read_parquet(repo / "mnli" / "validation_matched-00000-of-00001.parquet")  # MNLI-m, as in the paper
+    assert dev["text"].tolist() == matched["premise"].tolist() and dev["text_pair"].tolist() == matched["hypothesis"].tolist()
+    assert dev["label"].tolist() == matched["label"].tolist() and len(train) == standins.GLUE_ROWS["train"]
+    stsb = fetch_glue("stsb", commit)[1]  # a commit resolves without refs/
+    assert stsb["label"].dtype.kind == "f"
 
-        def to_pandas(self):
-            return self.rows
 
-    def load_dataset(repo, task, revision):
-        calls.append((repo, task, revision))
-        rows = pd.DataFrame({"premise": ["x"], "hypothesis": ["y"], "label": [2], "idx": [0]})
-        return {"train": Split(rows), "validation_matched": Split(rows.assign(label=1)),
-                "validation_mismatched": Split(rows.assign(label=0))}
+def test_a_glue_revision_missing_from_the_cache_names_the_prefetch(tmp_path, monkeypatch):
+    import huggingface_hub.constants
 
-    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
-    train, dev = fetch_glue("mnli", "abc123")
-    assert calls == [("nyu-mll/glue", "mnli", "abc123")]
-    assert train["label"].tolist() == [2] and dev["label"].tolist() == [1]  # MNLI-m, as in the paper
+    from optin.hub import NotInCache
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(NotInCache, match=r"dataset nyu-mll/glue@main is not in the Hugging Face cache .*make prefetch"):
+        fetch_glue("sst2", "main")
+
+
+def test_a_hub_model_is_linked_from_the_cache_with_its_resolved_commit(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    import standins
+    from optin.models.text import download_hub_model
+
+    source = tmp_path / "source"
+    standins.bert_checkpoint(source, num_labels=3, seed=0)
+    commit = standins.cache_repo(tmp_path / "hf", "org/bert-mnli", "main", source)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    out = tmp_path / "results" / "hub" / "bert"
+    assert download_hub_model("org/bert-mnli", "main", out) == commit
+    assert (out / "RESOLVED_REVISION").read_text() == f"org/bert-mnli@{commit}\n"
+    assert (out / "config.json").read_bytes() == (source / "config.json").read_bytes()
+    assert not (out / "model.safetensors").is_symlink()  # a file of its own (hard link or copy), not a link into the cache
+    from transformers import BertForSequenceClassification
+
+    assert BertForSequenceClassification.from_pretrained(out).config.num_labels == 3
 
 
 def test_sentence_pairs_are_tokenized_as_bert_segments():

@@ -63,7 +63,7 @@ def read_local_csv(path: Path) -> pd.DataFrame:
     return frame[["text", "label"] + (["text_pair"] if "text_pair" in frame.columns else [])]
 
 
-# GLUE as published on the hub (nyu-mll/glue), read through the `datasets` library: the sentence
+# GLUE as published on the hub (nyu-mll/glue), its parquet files read from the hub cache: the sentence
 # columns of each task and the split the paper reports (dev; MNLI matched). Test labels are hidden.
 GLUE_REPO = "nyu-mll/glue"
 GLUE_TASKS = {

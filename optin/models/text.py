@@ -25,13 +25,17 @@ def packaged_model_dir(package: str) -> Path:
     return Path(spec.submodule_search_locations[0]) / sub
 
 
+# Weights for other frameworks that model repositories often carry beside the PyTorch ones.
+OTHER_FRAMEWORKS = ["*.h5", "*.msgpack", "*.ot", "*.tflite", "*.onnx", "onnx/*", "coreml/*", "openvino/*"]
+
+
 def download_hub_model(repo_id: str, revision: str, destination: Path) -> str:
     """The snapshot of ``repo_id`` at ``revision`` (through the hub cache) under ``destination``;
     the commit it resolved to is written to ``RESOLVED_REVISION`` so that results stay traceable
     when the config names a branch. Returns the commit."""
     from optin.hub import materialize, snapshot
 
-    path, commit = snapshot(repo_id, revision)
+    path, commit = snapshot(repo_id, revision, ignore_patterns=OTHER_FRAMEWORKS)
     materialize(path, destination)
     (destination / "RESOLVED_REVISION").write_text(f"{repo_id}@{commit}\n")
     return commit
