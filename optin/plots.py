@@ -31,7 +31,9 @@ def save(fig, stem: Path) -> list[Path]:
 def _wide(metrics: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     keys = ["experiment", "method", "seed", "budget"]
     part = metrics[metrics["metric"].isin(names)]
-    return part.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
+    wide = part.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
+    # every asked-for column, also when the run has no experiment of this figure's kind (a CNN-only run)
+    return wide.reindex(columns=[*keys, *names, *[c for c in wide.columns if c not in (*keys, *names)]])
 
 
 def accuracy_vs_flops(metrics: pd.DataFrame, stem: Path, title: str) -> list[Path]:

@@ -159,11 +159,6 @@ def model_info(model):
     return f"results/models/{model}/model_info.json"
 
 
-def finetune_max_length(model):
-    finetune = config["models"][model].get("finetune")
-    return config["datasets"][finetune["dataset"]]["max_length"] if finetune else None
-
-
 def training_dataset(model):
     _, train = training_of(config["models"][model])
     return train["dataset"] if train else None

@@ -51,7 +51,7 @@ rule prepare_model:
         pixels=lambda w: config["datasets"][prepared_on(w.model)].get("pixels") if prepared_on(w.model) else None,
         num_layers=lambda w: config["models"][w.model]["num_layers"],
         num_labels=lambda w: config["models"][w.model]["num_labels"],
-        max_length=lambda w: finetune_max_length(w.model),
+        max_length=lambda w: config["datasets"][prepared_on(w.model)].get("max_length") if prepared_on(w.model) else None,
         seed=config["seed"],
     threads: config["threads"]
     resources:

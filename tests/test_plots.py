@@ -150,3 +150,11 @@ def test_scoring_passes_per_method():
     assert scoring_passes("optin", 9288, 16) == (9288, 0)
     assert scoring_passes("kwon", 9288, 16) == (16, 16)
     assert scoring_passes("random", 9288, 16) == scoring_passes("magnitude", 9288, 16) == (0, 0)
+
+
+def test_the_classifier_figures_draw_an_empty_arm(tmp_path):
+    """A run of CNN experiments only (docs/own-model.md) leaves the text/vision figures no rows."""
+    empty = pd.DataFrame(columns=["experiment", "model", "dataset", "method", "calibration_size", "seed", "budget", "metric", "value"])
+    written = [*plots.accuracy_vs_flops(empty, tmp_path / "a", "t"), *plots.speedup_vs_flops(empty, tmp_path / "b", "t", {}),
+               *plots.delta_vs_flops(empty, tmp_path / "c", {}, "top-1")]
+    assert all(path.stat().st_size > 0 for path in written) and len(written) == 6

@@ -40,7 +40,8 @@ class Family:
     token_pruning: bool = False          # OPTIN-tau / ToMe
     needs_pixels: bool = False           # its datasets must state {channels, mean, std}
     # prepare_model reads the experiment's data even with nothing to train (unit MACs depend on the
-    # input size; a pretrained model's unpruned accuracy is measured there)
+    # input size, a text model's on the mean token count; a pretrained model's unpruned accuracy is
+    # measured there)
     prepare_reads_data: bool = False
     constraints: Callable[[str, dict, dict], list[str]] = field(default=_no_constraints, compare=False)
     # "module:function" loading a checkpoint, without the model module's imports, for the jobs that
@@ -107,7 +108,7 @@ def _convnet(name: str) -> Family:
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("bert", "optin.arch.bert", "optin.models.text", TEXT_SOURCES, ("packaged", "hub", "local", "config"), ("head", "neuron"),
-           cost_model="encoder", training=("finetune",), kwon=True, movable_tap=True,
+           cost_model="encoder", training=("finetune",), kwon=True, movable_tap=True, prepare_reads_data=True,
            scoring_loader="optin.arch.bert_torch:load_for_scoring", unused_packages=("torchvision", "scipy")),
     # HF ViT/DeiT/DINOv2 and timm ViTs
     Family("vit", "optin.arch.vit", "optin.models.vision", IMAGE_SOURCES, ("dinov2_onnx", "hub", "local", "config"),

@@ -222,6 +222,17 @@ def open_split(split_file: Path, source_file: Path, part: str, image_size: int, 
     if kind == "cifar10" and pixels is not None:
         return _array_split(*read_cifar10(Path(source["dir"]), source_part), rows, image_size, pixels)
     from PIL import Image
+
+    if kind == "imagefolder" and pixels is not None:  # a CNN's own statistics, no image processor
+        files, labels, _ = list_imagefolder(Path(source[source_part]))
+        rows = np.asarray(rows, dtype=np.int64)
+        mode = "L" if pixels["channels"] == 1 else "RGB"
+
+        def decode(positions):
+            return np.stack([np.asarray(Image.open(files[rows[p]]).convert(mode).resize((image_size, image_size), Image.BICUBIC))
+                             for p in positions])
+
+        return ImageSplit(lambda positions: preprocess(decode(list(positions)), image_size, pixels), labels[rows])
     from transformers import AutoImageProcessor
 
     if checkpoint is None:

@@ -185,6 +185,8 @@ def prepare(job):
                          max_length=job.max_length, seed=job.seed)
         info["finetune_dataset"] = ft["dataset"]
         info["test_accuracy"] = task_metric(model, tokenizer, test, job.max_length)
+    if job.data:  # the MAC model's sequence length where the experiment does not state mac_seq_len
+        test = load_split(Path(job.data[0]).parent, "test")
         info["mean_test_tokens"] = mean_token_length(tokenizer, test, job.max_length)
     tokenizer.save_pretrained(job.checkpoint)
     return model, info
