@@ -202,7 +202,12 @@ def bad(path: str, value):
         # family constraints come from the registry (optin.arch.registry)
         (bad("models.minilm_rt.cnn_training", {"dataset": "fashion_mnist_28", "epochs": 1, "lr": 0.1, "batch_size": 8,
                                                 "weight_decay": 0.0}), "models.minilm_rt.cnn_training: not a bert setting"),
-        (bad("models.dinov2_fmnist.source", {"kind": "ccexam"}), "vit models come from ['dinov2_onnx', 'hub', 'config']"),
+        (bad("models.dinov2_fmnist.source", {"kind": "ccexam"}), "vit models come from ['dinov2_onnx', 'hub', 'local', 'config']"),
+        (bad("models.minilm_rt.source", {"kind": "local", "path": "no/such/checkpoint"}),
+         "no/such/checkpoint has no config.json (expected a directory written by save_pretrained)"),
+        (bad("models.resnet20_fmnist.source", {"kind": "local", "path": "config.yaml",
+                                                "convnet_config": {"architecture": "vgg", "convs": [8], "hidden": []}}),
+         "models.resnet20_fmnist.source.convnet_config.architecture: must be 'cifar_resnet'"),
         (bad("models.vit_fmnist.linear_probe", {"dataset": "fashion_mnist_28", "epochs": 1, "lr": 0.1, "weight_decay": 0.0}),
          "models.vit_fmnist: give one of ['vit_training', 'linear_probe'], not both"),
         (bad("models.resnet20_fmnist.vit_training", {"dataset": "fashion_mnist_28", "epochs": 1, "lr": 0.1, "batch_size": 8,

