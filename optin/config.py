@@ -44,6 +44,11 @@ def experiment_budgets(config: dict, experiment: str) -> list[str]:
     return [budget_label(b) for b in config["experiments"][experiment].get("budgets", config["run"]["budgets"])]
 
 
+def in_repository(path: str, base_dir: Path) -> Path:
+    """A configured file or directory: relative paths are relative to the repository (``base_dir``)."""
+    return Path(path) if Path(path).is_absolute() else Path(base_dir) / path
+
+
 def slim_kept(evaluation: dict, budget: str, segmentation: bool) -> bool:
     """Whether a slim checkpoint stays after its evaluation (evaluation.keep_slim: all, none or a list
     of budgets). A segmentation run keeps its qualitative budget: segmentation_figure reads it."""
@@ -211,8 +216,7 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
             errors.append(f"datasets.{name}.source: a glue dataset needs task (one of mnli, qqp, qnli, sst2, stsb, mrpc) "
                           "and revision (a commit of the nyu-mll/glue hub dataset)")
         if source["kind"] == "csv":
-            path = Path(source["path"])
-            path = path if path.is_absolute() else base_dir / path
+            path = in_repository(source["path"], base_dir)
             if not path.is_file():
                 errors.append(f"datasets.{name}.source.path: dataset file {path} does not exist (expected a CSV with columns text,label)")
     # Sizes matter only for the experiments that run (a config file may define more).
@@ -248,7 +252,7 @@ def _local_model_errors(where: str, family, source: dict, base_dir: Path) -> lis
     file for the CNNs (built from source.convnet_config)."""
     if "path" not in source:
         return [f"{where}.path: a local source needs the checkpoint's path"]
-    path = Path(source["path"]) if Path(source["path"]).is_absolute() else base_dir / source["path"]
+    path = in_repository(source["path"], base_dir)
     if family.unit_kinds == ("channel",):
         if not path.is_file():
             return [f"{where}.path: {path} is not a file (expected a state dict saved with torch.save, "

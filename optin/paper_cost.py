@@ -15,9 +15,12 @@ measurements: docs/paper-run.md prints this table with its assumptions.
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 
 import yaml
+
+from optin.methods import OptinMethod, method_kind
 
 ANCHOR_MS_PER_UNIT = 4.6
 ANCHOR = {"examples": 128, "padded_tokens": 23, "real_tokens": 1912}  # optin-bench's fallback batch
@@ -88,9 +91,11 @@ def estimates(paper: dict, ms_per_unit: float = ANCHOR_MS_PER_UNIT) -> list[dict
         exp = paper["experiments"][name]
         model = exp["model"]
         n = exp.get("calibration_n", paper["calibration"]["n"])
-        methods = [m for m in exp.get("methods", paper["run"]["methods"]) if paper["methods"][m].get("kind", "optin") == "optin"]
-        # OPTIN variants that differ only in the search (OPTIN-tau) share the scoring run
-        runs = len({yaml.safe_dump({k: v for k, v in paper["methods"][m].items() if k != "prune_tokens"}) for m in methods})
+        methods = [paper["methods"][m] for m in exp.get("methods", paper["run"]["methods"])]
+        # OPTIN variants with the same per-layer (md, kl) shards share one scoring run (the workflow's
+        # shards_method): OPTIN-tau differs from OPTIN-beta only in the search
+        runs = len({json.dumps(OptinMethod.from_config(m).shard_settings(), sort_keys=True)
+                    for m in methods if method_kind(m) == "optin"})
         if model.startswith("bert"):
             s = exp["mac_seq_len"]
             units, per_unit = BERT_BASE.units, BERT_BASE.unit_macs(int(n * s), n, int(round(s)))

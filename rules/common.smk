@@ -2,7 +2,7 @@ import re
 from pathlib import Path
 
 from optin.arch.registry import FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, training_of
-from optin.config import CALIBRATION_DRAWS, slim_kept, experiment_budgets, budget_label, calibration_n, check, experiment_methods, experiment_seeds, validate_schema
+from optin.config import CALIBRATION_DRAWS, in_repository, slim_kept, experiment_budgets, budget_label, calibration_n, check, experiment_methods, experiment_seeds, validate_schema
 from optin.methods import OptinMethod, baseline_scoring_settings, is_tuned_kwon, method_kind
 from optin.sweeps import as_dicts, sweep_runs
 from optin.methods import method_settings as resolved_method
@@ -270,8 +270,8 @@ def prepare_inputs(w):
 
 
 def local_model_path(path):
-    """A models.<id>.source.path: relative paths are relative to the repository, like dataset paths."""
-    return path if Path(path).is_absolute() else str(Path(workflow.basedir).parent / path)
+    """A models.<id>.source.path, resolved as the config check resolves it."""
+    return str(in_repository(path, Path(workflow.basedir).parent))
 
 
 def qualitative_inputs(w):

@@ -99,5 +99,4 @@ print(json.dumps(result, indent=1))
 if not params.keep_slim:
     from optin.models import discard_slim_checkpoint
 
-    del reloaded, slim
     print(f"slim checkpoint not kept (evaluation.keep_slim): {discard_slim_checkpoint(snakemake.output.slim) / 1e6:.1f} MB freed")

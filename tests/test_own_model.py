@@ -15,12 +15,12 @@ import pytest
 import yaml
 
 import standins
+from test_workflow import SNAKEMAKE
 
 pytestmark = [pytest.mark.paper, pytest.mark.workflow]
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "own-model.md"
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile")]
 
 
 def doc_blocks(language: str) -> list[str]:

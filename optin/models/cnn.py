@@ -275,7 +275,7 @@ def evaluation(dense, job):
     from optin.arch import Kept, adapter_for
     from optin.arch.cnn import count_conv_linear_macs
     from optin.data.images import open_split
-    from optin.models import Evaluation
+    from optin.models import Evaluation, cycled
 
     adapter = adapter_for(dense, job.family)
     kept = Kept.from_json(job.masks["kept"])
@@ -291,7 +291,7 @@ def evaluation(dense, job):
         reload=lambda: load_convnet(job.slim_dir),
         accuracy=lambda model: accuracy(model, test),
         recount=lambda model: count_conv_linear_macs(model, probe["pixel_values"]),
-        latency_batch={"pixel_values": test.pixels([i % len(test) for i in range(job.latency["batch_size"])]).to(job.device)},
+        latency_batch={"pixel_values": test.pixels(cycled(len(test), job.latency["batch_size"])).to(job.device)},
         extra={"image_size": job.image_size, "channels_kept": sum(kept_counts), "dense_channels": sum(adapter.unit_counts()),
                "layers_with_at_most_one_channel": sum(k <= 1 for k in kept_counts)})
 

@@ -147,7 +147,7 @@ def evaluation(dense, job):
     from transformers import AutoModelForSequenceClassification
 
     from optin.arch.base import encoder_macs_of, kept_unit_counts, pruned_encoder
-    from optin.models import Evaluation
+    from optin.models import Evaluation, cycled
 
     def on_device(batch):
         return {k: v.to(job.device) for k, v in batch.items()}
@@ -164,7 +164,7 @@ def evaluation(dense, job):
         reload=lambda: AutoModelForSequenceClassification.from_pretrained(job.slim_dir, trust_remote_code=True).eval(),
         accuracy=lambda model: task_metric(model, tokenizer, test, job.max_length),
         recount=lambda model: encoder_macs_of(model, "bert", job.masks),
-        latency_batch=on_device(tokenize_rows(tokenizer, test.iloc[[i % len(test) for i in range(job.latency["batch_size"])]], job.latency["seq_len"],
+        latency_batch=on_device(tokenize_rows(tokenizer, test.iloc[cycled(len(test), job.latency["batch_size"])], job.latency["seq_len"],
                                               pad_to_max=True)),
         # the "accuracy" fields hold this metric
         extra={"metric": metric_name(dense.config.num_labels), "latency_seq_len": job.latency["seq_len"], **kept_unit_counts(kept)})
@@ -177,16 +177,16 @@ def prepare(job):
 
     model, tokenizer = load_base(job.source, job.num_labels, job.pretrained_dir, job.seed)
     info = encoder_structure(adapter_for(model, "bert"), job)
-    if job.training:
+    if job.data:  # the training set, or the experiment's data (registry: prepare_reads_data)
         data_dir = Path(job.data[0]).parent
-        train, test = load_split(data_dir, "train"), load_split(data_dir, "test")
-        ft = job.training
-        model = finetune(model, tokenizer, train, epochs=ft["epochs"], lr=ft["lr"], batch_size=ft["batch_size"],
-                         max_length=job.max_length, seed=job.seed)
-        info["finetune_dataset"] = ft["dataset"]
-        info["test_accuracy"] = task_metric(model, tokenizer, test, job.max_length)
-    if job.data:  # the MAC model's sequence length where the experiment does not state mac_seq_len
-        test = load_split(Path(job.data[0]).parent, "test")
+        test = load_split(data_dir, "test")
+        if job.training:
+            ft = job.training
+            model = finetune(model, tokenizer, load_split(data_dir, "train"), epochs=ft["epochs"], lr=ft["lr"],
+                             batch_size=ft["batch_size"], max_length=job.max_length, seed=job.seed)
+            info["finetune_dataset"] = ft["dataset"]
+            info["test_accuracy"] = task_metric(model, tokenizer, test, job.max_length)
+        # the MAC model's sequence length where the experiment does not state mac_seq_len
         info["mean_test_tokens"] = mean_token_length(tokenizer, test, job.max_length)
     tokenizer.save_pretrained(job.checkpoint)
     return model, info

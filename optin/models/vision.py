@@ -168,7 +168,7 @@ def evaluation(dense, job):
     """The ViT family's part of `evaluate` (optin.models.Evaluation), with OPTIN-tau's merges."""
     from optin.arch.base import encoder_macs_of, kept_unit_counts, pruned_encoder
     from optin.data.images import open_split
-    from optin.models import Evaluation
+    from optin.models import Evaluation, cycled
 
     masks, merges = job.masks, job.masks.get("token_merges")
     adapter, kept = pruned_encoder(dense, masks, "vit")
@@ -192,7 +192,7 @@ def evaluation(dense, job):
         reload=lambda: adapter.load_slim(job.slim_dir),
         accuracy=lambda model: accuracy(model, test),
         recount=lambda model: encoder_macs_of(model, "vit", masks),
-        latency_batch={"pixel_values": test.pixels([i % len(test) for i in range(job.latency["batch_size"])]).to(job.device)},
+        latency_batch={"pixel_values": test.pixels(cycled(len(test), job.latency["batch_size"])).to(job.device)},
         extra={"image_size": job.image_size, "patch_embedding_macs": pe,
                "relative_macs_with_patch_embedding": (masks["achieved_macs"] + pe) / (masks["base_macs"] + pe),
                "tokens_merged": sum(merges) if merges else 0, "head_neuron_share": masks.get("head_neuron_share"),
