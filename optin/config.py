@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from optin.arch.registry import FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, TRAINING_KEYS
+from optin.llm_config import llm_errors
 from optin.methods import OptinMethod, method_kind, method_settings
 from optin.models import PACKAGED_MODELS
 from optin.sweeps import sweep_errors
@@ -237,6 +238,7 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
             errors.append(f"datasets.{exp['dataset']}.image_size: {size} px is not a multiple of DINOv2's "
                           f"{DINOV2_PATCH} px patches (experiment {name})")
     errors += sweep_errors(config)
+    errors += llm_errors(config, base_dir)
     for name, sweep in config.get("sweeps", {}).items():
         model = config["models"].get(config["experiments"].get(sweep["experiment"], {}).get("model"))
         if model is not None:

@@ -351,3 +351,46 @@ def sweep(summary: pd.DataFrame, stem: Path, title: str, axis: str, unpruned: fl
         ax.legend(fontsize="x-small")
         ax.set_title(title, fontsize="small")
         return save(fig, stem)
+
+
+# One colour and marker per method name, in every figure that uses method_style.
+METHOD_STYLES = {
+    "optin": ("#0072B2", "o"), "flap": ("#E69F00", "s"), "flap_structure": ("#E69F00", "D"),
+    "wanda_sp": ("#009E73", "^"), "llm_pruner": ("#D55E00", "v"), "minitron": ("#CC79A7", "P"),
+    "magnitude": ("#56B4E9", "X"), "random": ("#000000", "x"), "kwon": ("#D55E00", "s"),
+}
+
+
+def method_style(name: str) -> tuple[str, str]:
+    """(colour, marker) of a method: fixed for the known names, else drawn from the palette by a
+    stable hash of the name (never by plotting order)."""
+    if name in METHOD_STYLES:
+        return METHOD_STYLES[name]
+    import zlib
+
+    code = zlib.crc32(name.encode())
+    return PALETTE[code % len(PALETTE)], "os^vDPX*"[(code // len(PALETTE)) % 8]
+
+
+def llm_quality_vs_macs(table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    """Perplexity (one panel per context) and zero-shot accuracy against relative MACs, mean +- std
+    over seeds per method; the dense model's values as dotted lines."""
+    metrics = [c for c in table.columns if c.startswith("perplexity_ctx")] + ["zero_shot_accuracy"]
+    with plt.style.context(STYLE):
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+        for ax, metric in zip(axes[0], metrics, strict=True):
+            for method, group in table.groupby("method", sort=True):
+                colour, marker = method_style(method)
+                curve = group.groupby("budget").agg(x=("relative_macs", "mean"), y=(metric, "mean"), err=(metric, "std"),
+                                                    n=(metric, "size")).reset_index()
+                ax.errorbar(curve["x"], curve["y"], yerr=curve["err"].fillna(0.0), marker=marker, color=colour, capsize=2,
+                            label=f"{method} (n={int(curve['n'].max())})")
+            ax.axhline(table[f"dense_{metric}"].iloc[0], color="0.5", linestyle=":", linewidth=1, label="dense")
+            if metric.startswith("perplexity"):
+                ax.set_yscale("log")
+            ax.set_xlabel("relative MACs (decoder layers)")
+            ax.set_ylabel(metric.replace("_", " "))
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle(title)
+        fig.tight_layout()
+        return save(fig, stem)

@@ -51,6 +51,17 @@ class Teacher:
         return cls(**data)
 
 
+def to_cpu(value):
+    """Tensors of a (nested) teacher moved to the CPU: saved so that any job, GPU or not, reads the cache."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(v) for v in value)
+    return value
+
+
 def md_row_mask(batch: dict[str, torch.Tensor], include_padding: bool) -> torch.Tensor | None:
     """[N, T] positions that are MD rows; None when every position is (images have no padding)."""
     if "attention_mask" not in batch:
@@ -302,7 +313,7 @@ def _score_encoder_units(
                 a_v = adapter.after_attention(layer, resid_v)
                 ffn_out_v, _ = adapter.ffn(layer, a_v)
             else:
-                removed = torch.einsum("rv,vd->vrd", act[:, chunk_units], directions[chunk_units])
+                removed = _neuron_removal(adapter, act, directions, chunk_units)
                 ffn_out_v = (ffn_out.unsqueeze(0) - removed).reshape(v * r, d)
                 a_v = a.repeat(v, 1)
             if layer in trajectory or layer in adapter.readout_layers:
@@ -325,6 +336,15 @@ def _score_encoder_units(
         for i, unit in enumerate(chunk_units.tolist()):
             rows.append({"layer": layer, "kind": kind, "index": unit, "md": float(md.md[i]), "kl": float(kl[i])})
     return pd.DataFrame(rows, columns=["layer", "kind", "index", "md", "kl"])
+
+
+def _neuron_removal(adapter, act: torch.Tensor, directions: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+    """[V, R, D]: what each unit adds to the FFN output. A neuron's is rank one; a group of g channels
+    (``adapter.neuron_group``, the decoder family's grouped MLP channels) adds act[:, group] @ W[group]."""
+    g = adapter.neuron_group
+    if g == 1:
+        return torch.einsum("rv,vd->vrd", act[:, units], directions[units])
+    return torch.einsum("rvg,vgd->vrd", act.view(len(act), -1, g)[:, units], directions.view(-1, g, directions.shape[-1])[units])
 
 
 def score_naive(

@@ -57,7 +57,10 @@ def search_mac(
     base_macs: float,
     heads_per_layer: list[int],
     neurons_per_layer: list[int],
+    kv_heads: tuple[float, int] | None = None,
 ) -> tuple[Kept, dict]:
+    """``kv_heads`` = (cost of one KV head, query heads per KV head): grouped-query attention, where
+    a KV head is paid once while any of its query heads is kept (``gqa_head_costs``)."""
     if not 0.0 < budget <= 1.0:
         raise ValueError(f"budget (fraction of MACs kept) must be in (0, 1], got {budget}")
     heads, neurons = ranked(scores, "head"), ranked(scores, "neuron")
@@ -69,7 +72,7 @@ def search_mac(
     capacity = budget * base_macs
     head_prefix = np.concatenate([[0.0], np.cumsum(heads["importance"].to_numpy(dtype=np.float64))])
     neuron_prefix = np.concatenate([[0.0], np.cumsum(neurons["importance"].to_numpy(dtype=np.float64))])
-    head_total = _cumulative_costs(heads, head_cost)
+    head_total = _cumulative_costs(heads, head_cost) if kv_heads is None else gqa_head_costs(heads, head_cost, *kv_heads)
     neuron_total = _cumulative_costs(neurons, neuron_cost)
     uniform_neurons = isinstance(neuron_cost, (int, float))
     first = 0 if len(heads) == 0 or capacity < head_total[1] else 1
@@ -103,6 +106,48 @@ def search_mac(
         "importance_kept": float(best[0]),
     }
     return kept, info
+
+
+def gqa_head_costs(heads: pd.DataFrame, head_cost: float, kv_cost: float, group_size: int) -> np.ndarray:
+    """Cost of the top-k query heads for k = 0..n: each head's own cost, plus a KV head's the first
+    time one of its query heads is taken."""
+    seen: set[tuple[int, int]] = set()
+    steps = []
+    for layer, index in zip(heads["layer"].tolist(), heads["index"].tolist(), strict=True):
+        group = (layer, index // group_size)
+        steps.append(head_cost + (0.0 if group in seen else kv_cost))
+        seen.add(group)
+    return np.concatenate([[0.0], np.cumsum(steps)])
+
+
+def search_threshold(
+    scores: pd.DataFrame, *, budget: float, head_cost: float, kv_cost: float, group_size: int, neuron_cost: float,
+    base_macs: float, heads_per_layer: list[int], neurons_per_layer: list[int], by: str = "importance",
+) -> tuple[Kept, dict]:
+    """FLAP's own structure (AL-AM): every head and channel group in one ranking by ``by``, kept from
+    the top while the MACs stay within the budget (FLAP thresholds its ranking where the cumulative
+    compression weight is nearest the target, which may overshoot it; here the budget holds)."""
+    units = scores[scores["kind"].isin(["head", "neuron"])].sort_values(["kind", "layer", "index"], kind="stable")
+    order = np.argsort(-units[by].to_numpy(dtype=np.float64), kind="stable")
+    units = units.iloc[order].reset_index(drop=True)
+    capacity, spent, seen = budget * base_macs, 0.0, set()
+    kept = {"head": [[] for _ in heads_per_layer], "neuron": [[] for _ in neurons_per_layer]}
+    for kind, layer, index in zip(units["kind"], units["layer"], units["index"], strict=True):
+        if kind == "head":
+            group = (layer, index // group_size)
+            cost = head_cost + (0.0 if group in seen else kv_cost)
+        else:
+            cost = neuron_cost
+        if spent + cost > capacity:
+            break
+        spent += cost
+        if kind == "head":
+            seen.add(group)
+        kept[kind][layer].append(int(index))
+    selection = Kept.of(head=[sorted(k) for k in kept["head"]], neuron=[sorted(k) for k in kept["neuron"]])
+    return selection, {"budget": budget, "base_macs": base_macs, "target_macs": capacity, "achieved_macs": spent,
+                       "achieved_ratio": spent / base_macs, "heads_kept": sum(selection.counts("head")),
+                       "neurons_kept": sum(selection.counts("neuron"))}
 
 
 def search_tau(
@@ -236,3 +281,12 @@ def search_channels(
         "importance_kept": importance_kept, "ranking": ranking, "unit_macs_per_layer": unit_cost,
     }
     return Kept.of(channel=[sorted(k) for k in kept]), info
+
+
+def relative_to_layer_mean(scores: pd.DataFrame) -> pd.DataFrame:
+    """Each unit's importance divided by the mean of its kind in its layer (scores with no scale
+    shared across layers, as weight magnitude in optin.baselines)."""
+    out = scores.copy()
+    means = out.groupby(["kind", "layer"])["importance"].transform("mean")
+    out["importance"] = out["importance"] / means.where(means > 0, 1.0)
+    return out

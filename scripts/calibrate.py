@@ -10,16 +10,7 @@ import torch  # noqa: E402
 
 from optin.arch import adapter_for, family  # noqa: E402
 from optin.models import CalibrationJob, load_checkpoint  # noqa: E402
-
-
-def to_cpu(value):
-    if isinstance(value, torch.Tensor):
-        return value.cpu()
-    if isinstance(value, dict):
-        return {k: to_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_cpu(v) for v in value)
-    return value
+from optin.scoring import to_cpu  # noqa: E402
 
 
 params = snakemake.params

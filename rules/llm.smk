@@ -1,0 +1,316 @@
+# The decoder-LLM arm (config llm:, docs/llm.md): one checkpoint, one corpus, OPTIN against FLAP,
+# Wanda-sp, LLM-Pruner, Minitron, magnitude and random on the same calibration windows and the same
+# MAC search, every mask physically sliced, reloaded and evaluated by perplexity, zero-shot accuracy
+# and latency.
+from optin.config import budget_label
+from optin.llm_config import ONE_PASS_KINDS
+
+LLM = config.get("llm") or {}
+LLM_RUN = LLM.get("run", {"experiments": []})
+
+
+def llm_exp(w):
+    return LLM["experiments"][w.exp]
+
+
+def llm_method_kind(method):
+    return LLM["methods"][method]["kind"]
+
+
+def llm_methods_of_kind(*kinds):
+    return name_pattern([m for m, e in LLM.get("methods", {}).items() if e["kind"] in kinds])
+
+
+def llm_seeds(exp, method):
+    entry = LLM["experiments"][exp]
+    if llm_method_kind(method) == "optin":
+        return entry.get("optin_seeds", entry["seeds"])
+    if llm_method_kind(method) == "magnitude":
+        return entry["seeds"][:1]  # weights only: every seed would give the same mask
+    return entry["seeds"]
+
+
+def llm_runs():
+    return [{"exp": e, "method": m, "seed": s, "budget": budget_label(b)}
+            for e in LLM_RUN["experiments"] for m in LLM["experiments"][e]["methods"]
+            for s in llm_seeds(e, m) for b in LLM["experiments"][e]["budgets"]]
+
+
+def llm_scores_of(method):
+    """FLAP's two structures search the same scores: the first FLAP method's run scores both."""
+    entry = LLM["methods"][method]
+    if entry["kind"] != "flap":
+        return method
+    return next(m for m, e in LLM["methods"].items() if e["kind"] == "flap")
+
+
+def llm_model_dir(w):
+    return f"results/llm/models/{llm_exp(w)['model']}"
+
+
+def llm_corpus_dir(w):
+    return f"results/llm/data/{llm_exp(w)['corpus']}"
+
+
+def zero_shot_files():
+    return multiext(f"results/data/{LLM['evaluation']['zero_shot']['dataset']}/", "sentences.csv", "split.json")
+
+
+LLM_TARGETS = []
+if LLM_RUN["experiments"]:
+    LLM_TARGETS = [f"results/llm/eval/{r['exp']}/{r['method']}/seed{r['seed']}/budget{r['budget']}.json" for r in llm_runs()]
+    LLM_TARGETS += ["results/llm/tables/metrics.csv", "results/llm/tables/methods.md"]
+    LLM_TARGETS += expand("results/llm/figures/perplexity_vs_macs.{ext}", ext=["png", "pdf"])
+
+
+rule llm_corpus:
+    # Documents, split by document into calibration text and held-out perplexity text.
+    output:
+        documents="results/llm/data/{corpus}/documents.csv",
+        split="results/llm/data/{corpus}/split.json",
+    params:
+        source=lambda w: LLM["corpora"][w.corpus]["source"],
+        split=lambda w: LLM["corpora"][w.corpus]["split"],
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/llm_corpus/{corpus}.log",
+    benchmark:
+        "benchmarks/llm_corpus/{corpus}.tsv"
+    localrule: True
+    script:
+        "../scripts/llm_corpus.py"
+
+
+rule llm_prepare:
+    # The GGUF (or local) checkpoint converted once to safetensors + tokenizer, and the dense model's
+    # perplexity, zero-shot accuracy and a greedy answer, measured once for every evaluation.
+    input:
+        documents=lambda w: f"results/llm/data/{llm_corpus_of_model(w.model)}/documents.csv",
+        split=lambda w: f"results/llm/data/{llm_corpus_of_model(w.model)}/split.json",
+        zero_shot=lambda w: zero_shot_files(),
+    output:
+        checkpoint=directory("results/llm/models/{model}/checkpoint"),
+        info="results/llm/models/{model}/model_info.json",
+    params:
+        source=lambda w: LLM["models"][w.model]["source"],
+        channel_group=lambda w: LLM["models"][w.model]["channel_group"],
+        evaluation=LLM.get("evaluation"),
+    threads: config["threads"]
+    resources:
+        mem_mb=memory(4000),
+        runtime=30,
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/llm_prepare/{model}.log",
+    benchmark:
+        "benchmarks/llm_prepare/{model}.tsv"
+    script:
+        "../scripts/llm_prepare.py"
+
+
+def llm_corpus_of_model(model):
+    return next(e["corpus"] for e in LLM["experiments"].values() if e["model"] == model)
+
+
+rule llm_calibrate:
+    input:
+        checkpoint=lambda w: llm_model_dir(w) + "/checkpoint",
+        documents=lambda w: llm_corpus_dir(w) + "/documents.csv",
+        split=lambda w: llm_corpus_dir(w) + "/split.json",
+    output:
+        teacher="results/llm/calibration/{exp}/seed{seed}/teacher.pt",
+        windows="results/llm/calibration/{exp}/seed{seed}/windows.json",
+    params:
+        device=DEVICE,
+        calibration=lambda w: llm_exp(w)["calibration"],
+        seed=lambda w: int(w.seed),
+    threads: 1
+    resources:
+        gpu=gpus,
+        mem_mb=memory(4000),
+        runtime=10,
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/llm_calibrate/{exp}/seed{seed}.log",
+    benchmark:
+        "benchmarks/llm_calibrate/{exp}/seed{seed}.tsv"
+    script:
+        "../scripts/llm_calibrate.py"
+
+
+rule llm_score_shard:
+    # OPTIN on one layer's query heads and channel groups: the engine of the encoder families
+    # (scripts/score_shard.py), on the decoder's cached teacher.
+    wildcard_constraints:
+        method=llm_methods_of_kind("optin"),
+    input:
+        checkpoint=lambda w: llm_model_dir(w) + "/checkpoint",
+        teacher="results/llm/calibration/{exp}/seed{seed}/teacher.pt",
+    output:
+        "results/llm/scores/{exp}/{method}/seed{seed}/shards/layer{layer}.parquet",
+    params:
+        device=DEVICE,
+        precision=config["scoring"].get("precision", "float32"),
+        method=lambda w: OptinMethod.from_config(LLM["methods"][w.method]).shard_settings(),
+        family="llama",
+        layer=lambda w: int(w.layer),
+        seed=lambda w: int(w.seed),
+        chunk=LLM_RUN.get("chunk", 8),
+        jobs_per_gpu=config["scoring"].get("jobs_per_gpu", 1),
+    threads: config["threads"]
+    resources:
+        gpu=gpus,
+        mem_mb=memory(6000),
+        runtime=60,
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/llm_score_shard/{exp}/{method}/seed{seed}/layer{layer}.log",
+    benchmark:
+        "benchmarks/llm_score_shard/{exp}/{method}/seed{seed}/layer{layer}.tsv"
+    script:
+        "../scripts/score_shard.py"
+
+
+rule llm_merge_scores:
+    wildcard_constraints:
+        method=llm_methods_of_kind("optin"),
+    input:
+        shards=lambda w: expand("results/llm/scores/{exp}/{method}/seed{seed}/shards/layer{layer}.parquet", **w,
+                                layer=range(json_num_layers(w))),
+        benchmarks=lambda w: expand("benchmarks/llm_score_shard/{exp}/{method}/seed{seed}/layer{layer}.tsv", **w,
+                                    layer=range(json_num_layers(w))),
+        info=lambda w: llm_model_dir(w) + "/model_info.json",
+    output:
+        scores="results/llm/scores/{exp}/{method}/seed{seed}/scores.parquet",
+        cost="results/llm/scores/{exp}/{method}/seed{seed}/cost.json",
+    params:
+        method=lambda w: OptinMethod.from_config(LLM["methods"][w.method]).scoring_settings(),
+        calibration=lambda w: llm_exp(w)["calibration"],
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/llm_merge_scores/{exp}/{method}/seed{seed}.log",
+    benchmark:
+        "benchmarks/llm_merge_scores/{exp}/{method}/seed{seed}.tsv"
+    localrule: True
+    script:
+        "../scripts/llm_merge_scores.py"
+
+
+def json_num_layers(w):
+    """Layers of the experiment's model, read from its GGUF header or config at parse time."""
+    from optin.llm_config import model_layers
+
+    return model_layers(LLM["models"][llm_exp(w)["model"]]["source"], Path(workflow.basedir).parent)
+
+
+rule llm_score_peer:
+    # One calibration pass (LLM-Pruner: one backward) per method and seed, or none (magnitude, random).
+    wildcard_constraints:
+        method=llm_methods_of_kind(*ONE_PASS_KINDS),
+    input:
+        checkpoint=lambda w: llm_model_dir(w) + "/checkpoint",
+        teacher="results/llm/calibration/{exp}/seed{seed}/teacher.pt",
+        info=lambda w: llm_model_dir(w) + "/model_info.json",
+    output:
+        scores="results/llm/scores/{exp}/{method}/seed{seed}/scores.parquet",
+        cost="results/llm/scores/{exp}/{method}/seed{seed}/cost.json",
+    params:
+        device=DEVICE,
+        kind=lambda w: llm_method_kind(w.method),
+        seed=lambda w: int(w.seed),
+    threads: config["threads"]
+    resources:
+        gpu=gpus,
+        mem_mb=memory(6000),
+        runtime=30,
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/llm_score_peer/{exp}/{method}/seed{seed}.log",
+    benchmark:
+        "benchmarks/llm_score_peer/{exp}/{method}/seed{seed}.tsv"
+    script:
+        "../scripts/llm_score_peer.py"
+
+
+rule llm_solve:
+    input:
+        scores=lambda w: f"results/llm/scores/{w.exp}/{llm_scores_of(w.method)}/seed{w.seed}/scores.parquet",
+        info=lambda w: llm_model_dir(w) + "/model_info.json",
+    output:
+        "results/llm/masks/{exp}/{method}/seed{seed}/budget{budget}.json",
+    params:
+        method=lambda w: LLM["methods"][w.method],
+        budget=lambda w: float(w.budget),
+        mac_context=lambda w: llm_exp(w)["mac_context"],
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/llm_solve/{exp}/{method}/seed{seed}/budget{budget}.log",
+    benchmark:
+        "benchmarks/llm_solve/{exp}/{method}/seed{seed}/budget{budget}.tsv"
+    localrule: True
+    script:
+        "../scripts/llm_solve.py"
+
+
+rule llm_evaluate:
+    # Slim = masked, reload with trust_remote_code, generate, MACs recounted from weight shapes,
+    # perplexity, zero-shot accuracy, prefill and decode throughput against the dense model.
+    input:
+        checkpoint=lambda w: llm_model_dir(w) + "/checkpoint",
+        info=lambda w: llm_model_dir(w) + "/model_info.json",
+        masks="results/llm/masks/{exp}/{method}/seed{seed}/budget{budget}.json",
+        documents=lambda w: llm_corpus_dir(w) + "/documents.csv",
+        split=lambda w: llm_corpus_dir(w) + "/split.json",
+        zero_shot=lambda w: zero_shot_files(),
+    output:
+        metrics="results/llm/eval/{exp}/{method}/seed{seed}/budget{budget}.json",
+        slim=directory("results/llm/slim/{exp}/{method}/seed{seed}/budget{budget}"),
+    params:
+        device=DEVICE,
+        evaluation=LLM.get("evaluation"),
+        keep_slim=lambda w: slim_kept(config["evaluation"], w.budget, segmentation=False),
+    threads: LLM.get("evaluation", {}).get("latency", {}).get("threads", 1)
+    resources:
+        gpu=gpus,
+        mem_mb=memory(4000),
+        runtime=20,
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/llm_evaluate/{exp}/{method}/seed{seed}/budget{budget}.log",
+    benchmark:
+        "benchmarks/llm_evaluate/{exp}/{method}/seed{seed}/budget{budget}.tsv"
+    script:
+        "../scripts/llm_evaluate.py"
+
+
+rule llm_report:
+    # The tidy table, the method table (mean +- std over seeds, scoring cost) and the figure.
+    input:
+        evals=[f"results/llm/eval/{r['exp']}/{r['method']}/seed{r['seed']}/budget{r['budget']}.json" for r in llm_runs()] if LLM_RUN["experiments"] else [],
+        costs=sorted({f"results/llm/scores/{r['exp']}/{llm_scores_of(r['method'])}/seed{r['seed']}/cost.json" for r in llm_runs()}) if LLM_RUN["experiments"] else [],
+        infos=sorted({f"results/llm/models/{LLM['experiments'][r['exp']]['model']}/model_info.json" for r in llm_runs()}) if LLM_RUN["experiments"] else [],
+    output:
+        table="results/llm/tables/metrics.csv",
+        methods="results/llm/tables/methods.md",
+        figure=multiext("results/llm/figures/perplexity_vs_macs", ".png", ".pdf"),
+    params:
+        runs=llm_runs() if LLM_RUN["experiments"] else [],
+        experiments=LLM.get("experiments"),
+        methods=LLM.get("methods"),
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/llm_report/report.log",
+    benchmark:
+        "benchmarks/llm_report/report.tsv"
+    localrule: True
+    script:
+        "../scripts/llm_report.py"

@@ -1,0 +1,23 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from optin.llm_peers import forward_macs, scoring_macs
+from optin.methods import OptinMethod, combine
+from optin.runtime import start_job
+
+start_job(snakemake.log[0], threads=1, light=True)
+raw = pd.concat([pd.read_parquet(path) for path in snakemake.input.shards], ignore_index=True)
+info = json.loads(Path(snakemake.input.info).read_text())
+scores = combine(raw, OptinMethod.from_config(snakemake.params.method), info["num_layers"])
+scores.to_parquet(snakemake.output.scores, index=False)
+# Wall time of the layer shards (their Snakemake benchmarks), summed: the scoring's CPU-seconds when
+# shards ran one per core.
+seconds = sum(float(pd.read_csv(path, sep="\t")["s"].iloc[0]) for path in snakemake.input.benchmarks)
+calibration = snakemake.params.calibration
+macs = scoring_macs("optin", info, calibration["windows"], calibration["context"])
+Path(snakemake.output.cost).write_text(json.dumps({
+    "method": "optin", "seconds": seconds, "units": len(scores), "macs": macs,
+    "dense_forward_macs": forward_macs(info, calibration["windows"], calibration["context"])}, indent=1) + "\n")
+print(scores.groupby("kind")["importance"].describe())
