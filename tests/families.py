@@ -12,6 +12,8 @@ from conftest import padded_batch, tiny_bert
 from optin.arch import Kept
 from test_cnn import pixels as cnn_pixels
 from test_cnn import tiny_resnet, tiny_vgg
+from test_llama import KEPT as LLAMA_KEPT
+from test_llama import tiny_llama, token_batch
 from test_swin import images as swin_images
 from test_swin import tiny_mask2former
 from test_vit import hf_model, timm_model
@@ -39,6 +41,8 @@ FAMILIES = {
                                                    tuple(range(50)), (), (4, 100)))),
     "cifar_resnet": FamilyCase(tiny_resnet, lambda: {"pixel_values": cnn_pixels("resnet")}, ("channel",),
                                Kept.of(channel=[[0, 2], [1, 3], [0, 5, 7], [1, 2, 3, 4], [0, 8, 15], [2, 3]])),
+    # GQA: 4 query heads on 2 KV heads, MLP channels in groups of 4
+    "llama": FamilyCase(lambda: tiny_llama(channel_group=4), token_batch, ("head", "neuron"), LLAMA_KEPT),
     "vgg": FamilyCase(tiny_vgg, lambda: {"pixel_values": cnn_pixels("vgg_bn")}, ("channel",),
                       Kept.of(channel=[[0, 3], [1, 2, 5], [0, 4], [3, 6]])),
 }

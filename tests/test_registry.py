@@ -16,7 +16,7 @@ from test_workflow import ROOT
 MODEL_MODULE_API = ("load_checkpoint", "save_checkpoint", "prepare", "calibration")
 # The tiny test models of tests/families.py -> their registry family (timm ViTs are family vit).
 TINY_FAMILY = {"bert": "bert", "vit": "vit", "vit_timm": "vit", "mask2former_swin": "mask2former_swin",
-               "cifar_resnet": "cifar_resnet", "vgg": "vgg"}
+               "cifar_resnet": "cifar_resnet", "vgg": "vgg", "llama": "llama"}
 
 
 def test_the_schema_lists_exactly_the_registered_families():
@@ -31,12 +31,12 @@ def test_every_family_module_provides_the_protocol(name):
     models = entry.models()
     for function in MODEL_MODULE_API:
         assert callable(getattr(models, function, None)), f"{entry.model_module} lacks {function}"
-    # Classification families are evaluated by scripts/evaluate.py; segmentation has its own rule.
-    assert callable(getattr(models, "evaluation", None)) == (entry.name != "mask2former_swin")
+    # Classification families are evaluated by scripts/evaluate.py; segmentation and decoder LMs have their own rules.
+    assert callable(getattr(models, "evaluation", None)) == (entry.name not in ("mask2former_swin", "llama"))
     assert inspect.signature(models.prepare).parameters.keys() == {"job"}
     assert importlib.import_module(entry.adapter_module).ADAPTER_CLASSES
     assert set(entry.unit_kinds) <= {"head", "neuron", "token", "channel"}
-    assert entry.cost_model in ("encoder", "per_layer", "channels")
+    assert entry.cost_model in ("encoder", "per_layer", "channels", "gqa")
     assert callable(entry.scoring_load_function()), entry.scoring_loader
 
 
@@ -56,5 +56,5 @@ def test_each_tiny_family_goes_through_the_registry(tiny):
 
 
 def test_an_unknown_family_is_named_with_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown model family 'llama'; known: \['bert'"):
-        family("llama")
+    with pytest.raises(ValueError, match=r"unknown model family 'gpt2'; known: \['bert'"):
+        family("gpt2")

@@ -1,4 +1,8 @@
-"""Adapter for Llama-shaped decoder LMs (`LlamaForCausalLM`; Mistral and Qwen2 share the layout).
+"""Adapter for Llama decoder LMs (`LlamaForCausalLM`: SmolLM2, Llama 2/3, TinyLlama, ...).
+
+Mistral and Qwen2 share the module layout; what each would add is stated in docs/llm.md (Qwen2's
+q/k/v biases are sliced already; Mistral's sliding window would need the window in ``attention``), so
+both stay outside SUPPORTED_MODEL_TYPES until a test covers them.
 
 A layer is  x -> x + o_proj(Attn(rmsnorm1(x))) -> a -> a + down(silu(gate(h)) * up(h)), h = rmsnorm2(a),
 with grouped-query attention: query head i reads KV head i // (H / K).
@@ -27,14 +31,14 @@ from torch.nn import functional as F
 from optin.arch.base import EncoderAdapter, Kept, TokenLayout, load_sliced
 
 SLIM_MODEL_FILE = "modeling_optin_llama.py"
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+SUPPORTED_MODEL_TYPES = ("llama",)
 
 
 def unsupported_reason(config) -> str | None:
     """Why this family cannot prune a model of ``config``, or None."""
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
-        return f"model_type {model_type!r} is not a Llama-shaped decoder (supported: {list(SUPPORTED_MODEL_TYPES)})"
+        return f"model_type {model_type!r} is not supported by the llama family (supported: {list(SUPPORTED_MODEL_TYPES)})"
     if getattr(config, "hidden_act", "silu") != "silu":
         return f"hidden_act {config.hidden_act!r}: the family's gated MLP is SiLU"
     if getattr(config, "mlp_bias", False):
@@ -269,7 +273,8 @@ class LlamaAdapter(EncoderAdapter):
 
         config = self.slim_config(kept)
         with torch.device(self.device):
-            slim = llama_slim_model.OptinSlimLlamaForCausalLM(config).eval()
+            # in the dense model's dtype: a float64 copy verifies slim = masked without float32 rounding
+            slim = llama_slim_model.OptinSlimLlamaForCausalLM(config).to(next(self.model.parameters()).dtype).eval()
         source = self.model.state_dict()
         target = {name: source.get(name) for name in slim.state_dict()}
         dh = self.head_dim

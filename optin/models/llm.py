@@ -20,8 +20,10 @@ from torch.nn import functional as F
 from optin.arch.llama import channel_group_error, unsupported_reason
 from optin.llm_config import gguf_file, gguf_metadata
 
-# The zero-shot prompt (sentiment of one sentence) and the label words compared at its end.
-ZERO_SHOT_PROMPT = "Review: {text}\nIs this review positive or negative? Answer:"
+# The zero-shot prompt (sentiment of one sentence) and the label words compared at its end. Chosen
+# among four prompts by the dense model's accuracy on 200 of the held-out sentences (docs/llm.md): a
+# selection on evaluation data, shared by every method.
+ZERO_SHOT_PROMPT = 'Movie review: "{text}"\nSentiment:'
 ZERO_SHOT_WORDS = (" negative", " positive")   # label 0, label 1
 GENERATION_PROMPT = "What is the capital of France?"
 
@@ -249,10 +251,22 @@ class EvaluationData:
         sentences_csv = next(p for p in zero_shot_files if str(p).endswith("sentences.csv"))
         split_file = next(p for p in zero_shot_files if str(p).endswith("split.json"))
         sentences = pd.read_csv(sentences_csv)
-        rows = read_json(split_file)["test"][: evaluation["zero_shot"]["n"]]
+        rows = balanced_rows(sentences["label"].to_numpy(), read_json(split_file)["test"], evaluation["zero_shot"]["n"])
         return cls(windows_, sentences["text"].iloc[rows].tolist(), sentences["label"].iloc[rows].astype(int).tolist())
 
     def quality(self, model, tokenizer) -> dict:
         out = {f"perplexity_ctx{context}": perplexity(model, w) for context, w in self.windows.items()}
         out["zero_shot_accuracy"] = zero_shot_accuracy(model, tokenizer, self.texts, self.labels)
         return out
+
+
+def balanced_rows(labels, test_rows: list[int], n: int, seed: int = 0) -> list[int]:
+    """``n`` test rows, half of each label, from a seeded shuffle of the test split (the split is
+    sorted by row, and rt_polarity's file by label: its first rows are all positive)."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(np.asarray(test_rows))
+    picked = [int(r) for label in (0, 1) for r in [r for r in order if labels[r] == label][: n // 2 + (n % 2) * label]]
+    if len(picked) < n:
+        raise ValueError(f"llm.evaluation.zero_shot.n: {n} sentences asked, the test split has {len(picked)} of balanced labels")
+    return picked
