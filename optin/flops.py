@@ -122,3 +122,32 @@ class MacOp:
 
 def network_macs(ops: list[MacOp], counts) -> float:
     return sum(op.macs(counts) for op in ops)
+
+
+def llm_forward_macs(info: dict, windows: int, context: int, lm_head: bool = True) -> float:
+    """MACs of one dense forward of ``windows`` calibration windows of ``context`` tokens, from
+    model_info's sizes (optin.arch.llama.block_macs's accounting, plus the LM head)."""
+    d, dh, layers = info["hidden_size"], info["head_dim"], info["num_layers"]
+    per_token = layers * (2 * d * info["heads"] * dh + 2 * d * info["kv_heads"] * dh + 3 * d * info["intermediate_size"])
+    attention = layers * context * (context + 1) * info["heads"] * dh
+    head = context * d * info["vocab_size"] if lm_head else 0.0
+    return float(windows * (context * per_token + attention + head))
+
+
+def llm_scoring_macs(kind: str, info: dict, windows: int, context: int) -> float:
+    """MACs a method spends scoring one calibration batch. OPTIN: each unit of layer l reruns layers
+    l..L-1 and the LM head on the batch (the prefix cache skips layers 0..l-1); FLAP, Wanda-sp,
+    Minitron: one forward without the LM head; LLM-Pruner: a forward and a backward (~2x the
+    forward); magnitude and random: none."""
+    if kind in ("magnitude", "random"):
+        return 0.0
+    full = llm_forward_macs(info, windows, context)
+    if kind == "llm_pruner":
+        return 3.0 * full
+    if kind != "optin":
+        return llm_forward_macs(info, windows, context, lm_head=False)
+    layers = info["num_layers"]
+    per_layer = llm_forward_macs(info, windows, context, lm_head=False) / layers
+    head = full - per_layer * layers
+    units = info["heads"] + info["intermediate_size"] // info["channel_group"]
+    return float(sum(units * ((layers - layer) * per_layer + head) for layer in range(layers)))

@@ -137,3 +137,13 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def llm_ms_per_unit(info: dict, windows: int, context: int, ms_per_unit: float = ANCHOR_MS_PER_UNIT) -> float:
+    """Estimated GPU milliseconds per OPTIN unit of a decoder LM (model_info of the LLM arm), scaled
+    from the anchor by executed MACs per unit (optin.flops.llm_scoring_macs)."""
+    from optin.flops import llm_scoring_macs
+
+    units = info["num_layers"] * (info["heads"] + info["intermediate_size"] // info["channel_group"])
+    anchor = BERT_BASE.unit_macs(ANCHOR["real_tokens"], ANCHOR["examples"], ANCHOR["padded_tokens"])
+    return ms_per_unit * llm_scoring_macs("optin", info, windows, context) / units / anchor

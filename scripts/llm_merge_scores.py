@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from optin.llm_peers import forward_macs, scoring_macs
+from optin.flops import llm_forward_macs, llm_scoring_macs
 from optin.methods import OptinMethod, combine
 from optin.runtime import start_job
 
@@ -16,8 +16,8 @@ scores.to_parquet(snakemake.output.scores, index=False)
 # shards ran one per core.
 seconds = sum(float(pd.read_csv(path, sep="\t")["s"].iloc[0]) for path in snakemake.input.benchmarks)
 calibration = snakemake.params.calibration
-macs = scoring_macs("optin", info, calibration["windows"], calibration["context"])
+macs = llm_scoring_macs("optin", info, calibration["windows"], calibration["context"])
 Path(snakemake.output.cost).write_text(json.dumps({
     "method": "optin", "seconds": seconds, "units": len(scores), "macs": macs,
-    "dense_forward_macs": forward_macs(info, calibration["windows"], calibration["context"])}, indent=1) + "\n")
+    "dense_forward_macs": llm_forward_macs(info, calibration["windows"], calibration["context"])}, indent=1) + "\n")
 print(scores.groupby("kind")["importance"].describe())

@@ -29,9 +29,10 @@ lines = []
 for experiment, part in table.groupby("experiment"):
     dense = part.iloc[0]
     ppl = sorted(c for c in part.columns if c.startswith("perplexity_ctx"))
+    dense_ppl = ", ".join(f"{c} {dense['dense_' + c]:.2f}" for c in ppl)
     lines += [f"## {experiment}", "",
-              f"Dense: {', '.join(f'{c} {dense[f'dense_{c}']:.2f}' for c in ppl)}, zero-shot accuracy "
-              f"{dense['dense_zero_shot_accuracy']:.3f}, {dense['dense_params'] / 1e6:.1f} M parameters.", "",
+              f"Dense: {dense_ppl}, zero-shot accuracy {dense['dense_zero_shot_accuracy']:.3f}, "
+              f"{dense['dense_params'] / 1e6:.1f} M parameters.", "",
               "| method | budget | seeds | rel. MACs | " + " | ".join(ppl) + " | zero-shot acc. | params (M) | prefill × | decode × |",
               "|---|---|---|---|" + "---|" * len(ppl) + "---|---|---|---|"]
     for (method, budget), group in part.groupby(["method", "budget"]):

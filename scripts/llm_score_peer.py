@@ -11,7 +11,8 @@ import torch  # noqa: E402
 
 from optin.arch import adapter_for  # noqa: E402
 from optin.baselines import magnitude_scores, random_scores  # noqa: E402
-from optin.llm_peers import forward_macs, peer_scores, scoring_macs  # noqa: E402
+from optin.flops import llm_forward_macs, llm_scoring_macs  # noqa: E402
+from optin.llm_peers import peer_scores  # noqa: E402
 from optin.models import llm  # noqa: E402
 
 params = snakemake.params
@@ -30,6 +31,6 @@ scores.to_parquet(snakemake.output.scores, index=False)
 info = llm.read_json(snakemake.input.info)
 windows, context = batch["input_ids"].shape
 Path(snakemake.output.cost).write_text(json.dumps({
-    "method": params.kind, "seconds": seconds, "units": len(scores), "macs": scoring_macs(params.kind, info, windows, context),
-    "dense_forward_macs": forward_macs(info, windows, context)}, indent=1) + "\n")
+    "method": params.kind, "seconds": seconds, "units": len(scores), "macs": llm_scoring_macs(params.kind, info, windows, context),
+    "dense_forward_macs": llm_forward_macs(info, windows, context)}, indent=1) + "\n")
 print(f"{params.kind}: {len(scores)} units in {seconds:.2f} s")

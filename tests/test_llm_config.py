@@ -94,3 +94,10 @@ def test_the_llm_overlay_dry_run_builds_only_the_llm_arm(tmp_path):
                       # FLAP's two structures share one scoring run per seed
                       "llm_score_peer": (one_pass - 1) * len(exp["seeds"]) + 1, "llm_solve": runs, "llm_evaluate": runs,
                       "llm_report": 1, "all": 1}
+
+
+def test_the_gpu_resolution_overlay_passes_its_checks():
+    config = merged(merged(DEFAULT, LLM), yaml.safe_load((ROOT / "workflow/configs/llm_gpu.yaml").read_text()))
+    validate_schema(config, SCHEMA)
+    check(config, base_dir=ROOT)
+    assert config["llm"]["models"]["smollm2_135m"]["channel_group"] == 1
