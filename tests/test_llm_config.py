@@ -1,6 +1,7 @@
 """The LLM overlay's DAG and its bad-input checks: each stops before any job with one line naming
 the key (optin.llm_config, run by optin.config.check when the DAG is built)."""
 
+import copy
 import json
 
 import pytest
@@ -16,7 +17,7 @@ SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 
 def llm_config(**changes) -> dict:
     """The default config with the LLM overlay and ``changes`` (dotted keys under llm.)."""
-    config = merged(DEFAULT, LLM)
+    config = copy.deepcopy(merged(DEFAULT, LLM))  # merged() shares the overlay's nested values
     for path, value in changes.items():
         node = config["llm"]
         *parents, last = path.split(".")
