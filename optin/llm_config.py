@@ -92,9 +92,13 @@ def llm_errors(config: dict, base_dir: Path = Path(".")) -> list[str]:
                 OptinMethod.from_config(dict(method))
             except (TypeError, ValueError) as err:
                 errors.append(f"llm.methods.{name}: {err}")
-        elif set(method) - {"kind", "structure"} or ("structure" in method and method["kind"] != "flap"):
+        elif set(method) - {"kind", "structure", "bias_compensation"} or (
+                set(method) & {"structure", "bias_compensation"} and method["kind"] != "flap"):
             errors.append(f"llm.methods.{name}: a {method['kind']} method takes no settings "
-                          f"{sorted(set(method) - {'kind'})} (flap alone takes structure)")
+                          f"{sorted(set(method) - {'kind'})} (flap alone takes structure and bias_compensation)")
+    for method in llm["evaluation"].get("keep_slim", []):
+        if method not in llm["methods"]:
+            errors.append(f"llm.evaluation.keep_slim: unknown method {method!r}; defined: {sorted(llm['methods'])}")
     zero_shot = llm["evaluation"]["zero_shot"]["dataset"]
     kind = config["datasets"].get(zero_shot, {}).get("source", {}).get("kind")
     if kind not in ("rt_polarity", "csv"):

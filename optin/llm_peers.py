@@ -69,7 +69,7 @@ def _standardized(metric: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def flap_scores(adapter, batch) -> pd.DataFrame:
     """WIFV per head / channel group; column ``standardized`` holds FLAP's AL-AM scores."""
-    heads, neurons, z_heads, z_neurons = [], [], [], []
+    heads, neurons, z_heads, z_neurons, means = [], [], [], [], []
     for layer, inputs in enumerate(adapter.projection_inputs(batch)):
         proj = adapter.projections(layer)
         attn = (inputs["o"].double().var(0, unbiased=False) * proj["o"].weight.double().pow(2).sum(0)) ** 2
@@ -78,7 +78,45 @@ def flap_scores(adapter, batch) -> pd.DataFrame:
         neurons.append(_per_group(mlp, adapter.neuron_group))
         z_heads.append(_per_head(_standardized(attn), adapter.head_dim, "mean"))
         z_neurons.append(_per_group(_standardized(mlp), adapter.neuron_group, "mean"))
-    return _table(heads, neurons, standardized=(z_heads, z_neurons))
+        means.append({"head": inputs["o"].double().mean(0).view(-1, adapter.head_dim),
+                      "neuron": inputs["down"].double().mean(0).view(-1, adapter.neuron_group)})
+    table = _table(heads, neurons, standardized=(z_heads, z_neurons))
+    # FLAP's baseline_inp: each input channel's mean over the calibration tokens, for bias compensation
+    table["channel_means"] = [means[layer][kind][index].tolist()
+                              for layer, kind, index in zip(table["layer"], table["kind"], table["index"], strict=True)]
+    return table
+
+
+def output_biases(adapter, removed: dict) -> list[dict[str, torch.Tensor]]:
+    """Per layer, FLAP's compensation bias of o_proj and down_proj: sum over removed input channels j
+    of mean_j * W[:, j], so that the pruned layer adds the removed channels' mean contribution."""
+    biases = []
+    for layer in range(adapter.num_layers):
+        proj = adapter.projections(layer)
+        entry = {}
+        for name in ("o", "down"):
+            weight = proj[name].weight
+            pairs = removed[name][layer]
+            bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+            if pairs:
+                channels = torch.tensor([int(c) for c, _ in pairs], device=weight.device)
+                values = torch.tensor([m for _, m in pairs], dtype=weight.dtype, device=weight.device)
+                bias = weight[:, channels] @ values
+            entry[name] = bias.detach()
+        biases.append(entry)
+    return biases
+
+
+def with_output_biases(model, biases: list[dict[str, torch.Tensor]]):
+    """A copy of ``model`` whose o_proj and down_proj carry ``biases`` (FLAP's compensated model, the
+    reference its slim model must equal)."""
+    import copy
+
+    out = copy.deepcopy(model)
+    for layer, entry in zip(out.model.layers, biases, strict=True):
+        for module, bias in ((layer.self_attn.o_proj, entry["o"]), (layer.mlp.down_proj, entry["down"])):
+            module.bias = torch.nn.Parameter(bias.clone().to(module.weight.dtype), requires_grad=False)
+    return out
 
 
 @torch.no_grad()

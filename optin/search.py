@@ -290,3 +290,15 @@ def relative_to_layer_mean(scores: pd.DataFrame) -> pd.DataFrame:
     means = out.groupby(["kind", "layer"])["importance"].transform("mean")
     out["importance"] = out["importance"] / means.where(means > 0, 1.0)
     return out
+
+
+def removed_channel_means(scores: pd.DataFrame, kept, head_dim: int, channel_group: int) -> dict:
+    """Per layer, the (input channel, calibration mean) of every o_proj / down_proj input channel a
+    selection removes: what FLAP's bias compensation adds back as an output bias (``output_biases``)."""
+    out = {"o": [], "down": []}
+    for kind, name, width in (("head", "o", head_dim), ("neuron", "down", channel_group)):
+        for layer, kept_units in enumerate(kept[kind]):
+            part = scores[(scores["kind"] == kind) & (scores["layer"] == layer) & ~scores["index"].isin(kept_units)]
+            out[name].append([[int(u) * width + c, float(m)] for u, values in zip(part["index"], part["channel_means"], strict=True)
+                              for c, m in enumerate(values)])
+    return out

@@ -276,7 +276,7 @@ rule llm_evaluate:
     params:
         device=DEVICE,
         evaluation=LLM.get("evaluation"),
-        keep_slim=lambda w: slim_kept(config["evaluation"], w.budget, segmentation=False),
+        keep_slim=lambda w: w.method in LLM["evaluation"].get("keep_slim", []),
     threads: LLM.get("evaluation", {}).get("latency", {}).get("threads", 1)
     resources:
         gpu=gpus,

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 from optin import flops  # noqa: E402
 from optin.arch import Kept, adapter_for  # noqa: E402
 from optin.arch.llama import block_macs, lm_head_macs  # noqa: E402
+from optin.llm_peers import output_biases, with_output_biases  # noqa: E402
 from optin.models import llm  # noqa: E402
 
 params, evaluation = snakemake.params, snakemake.params.evaluation
@@ -20,15 +21,19 @@ info = llm.read_json(snakemake.input.info)
 masks = llm.read_json(snakemake.input.masks)
 dense = llm.load_checkpoint(snakemake.input.checkpoint).to(device)
 tokenizer = llm.load_tokenizer(snakemake.input.checkpoint)
-adapter = adapter_for(dense, "llama")
 kept = Kept.from_json(masks["kept"])
+# FLAP's bias compensation: the pruned model is the dense one with output biases, then masked.
+reference = dense
+if "removed_channel_means" in masks:
+    reference = with_output_biases(dense, output_biases(adapter_for(dense, "llama"), masks["removed_channel_means"]))
+adapter = adapter_for(reference, "llama")
 data = llm.EvaluationData.load(tokenizer, snakemake.input.documents, snakemake.input.split, snakemake.input.zero_shot, evaluation)
 report_start_up("dense model and data loaded")
 
 # 1. The slim model is the masked model, compared in float64: in float32 both differ from their float64
 # selves by ~4e-3 on SmolLM2's logits (30 layers of rounding), which would hide a real slicing error.
 probe = next(iter(data.windows.values()))[:2].to(device)
-adapter64 = adapter_for(copy.deepcopy(dense).double(), "llama")
+adapter64 = adapter_for(copy.deepcopy(reference).double(), "llama")
 masked = adapter64.masked_logits({"input_ids": probe}, kept)
 with torch.no_grad():
     slim_vs_masked = float((adapter64.slim(kept)(input_ids=probe).logits.reshape(masked.shape) - masked).abs().max())

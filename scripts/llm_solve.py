@@ -5,7 +5,7 @@ import pandas as pd
 
 from optin.llm_peers import LOSS_SCALED
 from optin.runtime import start_job
-from optin.search import cost_weighted, relative_to_layer_mean, search_mac, search_threshold
+from optin.search import cost_weighted, relative_to_layer_mean, removed_channel_means, search_mac, search_threshold
 
 start_job(snakemake.log[0], threads=1, light=True)
 params = snakemake.params
@@ -32,6 +32,9 @@ else:
         scores = cost_weighted(relative_to_layer_mean(scores), head_cost, neuron_cost)
     kept, result = search_mac(scores, head_cost=head_cost, neuron_cost=neuron_cost, kv_heads=(kv_cost, gqa_group), **common)
     search = "common global search (optin.search.search_mac with KV heads)"
+if params.method.get("bias_compensation"):
+    result["removed_channel_means"] = removed_channel_means(scores, kept, dh, group)
+    search += ", with FLAP's bias compensation"
 result.update({"kept": kept.to_json(), "mac_context": context, "method": params.method, "search": search,
                "kv_heads_kept": sum(len({h // gqa_group for h in layer}) for layer in kept["head"]),
                "head_macs": head_cost, "kv_macs": kv_cost, "neuron_macs": neuron_cost, "channel_group": group})

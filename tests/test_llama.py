@@ -258,3 +258,35 @@ def test_a_float64_model_slims_to_float64_and_matches_exactly():
     batch = token_batch()
     with torch.no_grad():
         torch.testing.assert_close(slim(**batch).logits.reshape(-1, 100), adapter.masked_logits(batch, KEPT), rtol=0, atol=1e-12)
+
+
+def test_flap_bias_compensation_adds_the_removed_channels_mean_output_and_slims(tmp_path):
+    from optin.llm_peers import output_biases, with_output_biases
+    from optin.search import removed_channel_means
+
+    model, batch, g = tiny_llama(channel_group=4), token_batch(), 4
+    adapter = adapter_for(model, "llama")
+    table = flap_scores(adapter, batch)
+    removed = removed_channel_means(table, KEPT, DH, g)
+    inputs = projection_inputs_by_hooks(model, batch)
+    for layer in range(LAYERS):
+        o_channels = [h * DH + c for h in range(HEADS) if h not in KEPT["head"][layer] for c in range(DH)]
+        down_channels = [u * g + c for u in range(FFN // g) if u not in KEPT["neuron"][layer] for c in range(g)]
+        assert [c for c, _ in removed["o"][layer]] == o_channels
+        assert [c for c, _ in removed["down"][layer]] == down_channels
+        biases = output_biases(adapter, removed)[layer]
+        for name, channels, module in (("o", o_channels, model.model.layers[layer].self_attn.o_proj),
+                                       ("down", down_channels, model.model.layers[layer].mlp.down_proj)):
+            mean = inputs[(layer, name)].numpy().mean(0)
+            expected = sum(module.weight.detach().double().numpy()[:, j] * mean[j] for j in channels)
+            np.testing.assert_allclose(biases[name].numpy(), expected if channels else 0.0, rtol=1e-5, atol=1e-7)
+    compensated = adapter_for(with_output_biases(model, output_biases(adapter, removed)), "llama")
+    assert model.model.layers[0].self_attn.o_proj.bias is None   # the dense model is untouched
+    slim = compensated.slim(KEPT)
+    masked = compensated.masked_logits(batch, KEPT)
+    compensated.save_slim(slim, None, tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(slim(**batch).logits.reshape(masked.shape), masked, rtol=0, atol=1e-5)
+        torch.testing.assert_close(reloaded(**batch).logits.reshape(masked.shape), masked, rtol=0, atol=1e-5)
+    assert reloaded.model.layers[2].mlp.down_proj.in_features == 0 and reloaded.model.layers[2].mlp.down_proj.bias is not None

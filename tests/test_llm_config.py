@@ -89,11 +89,12 @@ def test_the_llm_overlay_dry_run_builds_only_the_llm_arm(tmp_path):
     counts = job_counts(result.stdout)
     exp = LLM["llm"]["experiments"]["smollm2_135m"]
     one_pass = len(exp["methods"]) - 2   # optin and magnitude have their own seed counts
+    flap_alike = sum(LLM["llm"]["methods"][m]["kind"] == "flap" for m in exp["methods"])
     runs = (len(exp["optin_seeds"]) + 1 + one_pass * len(exp["seeds"])) * len(exp["budgets"])
     assert counts == {"download_dataset": 1, "llm_corpus": 1, "llm_prepare": 1, "llm_calibrate": len(exp["seeds"]),
                       "llm_score_shard": 30 * len(exp["optin_seeds"]), "llm_merge_scores": len(exp["optin_seeds"]),
-                      # FLAP's two structures share one scoring run per seed
-                      "llm_score_peer": (one_pass - 1) * len(exp["seeds"]) + 1, "llm_solve": runs, "llm_evaluate": runs,
+                      # FLAP's variants share one scoring run per seed
+                      "llm_score_peer": (one_pass - flap_alike + 1) * len(exp["seeds"]) + 1, "llm_solve": runs, "llm_evaluate": runs,
                       "llm_report": 1, "all": 1}
 
 

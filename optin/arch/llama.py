@@ -258,6 +258,8 @@ class LlamaAdapter(EncoderAdapter):
             intermediate.append(len(groups) * self.neuron_group)
         config.optin_query_kv = query_kv
         config.optin_intermediate = intermediate
+        # FLAP's bias compensation gives o_proj and down_proj an output bias (optin.llm_peers)
+        config.optin_output_bias = self.layers[0].self_attn.o_proj.bias is not None
         config.head_dim = self.head_dim
         config.architectures = ["OptinSlimLlamaForCausalLM"]
         config.auto_map = {"AutoModelForCausalLM": f"{SLIM_MODEL_FILE[:-3]}.OptinSlimLlamaForCausalLM"}

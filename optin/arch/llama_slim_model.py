@@ -39,7 +39,8 @@ class OptinSlimLlamaAttention(nn.Module):
         self.q_proj = nn.Linear(config.hidden_size, heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, kv_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(heads * self.head_dim, config.hidden_size, bias=bias)
+        self.o_proj = nn.Linear(heads * self.head_dim, config.hidden_size,
+                                bias=bias or getattr(config, "optin_output_bias", False))
         # a plain list, not a buffer: from_pretrained builds modules on the meta device and fills
         # only what the state dict holds
         self.query_kv = list(query_kv)
@@ -75,4 +76,6 @@ class OptinSlimLlamaForCausalLM(LlamaForCausalLM):
             mlp_config = copy.copy(config)
             mlp_config.intermediate_size = config.optin_intermediate[index]
             layer.mlp = LlamaMLP(mlp_config)
+            if getattr(config, "optin_output_bias", False):  # FLAP's bias compensation
+                layer.mlp.down_proj = nn.Linear(mlp_config.intermediate_size, config.hidden_size, bias=True)
         self.post_init()
