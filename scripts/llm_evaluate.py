@@ -1,5 +1,5 @@
-import copy
 import platform
+import time
 from pathlib import Path
 
 from optin.runtime import report_start_up, select_device, start_job, write_json
@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 from optin import flops  # noqa: E402
 from optin.arch import Kept, adapter_for  # noqa: E402
-from optin.arch.llama import block_macs, lm_head_macs  # noqa: E402
+from optin.arch.llama import block_macs, in_float64, lm_head_macs  # noqa: E402
 from optin.llm_peers import output_biases, with_output_biases  # noqa: E402
 from optin.models import llm  # noqa: E402
 
@@ -29,18 +29,26 @@ if "removed_channel_means" in masks:
 adapter = adapter_for(reference, "llama")
 data = llm.EvaluationData.load(tokenizer, snakemake.input.documents, snakemake.input.split, snakemake.input.zero_shot, evaluation)
 report_start_up("dense model and data loaded")
+clock = time.perf_counter()
 
-# 1. The slim model is the masked model, compared in float64: in float32 both differ from their float64
-# selves by ~4e-3 on SmolLM2's logits (30 layers of rounding), which would hide a real slicing error.
-# (LlamaRMSNorm normalises in float32 even then, so the two paths still differ by ~1e-5.)
-probe = next(iter(data.windows.values()))[:2].to(device)
-adapter64 = adapter_for(copy.deepcopy(reference).double(), "llama")
+
+def stage(name: str) -> None:
+    global clock
+    print(f"{name}: {time.perf_counter() - clock:.1f} s")
+    clock = time.perf_counter()
+
+
+# 1. The slim model is the masked model, compared in float64 (RMSNorm included: in_float64): in float32
+# both differ from their float64 selves by ~4e-3 on SmolLM2's logits, which would hide a slicing error.
+probe = next(iter(data.windows.values()))[:1].to(device)
+adapter64 = adapter_for(in_float64(reference), "llama")
 masked = adapter64.masked_logits({"input_ids": probe}, kept)
 with torch.no_grad():
-    slim_vs_masked = float((adapter64.slim(kept)(input_ids=probe).logits.reshape(masked.shape) - masked).abs().max())
+    slim_vs_masked = float((in_float64(adapter64.slim(kept))(input_ids=probe).logits.reshape(masked.shape) - masked).abs().max())
 del adapter64
 if slim_vs_masked > evaluation["verify_atol"]:
     raise RuntimeError(f"slim model differs from the masked model by {slim_vs_masked:.2e} > {evaluation['verify_atol']} (float64)")
+stage("slim = masked in float64")
 slim = adapter.slim(kept)
 with torch.no_grad():
     slim_logits = slim(input_ids=probe).logits.reshape(masked.shape)
@@ -55,6 +63,8 @@ if reload_diff > 1e-6:
 if info["tie_word_embeddings"] and reloaded.lm_head.weight.data_ptr() != reloaded.model.embed_tokens.weight.data_ptr():
     raise RuntimeError("the reloaded slim model's LM head is no longer tied to its embeddings")
 
+stage("saved and reloaded")
+
 # 3. Its MACs, counted from its weight shapes, are what the search accounted for.
 context = masks["mac_context"]
 counted = block_macs(reloaded, context)
@@ -64,11 +74,13 @@ head = lm_head_macs(reloaded, context)
 
 # 4. Quality, size, speed.
 quality = data.quality(reloaded, tokenizer)
+stage("perplexity and zero-shot accuracy")
 lat = evaluation["latency"]
 prompt = data.windows[min(data.windows)].reshape(1, -1)[:, : lat["prefill_tokens"]]
 if prompt.shape[1] < lat["prefill_tokens"]:
     prompt = torch.cat([w for w in data.windows.values()], 1).reshape(1, -1)[:, : lat["prefill_tokens"]]
 speed = llm.latency({"dense": dense, "slim": reloaded}, prompt.to(device), lat["decode_tokens"], lat["repeats"], lat["warmup"])
+stage("latency")
 result = {
     "budget": masks["budget"],
     "relative_macs": counted / masks["base_macs"],

@@ -290,3 +290,16 @@ def test_flap_bias_compensation_adds_the_removed_channels_mean_output_and_slims(
         torch.testing.assert_close(slim(**batch).logits.reshape(masked.shape), masked, rtol=0, atol=1e-5)
         torch.testing.assert_close(reloaded(**batch).logits.reshape(masked.shape), masked, rtol=0, atol=1e-5)
     assert reloaded.model.layers[2].mlp.down_proj.in_features == 0 and reloaded.model.layers[2].mlp.down_proj.bias is not None
+
+
+def test_in_float64_normalises_in_float64_and_leaves_the_model_alone():
+    from optin.arch.llama import in_float64
+
+    model = tiny_llama()
+    exact = in_float64(model)
+    norm = exact.model.layers[0].input_layernorm
+    x = torch.randn(3, 32, dtype=torch.float64)
+    expected = norm.weight * x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    torch.testing.assert_close(norm(x), expected, rtol=1e-15, atol=0)
+    assert model.model.layers[0].input_layernorm.weight.dtype == torch.float32   # a copy
+    assert norm(x).dtype == torch.float64 and model.model.layers[0].input_layernorm(x.float()).dtype == torch.float32

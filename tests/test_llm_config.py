@@ -103,3 +103,9 @@ def test_the_gpu_resolution_overlay_passes_its_checks():
     validate_schema(config, SCHEMA)
     check(config, base_dir=ROOT)
     assert config["llm"]["models"]["smollm2_135m"]["channel_group"] == 1
+
+
+def test_a_llama_model_under_models_points_to_the_llm_section():
+    config = copy.deepcopy(DEFAULT)
+    config["models"]["minilm_rt"]["family"] = "llama"
+    assert "models.minilm_rt.family: decoder LMs (llama) are configured under llm.models" in error_of(config)

@@ -314,6 +314,27 @@ class LlamaAdapter(EncoderAdapter):
         shutil.copyfile(llama_slim_model.__file__, path / SLIM_MODEL_FILE)
 
 
+def in_float64(model):
+    """A float64 copy of a (dense or slim) Llama whose RMSNorms also normalise in float64.
+
+    HF's LlamaRMSNorm always normalises in float32, so two float64 models that compute the same
+    function in a different order (masked vs slim) still round differently there, and 30 layers
+    amplify it (1e-4 on a heavily pruned SmolLM2). Verification copies only: a model's own
+    forward is left as released."""
+    import types
+
+    out = copy.deepcopy(model).double()
+
+    def exact_rms_norm(norm, hidden_states):
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        return norm.weight * (hidden_states * torch.rsqrt(variance + norm.variance_epsilon))
+
+    for module in out.modules():
+        if type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon"):
+            module.forward = types.MethodType(exact_rms_norm, module)
+    return out
+
+
 def block_macs(model, context: int) -> float:
     """MACs of a (slim or dense) Llama's decoder layers on one sequence of ``context`` tokens, counted
     from weight shapes: every projection once per token, and causal attention's QK^T and PV over the

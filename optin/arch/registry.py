@@ -103,6 +103,11 @@ def _convnet_constraints(name: str, model: dict, config: dict) -> list[str]:
     return errors
 
 
+def _decoder_constraints(name: str, model: dict, config: dict) -> list[str]:
+    return [f"models.{name}.family: decoder LMs (llama) are configured under llm.models and run by rules/llm.smk "
+            "(docs/llm.md, workflow/configs/llm.yaml), not under models"]
+
+
 def _convnet(name: str) -> Family:
     return Family(name, "optin.arch.cnn", "optin.models.cnn", IMAGE_SOURCES, ("config", "ccexam", "url", "local"), ("channel",),
                   cost_model="channels", training=("cnn_training",), staged_taps=True, needs_pixels=True,
@@ -120,8 +125,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            ("head", "neuron"), cost_model="per_layer", training=("segmentation_training",), staged_taps=True,
            prepare_reads_data=True, constraints=_mask2former_constraints),
     # Llama-shaped decoder LMs (Mistral, Qwen2: same layout): the LLM arm
-    Family("llama", "optin.arch.llama", "optin.models.llm", DOCUMENT_SOURCES, ("gguf", "hub", "local"), ("head", "neuron"),
-           cost_model="gqa", unused_packages=("torchvision", "scipy")),
+    Family("llama", "optin.arch.llama", "optin.models.llm", DOCUMENT_SOURCES, ("gguf", "local"), ("head", "neuron"),
+           cost_model="gqa", unused_packages=("torchvision", "scipy"), constraints=_decoder_constraints),
     _convnet("cifar_resnet"),
     _convnet("vgg"),
 )}

@@ -241,9 +241,10 @@ class EvaluationData:
 
         documents = pd.read_csv(documents_csv)
         heldout = read_json(split_json)["heldout"]
+        stream = token_stream(tokenizer, [documents["text"][r] for r in heldout])  # tokenized once for every context
         windows_ = {}
         for point in evaluation["perplexity"]:
-            available = corpus_windows(tokenizer, documents, heldout, point["context"])
+            available = windows(stream, point["context"])
             if len(available) < point["windows"]:
                 raise ValueError(f"llm.evaluation.perplexity: {point['windows']} windows of {point['context']} tokens asked, "
                                  f"the held-out documents give {len(available)}")
