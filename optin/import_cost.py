@@ -24,6 +24,8 @@ FOREIGN = {
     "vit": ("optin.arch.bert", "optin.arch.swin", "optin.arch.cnn", "optin.models.cnn", "optin.models.segmentation"),
     "mask2former_swin": ("timm", "optin.arch.bert", "optin.arch.vit", "optin.arch.cnn", "optin.models.cnn"),
     "cifar_resnet": ("timm", "transformers", "optin.arch.bert", "optin.arch.vit", "optin.arch.swin"),
+    "llama": ("timm", "optin.arch.bert", "optin.arch.vit", "optin.arch.swin", "optin.arch.cnn", "optin.models.cnn",
+              "optin.models.vision", "optin.models.segmentation"),
 }
 # Scripts that load a model of the job's family; the rest are family-free.
 FAMILY_SCRIPTS = ("prepare_model", "calibrate", "score_shard", "score_kwon", "score_baseline", "tune_mask", "evaluate")

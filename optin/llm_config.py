@@ -13,6 +13,8 @@ from optin.methods import OptinMethod
 
 SUPPORTED_ARCHITECTURES = ("llama",)   # optin.arch.llama.SUPPORTED_MODEL_TYPES (no torch here)
 ONE_PASS_KINDS = ("flap", "wanda_sp", "llm_pruner", "minitron", "magnitude", "random")
+# Peers whose scores estimate loss changes (optin.llm_peers): the common search reads them unweighted.
+LOSS_SCALED = ("llm_pruner",)
 
 
 def gguf_file(source: dict) -> Path:

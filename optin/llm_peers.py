@@ -34,9 +34,6 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-PEER_KINDS = ("flap", "wanda_sp", "llm_pruner", "minitron")
-# Peers whose scores are loss changes: the common search reads them unweighted.
-LOSS_SCALED = ("llm_pruner",)
 
 
 def _table(head: list[torch.Tensor], neuron: list[torch.Tensor], **extra: tuple[list[torch.Tensor], list[torch.Tensor]]) -> pd.DataFrame:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from optin.llm_peers import LOSS_SCALED
+from optin.llm_config import LOSS_SCALED
 from optin.runtime import start_job
 from optin.search import cost_weighted, relative_to_layer_mean, removed_channel_means, search_mac, search_threshold
 

@@ -14,7 +14,8 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 @pytest.mark.parametrize("script,family", [("score_shard", "bert"), ("evaluate", "bert"), ("calibrate", "bert"),
-                                           ("prepare_model", "bert"), ("evaluate", "cifar_resnet")])
+                                           ("prepare_model", "bert"), ("evaluate", "cifar_resnet"), ("score_shard", "llama"),
+                                           ("llm_evaluate", "llama")])
 def test_a_job_imports_only_its_own_family(script, family):
     # for bert this includes torchvision and scipy, which transformers would import (Family.unused_packages)
     _, modules = measure(job_code(SCRIPTS / f"{script}.py", family), repeats=1, warm_up=False)
@@ -23,7 +24,8 @@ def test_a_job_imports_only_its_own_family(script, family):
     assert not loaded & forbidden_modules(family)
 
 
-@pytest.mark.parametrize("script", ["solve", "merge_scores", "collect", "figures", "method_tables", "unit_figures"])
+@pytest.mark.parametrize("script", ["solve", "merge_scores", "collect", "figures", "method_tables", "unit_figures",
+                                    "llm_solve", "llm_merge_scores", "llm_report"])
 def test_light_jobs_never_import_torch(script):
     _, modules = measure(job_code(SCRIPTS / f"{script}.py", None), repeats=1, warm_up=False)
     assert "torch" not in modules and "transformers" not in modules
@@ -41,8 +43,8 @@ def test_text_scoring_jobs_do_not_import_transformers_model_code(script):
 def test_an_unknown_family_is_named():
     from optin.arch import adapter_for
 
-    with pytest.raises(ValueError, match="unknown model family 'llama'"):
-        adapter_for(object(), "llama")
+    with pytest.raises(ValueError, match="unknown model family 'gpt2'"):
+        adapter_for(object(), "gpt2")
 
 
 def test_a_hidden_package_looks_uninstalled_to_libraries_that_probe_for_it():
