@@ -116,7 +116,8 @@ def corpus_windows(tokenizer, documents, rows: list[int], context: int) -> torch
 
 
 def calibration(adapter, job: LlmCalibrationJob):
-    """Teachers of ``job.draws`` disjoint seeded draws of ``job.n`` calibration windows."""
+    """Teachers of ``job.draws`` disjoint seeded draws of ``job.n`` calibration windows, and the
+    number of windows in the pool they were drawn from."""
     from optin.data import disjoint_draws
     from optin.models import Calibration
     from optin.scoring import run_teacher
