@@ -355,7 +355,7 @@ def sweep(summary: pd.DataFrame, stem: Path, title: str, axis: str, unpruned: fl
 
 # One colour and marker per method name, in every figure that uses method_style.
 METHOD_STYLES = {
-    "optin": ("#0072B2", "o"), "flap": ("#E69F00", "s"), "flap_structure": ("#E69F00", "D"),
+    "optin": ("#0072B2", "o"), "flap": ("#E69F00", "s"), "flap_structure": ("#E69F00", "D"), "flap_full": ("#E69F00", "*"),
     "wanda_sp": ("#009E73", "^"), "llm_pruner": ("#D55E00", "v"), "minitron": ("#CC79A7", "P"),
     "magnitude": ("#56B4E9", "X"), "random": ("#000000", "x"), "kwon": ("#D55E00", "s"),
 }
@@ -373,20 +373,31 @@ def method_style(name: str) -> tuple[str, str]:
 
 
 def llm_quality_vs_macs(table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
-    """Perplexity (one panel per context) and zero-shot accuracy against relative MACs, mean +- std
-    over seeds per method; the dense model's values as dotted lines."""
+    """Perplexity (one panel per context; geometric mean over seeds, error bars x/÷ the geometric
+    standard deviation: seeds spread over orders of magnitude) and zero-shot accuracy (mean +- std)
+    against relative MACs per method; the dense model's values as dotted lines."""
+    import numpy as np
+
     metrics = [c for c in table.columns if c.startswith("perplexity_ctx")] + ["zero_shot_accuracy"]
     with plt.style.context(STYLE):
         fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
         for ax, metric in zip(axes[0], metrics, strict=True):
+            log_scale = metric.startswith("perplexity")
             for method, group in table.groupby("method", sort=True):
                 colour, marker = method_style(method)
-                curve = group.groupby("budget").agg(x=("relative_macs", "mean"), y=(metric, "mean"), err=(metric, "std"),
-                                                    n=(metric, "size")).reset_index()
-                ax.errorbar(curve["x"], curve["y"], yerr=curve["err"].fillna(0.0), marker=marker, color=colour, capsize=2,
-                            label=f"{method} (n={int(curve['n'].max())})")
+                values = np.log(group[metric]) if log_scale else group[metric]
+                curve = group.assign(v=values).groupby("budget").agg(x=("relative_macs", "mean"), y=("v", "mean"),
+                                                                     err=("v", "std"), n=("v", "size")).reset_index()
+                err = curve["err"].fillna(0.0)
+                if log_scale:
+                    y = np.exp(curve["y"])
+                    yerr = [y - np.exp(curve["y"] - err), np.exp(curve["y"] + err) - y]
+                else:
+                    y, yerr = curve["y"], err
+                ax.errorbar(curve["x"], y, yerr=yerr, marker=marker, color=colour, capsize=2,
+                            linestyle="--" if method.startswith("flap_") else "-", label=f"{method} (n={int(curve['n'].max())})")
             ax.axhline(table[f"dense_{metric}"].iloc[0], color="0.5", linestyle=":", linewidth=1, label="dense")
-            if metric.startswith("perplexity"):
+            if log_scale:
                 ax.set_yscale("log")
             ax.set_xlabel("relative MACs (decoder layers)")
             ax.set_ylabel(metric.replace("_", " "))

@@ -158,3 +158,12 @@ def test_the_classifier_figures_draw_an_empty_arm(tmp_path):
     written = [*plots.accuracy_vs_flops(empty, tmp_path / "a", "t"), *plots.speedup_vs_flops(empty, tmp_path / "b", "t", {}),
                *plots.delta_vs_flops(empty, tmp_path / "c", {}, "top-1")]
     assert all(path.stat().st_size > 0 for path in written) and len(written) == 6
+
+
+def test_a_methods_style_is_a_function_of_its_name():
+    from optin.plots import METHOD_STYLES, method_style
+
+    assert method_style("optin") == METHOD_STYLES["optin"]
+    assert method_style("my_new_method") == method_style("my_new_method")   # no plotting-order dependence
+    # every named method is told apart by colour or marker
+    assert len({method_style(name) for name in METHOD_STYLES}) == len(METHOD_STYLES)
