@@ -2,67 +2,6 @@
 # Wanda-sp, LLM-Pruner, Minitron, magnitude and random on the same calibration windows and the same
 # MAC search, every mask physically sliced, reloaded and evaluated by perplexity, zero-shot accuracy
 # and latency.
-from optin.config import budget_label
-from optin.llm_config import ONE_PASS_KINDS
-
-LLM = config.get("llm") or {}
-LLM_RUN = LLM.get("run", {"experiments": []})
-
-
-def llm_exp(w):
-    return LLM["experiments"][w.exp]
-
-
-def llm_method_kind(method):
-    return LLM["methods"][method]["kind"]
-
-
-def llm_methods_of_kind(*kinds):
-    return name_pattern([m for m, e in LLM.get("methods", {}).items() if e["kind"] in kinds])
-
-
-def llm_seeds(exp, method):
-    entry = LLM["experiments"][exp]
-    if llm_method_kind(method) == "optin":
-        return entry.get("optin_seeds", entry["seeds"])
-    if llm_method_kind(method) == "magnitude":
-        return entry["seeds"][:1]  # weights only: every seed would give the same mask
-    return entry["seeds"]
-
-
-def llm_runs():
-    return [{"exp": e, "method": m, "seed": s, "budget": budget_label(b)}
-            for e in LLM_RUN["experiments"] for m in LLM["experiments"][e]["methods"]
-            for s in llm_seeds(e, m) for b in LLM["experiments"][e]["budgets"]]
-
-
-def llm_scores_of(method):
-    """FLAP's two structures search the same scores: the first FLAP method's run scores both."""
-    entry = LLM["methods"][method]
-    if entry["kind"] != "flap":
-        return method
-    return next(m for m, e in LLM["methods"].items() if e["kind"] == "flap")
-
-
-def llm_model_dir(w):
-    return f"results/llm/models/{llm_exp(w)['model']}"
-
-
-def llm_corpus_dir(w):
-    return f"results/llm/data/{llm_exp(w)['corpus']}"
-
-
-def zero_shot_files():
-    return multiext(f"results/data/{LLM['evaluation']['zero_shot']['dataset']}/", "sentences.csv", "split.json")
-
-
-LLM_TARGETS = []
-if LLM_RUN["experiments"]:
-    LLM_TARGETS = [f"results/llm/eval/{r['exp']}/{r['method']}/seed{r['seed']}/budget{r['budget']}.json" for r in llm_runs()]
-    LLM_TARGETS += ["results/llm/tables/metrics.csv", "results/llm/tables/methods.md"]
-    LLM_TARGETS += expand("results/llm/figures/perplexity_vs_macs.{ext}", ext=["png", "pdf"])
-
-
 rule llm_corpus:
     # Documents, split by document into calibration text and held-out perplexity text.
     output:
@@ -111,15 +50,11 @@ rule llm_prepare:
         "../scripts/llm_prepare.py"
 
 
-def llm_corpus_of_model(model):
-    return next(e["corpus"] for e in LLM["experiments"].values() if e["model"] == model)
-
-
 rule llm_calibrate:
     input:
-        checkpoint=lambda w: llm_model_dir(w) + "/checkpoint",
-        documents=lambda w: llm_corpus_dir(w) + "/documents.csv",
-        split=lambda w: llm_corpus_dir(w) + "/split.json",
+        checkpoint=llm_model_file("checkpoint"),
+        documents=llm_corpus_file("documents.csv"),
+        split=llm_corpus_file("split.json"),
     output:
         teacher="results/llm/calibration/{exp}/seed{seed}/teacher.pt",
         windows="results/llm/calibration/{exp}/seed{seed}/windows.json",
@@ -148,7 +83,7 @@ rule llm_score_shard:
     wildcard_constraints:
         method=llm_methods_of_kind("optin"),
     input:
-        checkpoint=lambda w: llm_model_dir(w) + "/checkpoint",
+        checkpoint=llm_model_file("checkpoint"),
         teacher="results/llm/calibration/{exp}/seed{seed}/teacher.pt",
     output:
         "results/llm/scores/{exp}/{method}/seed{seed}/shards/layer{layer}.parquet",
@@ -181,10 +116,10 @@ rule llm_merge_scores:
         method=llm_methods_of_kind("optin"),
     input:
         shards=lambda w: expand("results/llm/scores/{exp}/{method}/seed{seed}/shards/layer{layer}.parquet", **w,
-                                layer=range(json_num_layers(w))),
+                                layer=range(llm_num_layers(w))),
         benchmarks=lambda w: expand("benchmarks/llm_score_shard/{exp}/{method}/seed{seed}/layer{layer}.tsv", **w,
-                                    layer=range(json_num_layers(w))),
-        info=lambda w: llm_model_dir(w) + "/model_info.json",
+                                    layer=range(llm_num_layers(w))),
+        info=llm_model_file("model_info.json"),
     output:
         scores="results/llm/scores/{exp}/{method}/seed{seed}/scores.parquet",
         cost="results/llm/scores/{exp}/{method}/seed{seed}/cost.json",
@@ -202,21 +137,14 @@ rule llm_merge_scores:
         "../scripts/llm_merge_scores.py"
 
 
-def json_num_layers(w):
-    """Layers of the experiment's model, read from its GGUF header or config at parse time."""
-    from optin.llm_config import model_layers
-
-    return model_layers(LLM["models"][llm_exp(w)["model"]]["source"], Path(workflow.basedir).parent)
-
-
 rule llm_score_peer:
     # One calibration pass (LLM-Pruner: one backward) per method and seed, or none (magnitude, random).
     wildcard_constraints:
         method=llm_methods_of_kind(*ONE_PASS_KINDS),
     input:
-        checkpoint=lambda w: llm_model_dir(w) + "/checkpoint",
+        checkpoint=llm_model_file("checkpoint"),
         teacher="results/llm/calibration/{exp}/seed{seed}/teacher.pt",
-        info=lambda w: llm_model_dir(w) + "/model_info.json",
+        info=llm_model_file("model_info.json"),
     output:
         scores="results/llm/scores/{exp}/{method}/seed{seed}/scores.parquet",
         cost="results/llm/scores/{exp}/{method}/seed{seed}/cost.json",
@@ -242,7 +170,7 @@ rule llm_score_peer:
 rule llm_solve:
     input:
         scores=lambda w: f"results/llm/scores/{w.exp}/{llm_scores_of(w.method)}/seed{w.seed}/scores.parquet",
-        info=lambda w: llm_model_dir(w) + "/model_info.json",
+        info=llm_model_file("model_info.json"),
     output:
         "results/llm/masks/{exp}/{method}/seed{seed}/budget{budget}.json",
     params:
@@ -264,11 +192,11 @@ rule llm_evaluate:
     # Slim = masked, reload with trust_remote_code, generate, MACs recounted from weight shapes,
     # perplexity, zero-shot accuracy, prefill and decode throughput against the dense model.
     input:
-        checkpoint=lambda w: llm_model_dir(w) + "/checkpoint",
-        info=lambda w: llm_model_dir(w) + "/model_info.json",
+        checkpoint=llm_model_file("checkpoint"),
+        info=llm_model_file("model_info.json"),
         masks="results/llm/masks/{exp}/{method}/seed{seed}/budget{budget}.json",
-        documents=lambda w: llm_corpus_dir(w) + "/documents.csv",
-        split=lambda w: llm_corpus_dir(w) + "/split.json",
+        documents=llm_corpus_file("documents.csv"),
+        split=llm_corpus_file("split.json"),
         zero_shot=lambda w: zero_shot_files(),
     output:
         metrics="results/llm/eval/{exp}/{method}/seed{seed}/budget{budget}.json",
