@@ -124,6 +124,15 @@ def network_macs(ops: list[MacOp], counts) -> float:
     return sum(op.macs(counts) for op in ops)
 
 
+def llm_unit_macs(hidden: int, head_dim: int, context: int, channel_group: int) -> dict:
+    """Per-unit MACs of a Llama decoder layer (optin.arch.llama.block_macs) on one sequence of
+    ``context`` tokens: a query head (q rows, o columns, causal QK^T and PV over c(c+1)/2 pairs), a KV
+    head (k and v rows; paid while any of its query heads is kept) and a group of MLP channels."""
+    return {"head": 2.0 * context * hidden * head_dim + context * (context + 1) * head_dim,
+            "kv": 2.0 * context * hidden * head_dim,
+            "neuron": 3.0 * context * hidden * channel_group}
+
+
 def llm_forward_macs(info: dict, windows: int, context: int, lm_head: bool = True) -> float:
     """MACs of one dense forward of ``windows`` calibration windows of ``context`` tokens, from
     model_info's sizes (optin.arch.llama.block_macs's accounting, plus the LM head)."""

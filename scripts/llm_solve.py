@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from optin.flops import llm_unit_macs
 from optin.llm_config import LOSS_SCALED
 from optin.runtime import start_job
 from optin.search import cost_weighted, relative_to_layer_mean, removed_channel_means, search_mac, search_threshold
@@ -13,10 +14,8 @@ info = json.loads(Path(snakemake.input.info).read_text())
 scores = pd.read_parquet(snakemake.input.scores)
 kind, context = params.method["kind"], params.mac_context
 d, dh, group = info["hidden_size"], info["head_dim"], info["channel_group"]
-# optin.arch.llama.unit_macs at the experiment's context (a copy here: solve stays free of torch)
-head_cost = 2.0 * context * d * dh + context * (context + 1) * dh
-kv_cost = 2.0 * context * d * dh
-neuron_cost = 3.0 * context * d * group
+costs = llm_unit_macs(d, dh, context, group)
+head_cost, kv_cost, neuron_cost = costs["head"], costs["kv"], costs["neuron"]
 layers, gqa_group = info["num_layers"], info["heads"] // info["kv_heads"]
 heads_per_layer = [info["heads"]] * layers
 groups_per_layer = [info["intermediate_size"] // group] * layers

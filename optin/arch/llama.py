@@ -356,13 +356,11 @@ def lm_head_macs(model, context: int) -> float:
 
 
 def unit_macs(config, context: int, channel_group: int) -> dict:
-    """Per-unit MACs of ``block_macs`` at ``context``: a query head (q rows, o columns, its attention),
-    a KV head (k and v rows; paid while any of its query heads is kept) and a channel group."""
+    """optin.flops.llm_unit_macs for a model config."""
+    from optin.flops import llm_unit_macs
+
     d = config.hidden_size
-    dh = getattr(config, "head_dim", None) or d // config.num_attention_heads
-    return {"head": 2.0 * context * d * dh + context * (context + 1) * dh,
-            "kv": 2.0 * context * d * dh,
-            "neuron": 3.0 * context * d * channel_group}
+    return llm_unit_macs(d, getattr(config, "head_dim", None) or d // config.num_attention_heads, context, channel_group)
 
 
 ADAPTER_CLASSES = (LlamaAdapter,)
