@@ -70,30 +70,11 @@ def search_mac(
             f"{sum(heads_per_layer)} / {sum(neurons_per_layer)}"
         )
     capacity = budget * base_macs
-    head_prefix = np.concatenate([[0.0], np.cumsum(heads["importance"].to_numpy(dtype=np.float64))])
-    neuron_prefix = np.concatenate([[0.0], np.cumsum(neurons["importance"].to_numpy(dtype=np.float64))])
     head_total = _cumulative_costs(heads, head_cost) if kv_heads is None else gqa_head_costs(heads, head_cost, *kv_heads)
     neuron_total = _cumulative_costs(neurons, neuron_cost)
-    uniform_neurons = isinstance(neuron_cost, (int, float))
-    first = 0 if len(heads) == 0 or capacity < head_total[1] else 1
-    best = (-math.inf, 0, 0)
-    for k in range(first, len(heads) + 1):
-        if head_total[k] > capacity:
-            break
-        left = capacity - head_total[k]
-        if uniform_neurons:
-            m = min(int(math.floor(left / neuron_cost)), len(neurons))
-        else:
-            m = int(np.searchsorted(neuron_total, left, side="right")) - 1
-        total = head_prefix[k] + neuron_prefix[m]
-        if total > best[0]:
-            best = (total, k, m)
-    _, k, m = best
-    kept_heads = [sorted(heads["index"][:k][heads["layer"][:k] == layer].tolist()) for layer in range(len(heads_per_layer))]
-    kept_neurons = [
-        sorted(neurons["index"][:m][neurons["layer"][:m] == layer].tolist()) for layer in range(len(neurons_per_layer))
-    ]
-    kept = Kept.of(head=kept_heads, neuron=kept_neurons)
+    uniform = float(neuron_cost) if isinstance(neuron_cost, (int, float)) else None
+    k, m, importance = _best_prefixes(heads, neurons, head_total, neuron_total, capacity, uniform)
+    kept = _kept_prefixes(heads, neurons, k, m, len(heads_per_layer))
     achieved = float(head_total[k] + neuron_total[m])
     info = {
         "budget": budget,
@@ -103,8 +84,82 @@ def search_mac(
         "achieved_ratio": achieved / base_macs,
         "heads_kept": k,
         "neurons_kept": m,
-        "importance_kept": float(best[0]),
+        "importance_kept": importance,
     }
+    return kept, info
+
+
+def _best_prefixes(heads: pd.DataFrame, neurons: pd.DataFrame, head_total: np.ndarray, neuron_total: np.ndarray,
+                   capacity: float, uniform_neuron_cost: float | None = None) -> tuple[int, int, float]:
+    """The (k, m) whose top-k heads and top-m neurons fit ``capacity`` with the largest summed
+    importance; ``*_total[i]`` is the cost of the top i units (non-decreasing). Neurons of one
+    ``uniform_neuron_cost`` are counted by division, as the MAC search always has."""
+    head_prefix = np.concatenate([[0.0], np.cumsum(heads["importance"].to_numpy(dtype=np.float64))])
+    neuron_prefix = np.concatenate([[0.0], np.cumsum(neurons["importance"].to_numpy(dtype=np.float64))])
+    first = 0 if len(heads) == 0 or capacity < head_total[1] else 1
+    best = (-math.inf, 0, 0)
+    for k in range(first, len(heads) + 1):
+        if head_total[k] > capacity:
+            break
+        left = capacity - head_total[k]
+        if uniform_neuron_cost is not None:
+            m = min(int(math.floor(left / uniform_neuron_cost)), len(neurons))
+        else:
+            m = int(np.searchsorted(neuron_total, left, side="right")) - 1
+        total = head_prefix[k] + neuron_prefix[m]
+        if total > best[0]:
+            best = (total, k, m)
+    return best[1], best[2], float(best[0])
+
+
+def _kept_prefixes(heads: pd.DataFrame, neurons: pd.DataFrame, k: int, m: int, num_layers: int) -> Kept:
+    return Kept.of(
+        head=[sorted(heads["index"][:k][heads["layer"][:k] == layer].tolist()) for layer in range(num_layers)],
+        neuron=[sorted(neurons["index"][:m][neurons["layer"][:m] == layer].tolist()) for layer in range(num_layers)],
+    )
+
+
+def _layer_step_costs(units: pd.DataFrame, steps: np.ndarray) -> np.ndarray:
+    """Cost of the top-i units for i = 0..n when the j-th unit kept in a layer costs ``steps[j - 1]``."""
+    taken: dict[int, int] = {}
+    costs = []
+    for layer in units["layer"].tolist():
+        costs.append(steps[taken.get(layer, 0)])
+        taken[layer] = taken.get(layer, 0) + 1
+    return np.concatenate([[0.0], np.cumsum(costs)])
+
+
+def search_latency(scores: pd.DataFrame, *, budget: float, table, heads_per_layer: list[int],
+                   neurons_per_layer: list[int]) -> tuple[Kept, dict]:
+    """Kwon et al.'s latency search (``--metric latency`` with their MHA/FFN lookup tables), on
+    search_mac's structure: the top-k heads and top-m neurons of the global rankings, now priced by
+    ``table`` (optin.latency.LatencyTable): the j-th head kept in a layer costs attention(j) -
+    attention(j - 1), and so for neurons. Keeps the most important (k, m) whose predicted latency
+    is at most ``budget`` x the dense model's."""
+    if not 0.0 < budget <= 1.0:
+        raise ValueError(f"budget (fraction of the dense latency) must be in (0, 1], got {budget}")
+    heads, neurons = ranked(scores, "head"), ranked(scores, "neuron")
+    if len(heads) != sum(heads_per_layer) or len(neurons) != sum(neurons_per_layer):
+        raise ValueError(f"scores hold {len(heads)} heads / {len(neurons)} neurons; the model has "
+                         f"{sum(heads_per_layer)} / {sum(neurons_per_layer)}")
+    if set(heads_per_layer) != {table.heads} or set(neurons_per_layer) != {table.neurons}:
+        raise ValueError(f"the latency table is for {table.heads} heads and {table.neurons} neurons per layer; "
+                         f"the scores have {sorted(set(heads_per_layer))} and {sorted(set(neurons_per_layer))}")
+    target = budget * table.dense_s
+    # The step costs' running sums round differently from the table's own sums: a float tolerance,
+    # so that budget 1 keeps the dense model.
+    capacity = target - table.rest_s + 1e-12 * table.dense_s
+    if capacity < 0:
+        raise ValueError(f"budget {budget}: {target * 1e3:.3g} ms is below the table's fixed rest "
+                         f"({table.rest_s * 1e3:.3g} ms of {table.dense_s * 1e3:.3g} ms): no mask meets it")
+    head_total = _layer_step_costs(heads, table.step_costs("head", table.heads))
+    neuron_total = _layer_step_costs(neurons, table.step_costs("neuron", table.neurons))
+    k, m, importance = _best_prefixes(heads, neurons, head_total, neuron_total, capacity)
+    kept = _kept_prefixes(heads, neurons, k, m, len(heads_per_layer))
+    predicted = table.predict(kept.counts("head"), kept.counts("neuron"))
+    info = {"budget": budget, "budget_metric": "latency", "dense_latency_s": table.dense_s, "target_latency_s": target,
+            "predicted_latency_s": predicted, "predicted_latency_ratio": predicted / table.dense_s,
+            "heads_kept": k, "neurons_kept": m, "importance_kept": importance}
     return kept, info
 
 
