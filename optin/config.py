@@ -11,7 +11,7 @@ from pathlib import Path
 
 from optin.arch.registry import FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, TRAINING_KEYS
 from optin.llm_config import llm_errors
-from optin.methods import OptinMethod, method_kind, method_settings
+from optin.methods import GRADIENT_KINDS, OptinMethod, method_kind, method_settings
 from optin.models import PACKAGED_MODELS
 from optin.sweeps import sweep_errors
 
@@ -271,9 +271,16 @@ def _method_fit_errors(where: str, family, method: str, entry: dict) -> list[str
         errors.append(f"{where}: method {method!r} draws one MD row subset per unit for every tap, "
                       f"but {family.name} stages have taps of different sizes (set md_fresh_subsets: false)")
     kind = entry.get("kind", "optin")
-    if kind == "kwon" and not family.kwon:
-        errors.append(f"{where}: method {method!r} (kwon) needs head and neuron masks and a "
+    if kind in GRADIENT_KINDS and not family.kwon:
+        errors.append(f"{where}: method {method!r} ({kind}) needs head and neuron masks and a "
                       f"labelled classifier (families {families_with('kwon')}), not a {family.name} model")
+    needs_table = entry.get("budget_metric", "macs") == "latency" or (kind == "nvit" and entry.get("latency_eta", 0))
+    if needs_table and family.cost_model != "encoder":
+        errors.append(f"{where}: method {method!r} reads a latency lookup table, which is built for models of "
+                      f"identical encoder layers (families {latency_table_families()}), not a {family.name} model")
+    if entry.get("budget_metric", "macs") == "latency" and entry.get("prune_tokens"):
+        errors.append(f"{where}: method {method!r} prunes tokens under a latency budget; token schedules are "
+                      "searched under MACs only (set budget_metric: macs)")
     if kind == "optin" and entry.get("tap", "default") != "default" and not family.movable_tap:
         errors.append(f"{where}: method {method!r} moves the tap, which is defined for "
                       f"{', '.join(families_with('movable_tap'))} models only")
@@ -281,6 +288,10 @@ def _method_fit_errors(where: str, family, method: str, entry: dict) -> list[str
         errors.append(f"{where}: method {method!r} prunes tokens, which only vision models "
                       f"(families {families_with('token_pruning')}) have")
     return errors
+
+
+def latency_table_families() -> list[str]:
+    return [name for name, f in FAMILIES.items() if f.cost_model == "encoder"]
 
 
 def families_with(attribute: str) -> list[str]:

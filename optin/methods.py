@@ -66,9 +66,12 @@ class OptinMethod:
     token_schedule: str = "importance"
     # CNN channels: rank by importance per MAC (default) or by importance alone (optin.search.search_channels).
     channel_ranking: str = "per_mac"
+    # What ``budget`` is a fraction of: the dense MACs, or the dense latency predicted by the model's
+    # latency lookup table (optin.latency, optin.search.search_latency).
+    budget_metric: str = "macs"
 
     # Fields that only change the mask search: methods that differ only here share one scoring run.
-    SOLVER_FIELDS = ("prune_tokens", "tau_head_neuron_share", "token_schedule", "channel_ranking")
+    SOLVER_FIELDS = ("prune_tokens", "tau_head_neuron_share", "token_schedule", "channel_ranking", "budget_metric")
     # Fields that only change how merge_scores combines per-unit (md, kl): methods that differ only
     # here (and in the search) share the per-layer score shards, so lambda sweeps cost no forward.
     COMBINE_FIELDS = ("semantics", "lambda_c", "md_weight", "dynamic_lambda", "lambda_contribution",
@@ -101,6 +104,7 @@ class OptinMethod:
             raise ValueError(f"unknown OPTIN method setting(s) {unknown}; known: {sorted(fields)}")
         if config.get("channel_ranking", "per_mac") not in ("per_mac", "importance"):
             raise ValueError(f"channel_ranking must be 'per_mac' or 'importance', got {config['channel_ranking']!r}")
+        check_budget_metric(config.get("budget_metric", "macs"))
         if config.get("tap", "default") not in ("default", "layer_output"):
             raise ValueError(f"tap must be 'default' or 'layer_output', got {config['tap']!r}")
         if config.get("token_schedule", "importance") not in ("importance", "uniform"):
@@ -153,9 +157,23 @@ class OptinMethod:
         return {"all": None, "next": 1}.get(self.trajectory_horizon, self.trajectory_horizon)
 
 
-# A method entry's ``kind``: OPTIN (the default), Kwon et al.'s Fisher scores (optin.kwon), or a
-# baseline scored without calibration (optin.baselines). Every kind goes through the same search.
-METHOD_KINDS = ("optin", "kwon", "magnitude", "random")
+# A method entry's ``kind``: OPTIN (the default), Kwon et al.'s Fisher scores (optin.kwon), NViT's
+# Hessian-aware saliency (optin.nvit), or a baseline scored without calibration (optin.baselines).
+# Every kind goes through the same search.
+METHOD_KINDS = ("optin", "kwon", "nvit", "magnitude", "random")
+# Kinds scored from task-loss gradients on the labelled calibration batch.
+GRADIENT_KINDS = ("kwon", "nvit")
+BUDGET_METRICS = ("macs", "latency")
+
+
+def check_budget_metric(value) -> str:
+    if value not in BUDGET_METRICS:
+        raise ValueError(f"budget_metric must be one of {list(BUDGET_METRICS)}, got {value!r}")
+    return value
+
+
+def budget_metric(config: dict) -> str:
+    return check_budget_metric(config.get("budget_metric", "macs"))
 
 
 def method_kind(config: dict) -> str:
@@ -171,6 +189,11 @@ KWON_STAGES = {"rearrange": False, "tune": False}
 # Samples per gradient in the Fisher (optin.kwon.mask_gradients): 1 = per sample (the paper's
 # definition), 32 = their released code. It changes the scores, so it is part of the scoring settings.
 KWON_SETTINGS = {"fisher_batch_size": 1, **KWON_STAGES}
+# NViT squares the summed contribution of each mini-batch (32 samples, as Kwon et al.'s code; one
+# mini-batch when the calibration batch is smaller); latency_eta > 0 adds their latency term (their 5e-4).
+NVIT_SETTINGS = {"fisher_batch_size": 32, "latency_eta": 0.0}
+# Settings every kind takes, that change only the search.
+SEARCH_SETTINGS = {"budget_metric": "macs"}
 
 
 def check_fisher_batch_size(value) -> int:
@@ -184,23 +207,27 @@ def method_settings(config: dict) -> dict:
     kind = method_kind(config)
     if kind == "optin":
         return OptinMethod.from_config(config).settings()
-    allowed = set(KWON_SETTINGS) if kind == "kwon" else set()
-    extra = sorted(set(config) - {"kind"} - allowed)
+    own = {"kwon": KWON_SETTINGS, "nvit": NVIT_SETTINGS}.get(kind, {})
+    defaults = {**own, **SEARCH_SETTINGS}
+    extra = sorted(set(config) - {"kind"} - set(defaults))
     if extra:
-        known = f"; a kwon method takes {sorted(KWON_SETTINGS)}" if kind == "kwon" else ""
-        raise ValueError(f"a {kind} method takes no settings {extra}{known}")
-    for key in set(KWON_STAGES) & allowed & set(config):
+        raise ValueError(f"a {kind} method takes no settings {extra}; it takes {sorted(defaults)}")
+    for key in set(KWON_STAGES) & set(defaults) & set(config):
         if not isinstance(config[key], bool):
             raise ValueError(f"{key} must be true or false, got {config[key]!r}")
-    if "fisher_batch_size" in allowed:
-        check_fisher_batch_size(config.get("fisher_batch_size", 1))
-    return {"kind": kind, **({k: config.get(k, v) for k, v in KWON_SETTINGS.items()} if kind == "kwon" else {})}
+    if "fisher_batch_size" in defaults:
+        check_fisher_batch_size(config.get("fisher_batch_size", defaults["fisher_batch_size"]))
+    eta = config.get("latency_eta", 0.0)
+    if "latency_eta" in defaults and (isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta < 0):
+        raise ValueError(f"latency_eta must be a number >= 0 (NViT's default 5e-4; 0 = no latency term), got {eta!r}")
+    check_budget_metric(config.get("budget_metric", "macs"))
+    return {"kind": kind, **{k: config.get(k, v) for k, v in defaults.items()}}
 
 
 def baseline_scoring_settings(config: dict) -> dict:
     """What a non-OPTIN method's scores depend on: methods equal here share one scoring run."""
     settings = method_settings(config)
-    return {k: v for k, v in settings.items() if k not in KWON_STAGES}
+    return {k: v for k, v in settings.items() if k not in KWON_STAGES and k not in SEARCH_SETTINGS}
 
 
 def is_tuned_kwon(config: dict) -> bool:

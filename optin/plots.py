@@ -357,13 +357,17 @@ def sweep(summary: pd.DataFrame, stem: Path, title: str, axis: str, unpruned: fl
 METHOD_STYLES = {
     "optin": ("#0072B2", "o"), "flap": ("#E69F00", "s"), "flap_structure": ("#E69F00", "D"), "flap_full": ("#E69F00", "*"),
     "wanda_sp": ("#009E73", "^"), "llm_pruner": ("#D55E00", "v"), "minitron": ("#CC79A7", "P"),
-    "magnitude": ("#56B4E9", "X"), "random": ("#000000", "x"), "kwon": ("#D55E00", "s"),
+    "magnitude": ("#56B4E9", "X"), "random": ("#000000", "x"), "kwon": ("#D55E00", "s"), "nvit": ("#8C564B", "D"),
 }
+# A method searched under a latency budget is named <method>_latency: its method's colour and marker,
+# a dashed line.
+LATENCY_SUFFIX = "_latency"
 
 
 def method_style(name: str) -> tuple[str, str]:
     """(colour, marker) of a method: fixed for the known names, else drawn from the palette by a
     stable hash of the name (never by plotting order)."""
+    name = name.removesuffix(LATENCY_SUFFIX)
     if name in METHOD_STYLES:
         return METHOD_STYLES[name]
     import zlib
@@ -404,4 +408,48 @@ def llm_quality_vs_macs(table: pd.DataFrame, stem: Path, title: str) -> list[Pat
         axes[0][0].legend(fontsize=7)
         fig.suptitle(title)
         fig.tight_layout()
+        return save(fig, stem)
+
+
+def method_linestyle(name: str) -> str:
+    return "--" if name.endswith(LATENCY_SUFFIX) else "-"
+
+
+def accuracy_vs_speedup(metrics: pd.DataFrame, stem: Path, experiments: list[str], title: str) -> list[Path]:
+    """Per experiment, accuracy against the measured speed-up (dense / slim), MAC-budgeted masks
+    solid and latency-budgeted ones (``*_latency``) dashed; last panel, the latency table's
+    predicted speed-up against the measured one, with its median absolute error."""
+    data = _wide(metrics, ["latency_speedup", "accuracy", "unpruned_accuracy", "predicted_speedup"])
+    data = data[data["experiment"].isin(experiments)].dropna(subset=["accuracy", "latency_speedup"])
+    columns = len(experiments) + 1
+    with plt.style.context(STYLE):
+        fig, axes = plt.subplots(1, columns, figsize=(4.2 * columns, 3.6), squeeze=False)
+        for ax, experiment in zip(axes[0], experiments):
+            part = data[data["experiment"] == experiment]
+            for method, group in part.groupby("method", sort=True):
+                colour, marker = method_style(method)
+                curve = group.groupby("budget").agg(x=("latency_speedup", "mean"), y=("accuracy", "mean")).sort_values("x")
+                ax.plot(curve["x"], 100 * curve["y"], marker=marker, color=colour, linestyle=method_linestyle(method), label=method)
+            if not part.empty:
+                ax.axhline(100 * part["unpruned_accuracy"].iloc[0], color="0.4", linestyle=":", linewidth=1, label="unpruned")
+            ax.set_title(experiment, fontsize="small")
+            ax.set_xlabel("measured speed-up (dense / slim)")
+            ax.set_ylabel("test accuracy (%)")
+            ax.legend(fontsize="x-small")
+        ax = axes[0][-1]
+        paired = data.dropna(subset=["predicted_speedup"])
+        for method, group in paired.groupby("method", sort=True):
+            colour, marker = method_style(method)
+            ax.scatter(group["predicted_speedup"], group["latency_speedup"], color=colour, marker=marker,
+                       facecolors="none" if method.endswith(LATENCY_SUFFIX) else colour, label=method)
+        if not paired.empty:
+            low = min(paired["predicted_speedup"].min(), paired["latency_speedup"].min(), 1.0)
+            high = max(paired["predicted_speedup"].max(), paired["latency_speedup"].max())
+            ax.plot([low, high], [low, high], color="0.5", linestyle=":", linewidth=1)
+            error = (paired["predicted_speedup"] - paired["latency_speedup"]).abs().median()
+            ax.set_title(f"latency table: median |predicted - measured| = {error:.3f}", fontsize="small")
+            ax.legend(fontsize="x-small")
+        ax.set_xlabel("predicted speed-up (latency table)")
+        ax.set_ylabel("measured speed-up")
+        fig.suptitle(title, fontsize="small")
         return save(fig, stem)

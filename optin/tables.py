@@ -6,22 +6,27 @@ import pandas as pd
 
 
 def method_table(metrics: pd.DataFrame, experiments: list[str], metric: str = "accuracy") -> pd.DataFrame:
-    """One row per (experiment, method, budget): mean and std over seeds of ``metric`` and of the
-    recounted relative MACs, and how many seeds there are."""
+    """One row per (experiment, method, budget): mean and std over seeds of ``metric``, the mean
+    recounted relative MACs, measured speed-up (dense / slim) and the latency table's predicted
+    speed-up where the model has a table, and how many seeds there are."""
     keys = ["experiment", "method", "seed", "budget"]
-    part = metrics[metrics["experiment"].isin(experiments) & metrics["metric"].isin([metric, "relative_macs"])]
+    extra = ["relative_macs", "latency_speedup", "predicted_speedup"]
+    part = metrics[metrics["experiment"].isin(experiments) & metrics["metric"].isin([metric, *extra])]
     wide = part.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
     if metric not in wide:
-        return pd.DataFrame(columns=["experiment", "method", "budget", "mean", "std", "seeds", "relative_macs"])
+        return pd.DataFrame(columns=["experiment", "method", "budget", "mean", "std", "seeds", *extra])
+    wide = wide.reindex(columns=[*wide.columns, *[c for c in extra if c not in wide.columns]])
     table = wide.groupby(["experiment", "method", "budget"], sort=False).agg(
-        mean=(metric, "mean"), std=(metric, "std"), seeds=("seed", "nunique"), relative_macs=("relative_macs", "mean"))
+        mean=(metric, "mean"), std=(metric, "std"), seeds=("seed", "nunique"), relative_macs=("relative_macs", "mean"),
+        latency_speedup=("latency_speedup", "mean"), predicted_speedup=("predicted_speedup", "mean"))
     order = {name: i for i, name in enumerate(experiments)}
     return table.reset_index().sort_values(["experiment", "method", "budget"], key=lambda c: c.map(order) if c.name == "experiment" else c,
                                             kind="stable").reset_index(drop=True)
 
 
-def _cell(mean: float, std: float, seeds: int) -> str:
-    return f"{mean:.3f} ± {std:.3f}" if seeds > 1 else f"{mean:.3f}"
+def _cell(mean: float, std: float, seeds: int, speedup: float = float("nan")) -> str:
+    value = f"{mean:.3f} ± {std:.3f}" if seeds > 1 else f"{mean:.3f}"
+    return value if pd.isna(speedup) else f"{value} ({speedup:.2f}×)"
 
 
 def to_markdown(table: pd.DataFrame, metric: str = "accuracy") -> str:
@@ -30,12 +35,14 @@ def to_markdown(table: pd.DataFrame, metric: str = "accuracy") -> str:
     for experiment, part in table.groupby("experiment", sort=False):
         budgets = sorted(part["budget"].unique())
         seeds = int(part["seeds"].max())
-        lines += [f"### {experiment}: test {metric}" + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""), "",
+        lines += [f"### {experiment}: test {metric}" + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else "")
+                  + " (measured speed-up)", "",
                   "| method | " + " | ".join(f"{b:.2f}" for b in budgets) + " |",
                   "|---|" + "---|" * len(budgets)]
         for method, rows in part.groupby("method", sort=False):
             by_budget = rows.set_index("budget")
-            cells = [_cell(by_budget.at[b, "mean"], by_budget.at[b, "std"], int(by_budget.at[b, "seeds"]))
+            cells = [_cell(by_budget.at[b, "mean"], by_budget.at[b, "std"], int(by_budget.at[b, "seeds"]),
+                           by_budget.at[b, "latency_speedup"] if "latency_speedup" in by_budget else float("nan"))
                      if b in by_budget.index else "" for b in budgets]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -53,9 +60,12 @@ def scoring_passes(kind: str, units_scored: int, calibration_size: int, masks_tu
     batch per unit (from the unit's layer on); Kwon: one forward and one backward per calibration
     sample, again per tuned mask if it is rearranged (the Fisher blocks), and one forward of the
     batch per tuned mask for the least-squares tuning (teacher and pruned model side by side, layer
-    by layer); weight magnitude and random: none."""
+    by layer); NViT: one forward and one backward per calibration sample (in mini-batches);
+    weight magnitude and random: none."""
     if kind == "optin":
         return units_scored, 0
+    if kind == "nvit":
+        return calibration_size, calibration_size
     if kind == "kwon":
         again = calibration_size * masks_tuned if rearrange else 0
         return calibration_size + again + (2 * masks_tuned if tune else 0), calibration_size + again

@@ -62,6 +62,31 @@ def methods_of_kind(*kinds):
     return name_pattern([name for name, entry in config["methods"].items() if method_kind(entry) in kinds])
 
 
+def has_latency_table(model):
+    """Encoders of identical layers get a latency lookup table (optin.latency)."""
+    return family_of(model).cost_model == "encoder"
+
+
+def latency_table_file(model, dataset):
+    return f"results/latency/{model}/{dataset}/{DEVICE}.json"
+
+
+def solve_latency_table(w):
+    """The latency table a latency-budgeted search reads (none for a MAC budget)."""
+    settings = method_settings(w.method)
+    return [latency_table_file(w.model, w.dataset)] if settings.get("budget_metric") == "latency" else []
+
+
+def evaluation_latency_table(w):
+    """Every evaluation of a model with a latency table reports its predicted speed-up."""
+    return [latency_table_file(w.model, w.dataset)] if has_latency_table(w.model) else []
+
+
+def scoring_latency_table(w):
+    """NViT's latency-aware term reads the table (latency_eta > 0)."""
+    return [latency_table_file(w.model, w.dataset)] if method_settings(w.method).get("latency_eta") else []
+
+
 def family_of(model):
     return FAMILIES[config["models"][model]["family"]]
 
@@ -306,7 +331,7 @@ def scoring_jobs():
                     benchmarks.append(f"benchmarks/merge_scores/{run.format(merged)}.tsv")
                 else:
                     merged = scores_method(method)
-                    scorer = "score_kwon" if kind == "kwon" else "score_baseline"
+                    scorer = {"kwon": "score_kwon", "nvit": "score_nvit"}.get(kind, "score_baseline")
                     benchmarks = [f"benchmarks/{scorer}/{run.format(merged)}.tsv"]
                 stages = method_settings(method) if is_tuned_kwon(config["methods"][method]) else {}
                 if stages:  # Kwon et al.'s per-mask stages are part of its pruning cost

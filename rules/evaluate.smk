@@ -6,6 +6,7 @@ rule evaluate:
         info=lambda w: model_info(w.model),
         masks=mask_file,
         data=lambda w: dataset_files(w.dataset),
+        latency_table=evaluation_latency_table,
     output:
         metrics="results/eval/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json",
         slim=directory("results/slim/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}"),

@@ -18,7 +18,8 @@ if segmentation_experiments():
     )
 if cnn_experiments():
     FIGURES += expand("results/figures/cnn_accuracy_vs_flops.{ext}", ext=["png", "pdf"])
-FIGURES += expand("results/figures/{name}.{ext}", name=["method_comparison", "scoring_cost"], ext=["png", "pdf"])
+FIGURES += expand("results/figures/{name}.{ext}", name=["method_comparison", "scoring_cost", "accuracy_vs_speedup"],
+                  ext=["png", "pdf"])
 FIGURES += expand("results/figures/sweeps/{sweep}.{ext}", sweep=list(config.get("sweeps", {})), ext=["png", "pdf"])
 
 
@@ -153,6 +154,12 @@ rule method_tables:
         comparison_pdf="results/figures/method_comparison.pdf",
         cost_png=report("results/figures/scoring_cost.png", caption="../workflow/report/scoring_cost.rst", category="Methods"),
         cost_pdf="results/figures/scoring_cost.pdf",
+        speedup_png=report(
+            "results/figures/accuracy_vs_speedup.png",
+            caption="../workflow/report/accuracy_vs_speedup.rst",
+            category="Methods",
+        ),
+        speedup_pdf="results/figures/accuracy_vs_speedup.pdf",
     params:
         jobs=scoring_jobs(),
         experiments=[f"{m}/{d}" for m, d in run_pairs() if not is_segmentation_dataset(d)],

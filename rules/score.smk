@@ -111,3 +111,34 @@ rule score_kwon:
         "benchmarks/score_kwon/{model}/{dataset}/{method}/calib{n}-seed{seed}.tsv"
     script:
         "../scripts/score_kwon.py"
+
+
+rule score_nvit:
+    # NViT's Hessian-aware saliency (optin.nvit): per mini-batch of fisher_batch_size samples, each
+    # head's / neuron's (sum of w * dL/dw over its weights / c)^2, averaged; on the labelled first
+    # calibration draw, as score_kwon. latency_eta > 0 subtracts their latency term (the table).
+    wildcard_constraints:
+        method=methods_of_kind("nvit"),
+    input:
+        checkpoint=lambda w: checkpoint_dir(w.model),
+        teacher="results/calibration/{model}/{dataset}/calib{n}-seed{seed}/teacher.pt",
+        latency_table=scoring_latency_table,
+    output:
+        "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/scores.parquet",
+    params:
+        device=DEVICE,
+        family=lambda w: config["models"][w.model]["family"],
+        method=lambda w: scoring_settings(w.method),
+    threads: config["threads"]
+    resources:
+        gpu=gpus,
+        mem_mb=memory(6000),
+        runtime=60,
+    conda:
+        "../envs/optin.yaml"
+    log:
+        "logs/score_nvit/{model}/{dataset}/{method}/calib{n}-seed{seed}.log",
+    benchmark:
+        "benchmarks/score_nvit/{model}/{dataset}/{method}/calib{n}-seed{seed}.tsv"
+    script:
+        "../scripts/score_nvit.py"

@@ -2,6 +2,7 @@ rule solve:
     input:
         scores=lambda w: f"results/scores/{w.model}/{w.dataset}/{scores_method(w.method)}/calib{w.n}-seed{w.seed}/scores.parquet",
         info=lambda w: model_info(w.model),
+        latency_table=solve_latency_table,
     output:
         "results/masks/{model}/{dataset}/{method}/calib{n}-seed{seed}/budget{budget}.json",
     params:

@@ -27,8 +27,10 @@ for path, run in zip(snakemake.input.evals, snakemake.params.runs, strict=True):
             "method": run["method"], "calibration_size": run["calibration_size"], "seed": run["seed"],
             "budget": metrics.pop("budget"),
             "task_metric": metrics.pop("metric", "accuracy"),
-            "device": metrics.pop("device", f"cpu:{platform.machine()}")}
-    rows += [{**keys, "metric": name, "value": float(value)} for name, value in sorted(metrics.items())]
+            "device": metrics.pop("device", f"cpu:{platform.machine()}"),
+            "budget_metric": metrics.pop("budget_metric", "macs")}
+    # None: a metric that does not apply (a token-merged model has no table prediction)
+    rows += [{**keys, "metric": name, "value": float(value)} for name, value in sorted(metrics.items()) if value is not None]
 table = pd.DataFrame(rows)
 table["torch"] = version("torch")
 table["transformers"] = version("transformers")

@@ -11,6 +11,8 @@ import torch  # noqa: E402
 
 from optin import flops, latency  # noqa: E402
 from optin.arch import family  # noqa: E402
+from optin.latency import LatencyTable  # noqa: E402
+from optin.masks import Kept  # noqa: E402
 from optin.models import EvaluationJob, load_checkpoint  # noqa: E402
 from optin.runtime import write_json  # noqa: E402
 
@@ -49,6 +51,19 @@ counted = pruned.recount(reloaded)
 if abs(counted - masks["achieved_macs"]) > 1e-6 * masks["base_macs"]:
     raise RuntimeError(f"slim model has {counted:.6g} MACs; the search accounted {masks['achieved_macs']:.6g}")
 
+def predicted_speedup(masks: dict) -> dict:
+    """The latency table's prediction for this mask (heads and neurons; a token schedule is not in
+    the table, so merged models get none)."""
+    if not snakemake.input.latency_table:
+        return {}
+    table = LatencyTable.read(snakemake.input.latency_table[0])
+    if masks.get("token_merges") and any(masks["token_merges"]):
+        return {"predicted_latency_s": None, "predicted_speedup": None, "table_dense_latency_s": table.dense_s}
+    kept = Kept.from_json(masks["kept"])
+    predicted = table.predict(kept.counts("head"), kept.counts("neuron"))
+    return {"predicted_latency_s": predicted, "predicted_speedup": table.dense_s / predicted, "table_dense_latency_s": table.dense_s}
+
+
 # 4. Accuracy, size, latency.
 acc = pruned.accuracy(reloaded)
 lat = params.latency
@@ -71,6 +86,8 @@ result = {
     "latency_repeats": lat["repeats"],
     "latency_threads": torch.get_num_threads(),
     "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu:{platform.machine()}",
+    "budget_metric": masks.get("budget_metric", "macs"),
+    **predicted_speedup(masks),
     **{k: v for k, v in pruned.extra.items() if v is not None},
 }
 write_json(Path(snakemake.output.metrics), result)

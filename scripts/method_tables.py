@@ -13,6 +13,8 @@ table.to_csv(out.methods_csv, index=False)
 Path(out.methods_md).write_text(tables.to_markdown(table))
 plots.method_comparison(metrics, Path(out.comparison_png).with_suffix(""), params.experiments,
                         "Methods at equal MACs: same checkpoint, calibration data and search (band: ± 1 std over seeds)")
+plots.accuracy_vs_speedup(metrics, Path(out.speedup_png).with_suffix(""), params.experiments,
+                          "Accuracy against measured speed-up: MAC budgets (solid) and latency budgets (dashed)")
 
 rows = []
 for job in params.jobs:

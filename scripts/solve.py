@@ -8,7 +8,8 @@ from optin import flops
 from optin.arch.registry import family
 from optin.flops import MacOp
 from optin.runtime import start_job
-from optin.search import cost_weighted, search_channels, search_mac, search_tau
+from optin.latency import LatencyTable
+from optin.search import cost_weighted, search_channels, search_latency, search_mac, search_tau
 
 start_job(snakemake.log[0], threads=1, light=True)
 params = snakemake.params
@@ -63,6 +64,13 @@ else:
             max_removed=(params.image_size // info["patch_size"]) ** 2 - 1,
             uniform=params.method.get("token_schedule") == "uniform")
         result["token_merges"] = [removed[0]] + [b - a for a, b in zip(removed, removed[1:])]
+    elif params.method.get("budget_metric") == "latency":
+        kept, result = search_latency(scores, budget=params.budget, table=LatencyTable.read(snakemake.input.latency_table[0]),
+                                      heads_per_layer=heads, neurons_per_layer=neurons)
+        # The MACs of the mask found, which evaluate recounts from the slim model's weights.
+        base = flops.encoder_macs(heads, neurons, seq_len, hidden, head_dim)
+        achieved = flops.encoder_macs(kept.counts("head"), kept.counts("neuron"), seq_len, hidden, head_dim)
+        result.update({"base_macs": base, "achieved_macs": achieved, "achieved_ratio": achieved / base, "token_merges": None})
     else:
         base = flops.encoder_macs(heads, neurons, seq_len, hidden, head_dim)
         kept, result = search_mac(
@@ -72,6 +80,7 @@ else:
         result["token_merges"] = None
     result.update({"mac_seq_len": seq_len, "head_macs": flops.head_macs(seq_len, hidden, head_dim),
                    "neuron_macs": flops.neuron_macs(seq_len, hidden)})
+result.setdefault("budget_metric", "macs")
 result["kept"] = kept.to_json()
 if cost_model != "channels":
     summary = f"kept {result['heads_kept']} heads, {result['neurons_kept']} neurons, token merges {result['token_merges']}"

@@ -147,7 +147,7 @@ def evaluation(dense, job):
     from transformers import AutoModelForSequenceClassification
 
     from optin.arch.base import encoder_macs_of, kept_unit_counts, pruned_encoder
-    from optin.models import Evaluation, cycled
+    from optin.models import Evaluation
 
     def on_device(batch):
         return {k: v.to(job.device) for k, v in batch.items()}
@@ -164,10 +164,20 @@ def evaluation(dense, job):
         reload=lambda: AutoModelForSequenceClassification.from_pretrained(job.slim_dir, trust_remote_code=True).eval(),
         accuracy=lambda model: task_metric(model, tokenizer, test, job.max_length),
         recount=lambda model: encoder_macs_of(model, "bert", job.masks),
-        latency_batch=on_device(tokenize_rows(tokenizer, test.iloc[cycled(len(test), job.latency["batch_size"])], job.latency["seq_len"],
-                                              pad_to_max=True)),
+        latency_batch=latency_inputs(job, job.latency, tokenizer, test),
         # the "accuracy" fields hold this metric
         extra={"metric": metric_name(dense.config.num_labels), "latency_seq_len": job.latency["seq_len"], **kept_unit_counts(kept)})
+
+
+def latency_inputs(job, latency: dict, tokenizer=None, test=None) -> dict:
+    """The batch latency is timed on (evaluate, the latency table): test sentences cycled to
+    ``latency.batch_size`` rows, padded to ``latency.seq_len`` tokens."""
+    from optin.models import cycled
+
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(job.checkpoint)
+    test = load_split(Path(job.data[0]).parent, "test") if test is None else test
+    batch = tokenize_rows(tokenizer, test.iloc[cycled(len(test), latency["batch_size"])], latency["seq_len"], pad_to_max=True)
+    return {k: v.to(job.device) for k, v in batch.items()}
 
 
 def prepare(job):

@@ -164,11 +164,23 @@ def save_checkpoint(model, path) -> None:
     model.save_pretrained(path)
 
 
+def latency_inputs(job, latency: dict, test=None) -> dict:
+    """The batch latency is timed on (evaluate, the latency table): test images cycled to
+    ``latency.batch_size``."""
+    from optin.data.images import open_split
+    from optin.models import cycled
+
+    if test is None:
+        split_file, source_file = job.data
+        test = open_split(split_file, source_file, "test", job.image_size, job.checkpoint, pixels=job.pixels)
+    return {"pixel_values": test.pixels(cycled(len(test), latency["batch_size"])).to(job.device)}
+
+
 def evaluation(dense, job):
     """The ViT family's part of `evaluate` (optin.models.Evaluation), with OPTIN-tau's merges."""
     from optin.arch.base import encoder_macs_of, kept_unit_counts, pruned_encoder
     from optin.data.images import open_split
-    from optin.models import Evaluation, cycled
+    from optin.models import Evaluation
 
     masks, merges = job.masks, job.masks.get("token_merges")
     adapter, kept = pruned_encoder(dense, masks, "vit")
@@ -192,7 +204,7 @@ def evaluation(dense, job):
         reload=lambda: adapter.load_slim(job.slim_dir),
         accuracy=lambda model: accuracy(model, test),
         recount=lambda model: encoder_macs_of(model, "vit", masks),
-        latency_batch={"pixel_values": test.pixels(cycled(len(test), job.latency["batch_size"])).to(job.device)},
+        latency_batch=latency_inputs(job, job.latency, test),
         extra={"image_size": job.image_size, "patch_embedding_macs": pe,
                "relative_macs_with_patch_embedding": (masks["achieved_macs"] + pe) / (masks["base_macs"] + pe),
                "tokens_merged": sum(merges) if merges else 0, "head_neuron_share": masks.get("head_neuron_share"),
