@@ -7,14 +7,17 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from optin.arch import adapter_for, family  # noqa: E402
+from optin.arch import adapter_for  # noqa: E402
 from optin.latency import LatencyTable  # noqa: E402
 from optin.methods import write_scores  # noqa: E402
+from optin.models import load_checkpoint  # noqa: E402
 from optin.nvit import nvit_scores  # noqa: E402
 from optin.scoring import Teacher  # noqa: E402
 
 settings = snakemake.params.method
-adapter = adapter_for(family(snakemake.params.family).load_for_scoring(snakemake.input.checkpoint).to(device), snakemake.params.family)
+# The model's own forward (not the scoring adapter's, which fuses detached Q/K/V weights): NViT's
+# gradients are the weights'.
+adapter = adapter_for(load_checkpoint(snakemake.params.family, snakemake.input.checkpoint).to(device), snakemake.params.family)
 calibration = torch.load(snakemake.input.teacher, weights_only=False, map_location=device)
 if not calibration.get("labels"):
     raise ValueError(f"{snakemake.input.teacher} holds no labels; NViT's saliency needs the task loss")

@@ -80,6 +80,7 @@ def test_default_config_dry_run_builds_the_whole_dag(tmp_path, overlay, default_
     assert counts == {
         "download_dataset": 1, "split_image_dataset": 2, "make_segmentation_dataset": 1, "prepare_model": 5,
         "calibrate": text_seeds + vision_seeds + 3,
+        "latency_table": 2,  # MiniLM and the ViT: encoders of identical layers
         "score_shard": text_seeds * text_layers + vision_seeds * vision_layers + segmentation_layers + cnn_scored * cnn_layers,
         "merge_scores": text_seeds + vision_seeds + 1 + 2 * cnn_scored,
         "score_kwon": text_seeds + vision_seeds,
@@ -99,8 +100,22 @@ def test_dinov2_overlay_adds_the_foundation_model_beside_the_supervised_vit(tmp_
     default, counts = default_counts, job_counts(result.stdout)
     dinov2 = DEFAULT["experiments"]["dinov2_fmnist"]
     assert counts["prepare_model"] == default["prepare_model"] + 1
+    assert counts["latency_table"] == default["latency_table"] + 1
     assert counts["score_shard"] == default["score_shard"] + DEFAULT["models"]["dinov2_fmnist"]["num_layers"]
     assert counts["evaluate"] == default["evaluate"] + len(dinov2["methods"]) * len(DEFAULT["run"]["budgets"])
+
+
+def test_latency_overlay_searches_each_method_under_macs_and_latency(tmp_path):
+    overlay = ROOT / "workflow/configs/latency.yaml"
+    result = snakemake(tmp_path, DEFAULT, "-n", "--configfile", str(tmp_path / "config.yaml"), str(overlay))
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    budgets, text_layers = len(DEFAULT["run"]["budgets"]), DEFAULT["models"]["minilm_rt"]["num_layers"]
+    vision_layers = DEFAULT["models"]["vit_fmnist"]["num_layers"]
+    # <method>_latency shares <method>'s scores: only the search differs
+    assert {k: counts[k] for k in ("latency_table", "score_shard", "merge_scores", "score_kwon", "score_nvit", "solve", "evaluate")} == {
+        "latency_table": 2, "score_shard": text_layers + vision_layers, "merge_scores": 2, "score_kwon": 2, "score_nvit": 2,
+        "solve": 2 * 6 * budgets, "evaluate": 2 * 6 * budgets}
 
 
 def test_ablation_overlay_builds_one_method_label_per_ablation(tmp_path):
@@ -214,6 +229,15 @@ def bad(path: str, value):
                                                      "weight_decay": 0.0}),
          "models.resnet20_fmnist.vit_training: not a cifar_resnet setting (a cifar_resnet model trains with cnn_training)"),
         (bad("models.ccexam_mnist.family", "cifar_resnet"), "ccexam's MNISTNet is a vgg-family chain"),
+        (bad("methods.kwon_latency", {"kind": "kwon", "budget_metric": "seconds"}), "budget_metric must be one of ['macs', 'latency']"),
+        (bad("methods.nvit", {"kind": "nvit", "latency_eta": -1}), "latency_eta must be a number >= 0"),
+        (bad("methods.nvit", {"kind": "nvit", "rearrange": True}), "a nvit method takes no settings ['rearrange']"),
+        (bad("experiments.resnet20_fmnist.methods", ["nvit"]), "(nvit) needs head and neuron masks"),
+        (bad("experiments.mask2former_fmnist.methods", ["optin_latency"]),
+         "experiments.mask2former_fmnist: method 'optin_latency' reads a latency lookup table, which is built for models of "
+         "identical encoder layers (families ['bert', 'vit']), not a mask2former_swin model"),
+        (bad("methods.optin_tau", {"semantics": "paper", "prune_tokens": True, "budget_metric": "latency"}),
+         "token schedules are searched under MACs only"),
     ],
 )
 def test_bad_config_is_rejected_with_the_key_and_what_was_expected(config, expected):
@@ -560,7 +584,7 @@ def paper_job_counts() -> dict[str, int]:
     return {
         "download_dataset": 6, "download_cifar10": 1, "split_image_dataset": 3, "make_segmentation_dataset": 1,
         "download_model": 6 + 5 + 1, "download_weights": 2, "prepare_model": 6 + 5 + 1 + 2,
-        "calibrate": 6 + 5 + 1 + 2,
+        "calibrate": 6 + 5 + 1 + 2, "latency_table": 6 + 5,
         # text: OPTIN with the paper's and with the authors' code's semantics, each sharded per layer,
         # + one Kwon job; vision: beta and tau share one scoring run; CNNs: OPTIN with summed and
         # with averaged MD sharded, magnitude one job
@@ -580,7 +604,7 @@ def test_paper_config_dry_run_builds_the_full_dag(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     expected = paper_job_counts()
     assert job_counts(result.stdout) == expected
-    assert sum(expected.values()) == 788
+    assert sum(expected.values()) == 799
     # the paper's own budgets: 0.5-0.9 for MNLI, 0.5-0.7 for the other GLUE tasks
     assert "results/eval/bert_base_mnli/glue_mnli/kwon/calib128-seed0/budget0.900.json" in result.stdout
     assert "results/eval/bert_base_sst2/glue_sst2/optin/calib128-seed0/budget0.750.json" not in result.stdout
