@@ -21,7 +21,7 @@ loss; heads and neurons only (no QK / V dimensions or embedding channels as unit
 (the mask's vs the group's weights') and in where the square is taken.
 
 ``latency_eta`` > 0 adds NViT's latency-aware term, importance - eta * (latency saved by removing
-the unit from the dense model, seconds, from optin.latency.LatencyTable); their default eta is 5e-4.
+the unit from the dense model, seconds, from optin.latency_table.LatencyTable); their default eta is 5e-4.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from optin import tables  # noqa: E402
 
 STYLE = Path(__file__).with_name("optin.mplstyle")
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
@@ -446,7 +447,7 @@ def accuracy_vs_speedup(metrics: pd.DataFrame, stem: Path, experiments: list[str
             low = min(paired["predicted_speedup"].min(), paired["latency_speedup"].min(), 1.0)
             high = max(paired["predicted_speedup"].max(), paired["latency_speedup"].max())
             ax.plot([low, high], [low, high], color="0.5", linestyle=":", linewidth=1)
-            error = (paired["predicted_speedup"] - paired["latency_speedup"]).abs().median()
+            error = tables.speedup_prediction_error(metrics[metrics["experiment"].isin(experiments)])
             ax.set_title(f"latency table: median |predicted - measured| = {error:.3f}", fontsize="small")
             ax.legend(fontsize="x-small")
         ax.set_xlabel("predicted speed-up (latency table)")

@@ -133,7 +133,7 @@ def search_latency(scores: pd.DataFrame, *, budget: float, table, heads_per_laye
                    neurons_per_layer: list[int]) -> tuple[Kept, dict]:
     """Kwon et al.'s latency search (``--metric latency`` with their MHA/FFN lookup tables), on
     search_mac's structure: the top-k heads and top-m neurons of the global rankings, now priced by
-    ``table`` (optin.latency.LatencyTable): the j-th head kept in a layer costs attention(j) -
+    ``table`` (optin.latency_table.LatencyTable): the j-th head kept in a layer costs attention(j) -
     attention(j - 1), and so for neurons. Keeps the most important (k, m) whose predicted latency
     is at most ``budget`` x the dense model's."""
     if not 0.0 < budget <= 1.0:

@@ -24,6 +24,17 @@ def method_table(metrics: pd.DataFrame, experiments: list[str], metric: str = "a
                                             kind="stable").reset_index(drop=True)
 
 
+def speedup_prediction_error(metrics: pd.DataFrame) -> float:
+    """Median over evaluations of |predicted - measured| speed-up (those with a table prediction)."""
+    keys = ["experiment", "method", "seed", "budget"]
+    part = metrics[metrics["metric"].isin(["predicted_speedup", "latency_speedup"])]
+    wide = part.pivot_table(index=keys, columns="metric", values="value", aggfunc="first")
+    if "predicted_speedup" not in wide:
+        return float("nan")
+    wide = wide.dropna(subset=["predicted_speedup", "latency_speedup"])
+    return float((wide["predicted_speedup"] - wide["latency_speedup"]).abs().median())
+
+
 def _cell(mean: float, std: float, seeds: int, speedup: float = float("nan")) -> str:
     value = f"{mean:.3f} ± {std:.3f}" if seeds > 1 else f"{mean:.3f}"
     return value if pd.isna(speedup) else f"{value} ({speedup:.2f}×)"

@@ -11,7 +11,7 @@ import torch  # noqa: E402
 
 from optin import flops, latency  # noqa: E402
 from optin.arch import family  # noqa: E402
-from optin.latency import LatencyTable  # noqa: E402
+from optin.latency_table import LatencyTable  # noqa: E402
 from optin.masks import Kept  # noqa: E402
 from optin.models import EvaluationJob, load_checkpoint  # noqa: E402
 from optin.runtime import write_json  # noqa: E402

@@ -21,7 +21,7 @@ job = CheckpointOnData(checkpoint=snakemake.input.checkpoint, data=list(snakemak
                        max_length=params.max_length, image_size=params.image_size, pixels=params.pixels)
 inputs = family(params.family).models().latency_inputs(job, lat)
 table = measure_table(
-    adapter_for(dense, params.family), inputs, repeats=lat["repeats"], warmup=lat["warmup"], grid_points=lat.get("grid_points", 9),
+    adapter_for(dense, params.family), inputs, repeats=lat.get("table_repeats", lat["repeats"]), warmup=lat["warmup"], grid_points=lat.get("grid_points", 9),
     conditions={"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu:{platform.machine()}",
                 "batch_size": lat["batch_size"], "input_shape": list(next(iter(inputs.values())).shape)})
 write_json(Path(snakemake.output[0]), table.to_json())

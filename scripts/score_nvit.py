@@ -8,7 +8,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 from optin.arch import adapter_for  # noqa: E402
-from optin.latency import LatencyTable  # noqa: E402
+from optin.latency_table import LatencyTable  # noqa: E402
 from optin.methods import write_scores  # noqa: E402
 from optin.models import load_checkpoint  # noqa: E402
 from optin.nvit import nvit_scores  # noqa: E402

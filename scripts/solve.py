@@ -8,7 +8,7 @@ from optin import flops
 from optin.arch.registry import family
 from optin.flops import MacOp
 from optin.runtime import start_job
-from optin.latency import LatencyTable
+from optin.latency_table import LatencyTable
 from optin.search import cost_weighted, search_channels, search_latency, search_mac, search_tau
 
 start_job(snakemake.log[0], threads=1, light=True)

@@ -15,7 +15,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 @pytest.mark.parametrize("script,family", [("score_shard", "bert"), ("evaluate", "bert"), ("calibrate", "bert"),
                                            ("prepare_model", "bert"), ("evaluate", "cifar_resnet"), ("score_shard", "llama"),
-                                           ("llm_evaluate", "llama")])
+                                           ("llm_evaluate", "llama"), ("latency_table", "vit"), ("score_nvit", "bert")])
 def test_a_job_imports_only_its_own_family(script, family):
     # for bert this includes torchvision and scipy, which transformers would import (Family.unused_packages)
     _, modules = measure(job_code(SCRIPTS / f"{script}.py", family), repeats=1, warm_up=False)

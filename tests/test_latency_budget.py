@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from optin.arch import adapter_for
-from optin.latency import LatencyTable, measure_table, neuron_grid
+from optin.latency import measure_table
+from optin.latency_table import LatencyTable, neuron_grid
 from optin.nvit import GROUP_CONSTANTS, nvit_scores
 from optin.search import search_latency, search_mac
 
@@ -21,13 +22,13 @@ def toy_scores(heads: dict, neurons: dict) -> pd.DataFrame:
 
 
 def toy_table(attention_per_unit=1.0, ffn_per_unit=3.0, rest=1.0, layers=2, heads=2, neurons=2) -> LatencyTable:
-    """S(h, N) and S(H, n) of a model whose layer costs are linear in the kept units."""
+    """S(h, 0) and S(0, n) of a model whose layer costs are linear in the kept units."""
     ffn_full = layers * ffn_per_unit * neurons
     attention_full = layers * attention_per_unit * heads
     return LatencyTable.from_timings(
         num_layers=layers, dense_s=rest + attention_full + ffn_full,
-        heads_s={h: rest + ffn_full + layers * attention_per_unit * h for h in range(heads + 1)},
-        neurons_s={n: rest + attention_full + layers * ffn_per_unit * n for n in range(neurons + 1)})
+        heads_s={h: rest + layers * attention_per_unit * h for h in range(heads + 1)},
+        neurons_s={n: rest + layers * ffn_per_unit * n for n in range(neurons + 1)})
 
 
 # Heads are cheap in latency (1 each) and dear in MACs (4 each); neurons the reverse (3 and 1).
@@ -78,8 +79,8 @@ def test_the_table_predicts_its_own_dense_measurement_and_cleans_noise_monotonic
     table = LatencyTable.from_timings(num_layers=3, dense_s=10.0, heads_s={0: 6.0, 1: 7.5, 2: 7.2, 3: 9.0},
                                       neurons_s={0: 5.0, 4: 4.9, 8: 8.0})
     assert table.predict([3, 3, 3], [8, 8, 8]) == pytest.approx(10.0)
-    # noise: 1 head measured slower than 2; 4 neurons faster than none
-    assert table.attention_s == pytest.approx((0.0, 1.2 / 3, 1.2 / 3, 1.0))
+    # noise: 1 head measured slower than 2 (pooled to their mean); 4 neurons faster than none (0)
+    assert table.attention_s == pytest.approx((0.0, 0.45, 0.45, 1.0))
     assert table.ffn_s == pytest.approx((0.0, 0.0, 1.0))
     assert table.ffn(6) == pytest.approx(0.5)  # linear between grid points
     assert table.rest_s == pytest.approx(10.0 - 3 * (1.0 + 1.0))
@@ -107,8 +108,8 @@ def test_latency_budgeted_masks_never_exceed_the_predicted_budget(seed):
     rest = rng.uniform(0.1, 2.0)
     table = LatencyTable.from_timings(
         num_layers=layers, dense_s=rest + layers * (attention[-1] + ffn[-1]),
-        heads_s={h: rest + layers * (ffn[-1] + attention[h]) for h in range(heads + 1)},
-        neurons_s={n: rest + layers * (attention[-1] + ffn[i]) for i, n in enumerate(grid)})
+        heads_s={h: rest + layers * attention[h] for h in range(heads + 1)},
+        neurons_s={n: rest + layers * ffn[i] for i, n in enumerate(grid)})
     scores = toy_scores({(l, i): rng.random() for l in range(layers) for i in range(heads)},
                         {(l, i): rng.random() * 0.3 for l in range(layers) for i in range(neurons)})
     for budget in np.linspace(table.rest_s / table.dense_s + 1e-3, 1.0, 9):

@@ -137,7 +137,9 @@ def test_method_comparison_table_markdown_and_cost_figure(tmp_path):
     assert row["mean"] == pytest.approx(0.765) and row["std"] == pytest.approx(0.01 / 2**0.5) and row["seeds"] == 2
     assert list(dict.fromkeys(table["experiment"])) == experiments
     markdown = tables.to_markdown(table)
-    assert "| optin_tau | 0.755 ± 0.007 | 0.765 ± 0.007 | 0.775 ± 0.007 |" in markdown
+    # measured speed-up in brackets: 1 / budget here
+    assert "| optin_tau | 0.755 ± 0.007 (2.00×) | 0.765 ± 0.007 (1.67×) | 0.775 ± 0.007 (1.43×) |" in markdown
+    assert row["latency_speedup"] == pytest.approx(1 / 0.6)
     cost = pd.DataFrame([{"experiment": e, "method": m, "seed": s, "scoring_wall_s": w}
                          for e in experiments for m, w in (("optin", 300.0), ("kwon", 4.0), ("random", 0.5)) for s in (0, 1)])
     paths = plots.scoring_cost(cost, tmp_path / "cost", "cost")
@@ -167,3 +169,26 @@ def test_a_methods_style_is_a_function_of_its_name():
     assert method_style("my_new_method") == method_style("my_new_method")   # no plotting-order dependence
     # every named method is told apart by colour or marker
     assert len({method_style(name) for name in METHOD_STYLES}) == len(METHOD_STYLES)
+
+
+def test_a_latency_budgeted_method_keeps_its_methods_colour_and_marker_on_a_dashed_line():
+    from optin.plots import method_linestyle
+
+    from optin.plots import method_style
+
+    assert method_style("kwon_latency") == method_style("kwon") and method_style("nvit_latency") == method_style("nvit")
+    assert method_linestyle("optin_latency") == "--" and method_linestyle("optin") == "-"
+    assert len({method_style(m) for m in ("optin", "kwon", "nvit", "magnitude", "random")}) == 5
+
+
+def test_accuracy_vs_speedup_figure_and_the_tables_prediction_error(tmp_path):
+    from optin import tables
+
+    metrics = synthetic_metrics()
+    # the table over-predicts the speed-up by 0.1 at every budget; no prediction for optin_tau (merged tokens)
+    predicted = metrics[(metrics["metric"] == "latency_speedup") & (metrics["method"] == "optin")].assign(
+        metric="predicted_speedup", value=lambda d: d["value"] + 0.1)
+    metrics = pd.concat([metrics, predicted, predicted.assign(method="optin_latency")], ignore_index=True)
+    assert tables.speedup_prediction_error(metrics) == pytest.approx(0.1)
+    experiments = ["deit_tiny/imagenet", "dinov2_fmnist/fashion_mnist"]
+    rendered_twice(tmp_path, lambda stem: plots.accuracy_vs_speedup(metrics, stem, experiments, "t"))
