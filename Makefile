@@ -52,8 +52,9 @@ prefetch: install
 report: install
 	$(BIN)/snakemake --cores 1 --configfile config.yaml --report results/report.html
 
+# Two workers, a test file each at a time (module fixtures such as the tiny pipeline run once).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The paper tier: workflow/configs/paper.yaml's whole DAG on stand-ins of its inputs in their real
 # formats (tests/standins.py): prefetch, then the compute part with the network refused; and the
