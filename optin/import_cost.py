@@ -28,7 +28,8 @@ FOREIGN = {
               "optin.models.vision", "optin.models.segmentation"),
 }
 # Scripts that load a model of the job's family; the rest are family-free.
-FAMILY_SCRIPTS = ("prepare_model", "calibrate", "score_shard", "score_kwon", "score_baseline", "tune_mask", "evaluate")
+FAMILY_SCRIPTS = ("prepare_model", "calibrate", "score_shard", "score_kwon", "score_nvit", "score_baseline", "tune_mask",
+                  "latency_table", "evaluate")
 # Of those, the ones that load it through the family's scoring loader (Family.load_for_scoring).
 SCORING_SCRIPTS = ("score_shard", "score_kwon", "score_baseline", "tune_mask")
 WATCHED = ("torch", "transformers", "timm", "torchvision", "pandas", "matplotlib")
