@@ -429,7 +429,8 @@ def accuracy_vs_speedup(metrics: pd.DataFrame, stem: Path, experiments: list[str
             part = data[data["experiment"] == experiment]
             for method, group in part.groupby("method", sort=True):
                 colour, marker = method_style(method)
-                curve = group.groupby("budget").agg(x=("latency_speedup", "mean"), y=("accuracy", "mean")).sort_values("x")
+                # in budget order: a measured speed-up that does not grow with the budget shows as a kink
+                curve = group.groupby("budget").agg(x=("latency_speedup", "mean"), y=("accuracy", "mean")).sort_index()
                 ax.plot(curve["x"], 100 * curve["y"], marker=marker, color=colour, linestyle=method_linestyle(method), label=method)
             if not part.empty:
                 ax.axhline(100 * part["unpruned_accuracy"].iloc[0], color="0.4", linestyle=":", linewidth=1, label="unpruned")

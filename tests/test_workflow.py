@@ -115,7 +115,7 @@ def test_latency_overlay_searches_each_method_under_macs_and_latency(tmp_path):
     # <method>_latency shares <method>'s scores: only the search differs
     assert {k: counts[k] for k in ("latency_table", "score_shard", "merge_scores", "score_kwon", "score_nvit", "solve", "evaluate")} == {
         "latency_table": 2, "score_shard": text_layers + vision_layers, "merge_scores": 2, "score_kwon": 2, "score_nvit": 2,
-        "solve": 2 * 6 * budgets, "evaluate": 2 * 6 * budgets}
+        "solve": 2 * 6 * 6, "evaluate": 2 * 6 * 6}
 
 
 def test_ablation_overlay_builds_one_method_label_per_ablation(tmp_path):
