@@ -61,3 +61,20 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if marker in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
+    group_shared_fixtures(items)
+
+
+def group_shared_fixtures(items) -> None:
+    """For `pytest -n 2 --dist loadgroup` (make test): the tests of a module that share one of its
+    module- or session-scoped fixtures (the tiny pipeline runs) go to one worker, so the fixture is
+    built once, and they run first, so that the longest group does not start last; every other test
+    is handed out one at a time."""
+    grouped = set()
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        shared = [name for name, defs in (info.name2fixturedefs.items() if info else [])
+                  if defs and defs[-1].scope in ("module", "session") and defs[-1].baseid]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+            grouped.add(item.nodeid)
+    items.sort(key=lambda item: item.nodeid not in grouped)

@@ -81,7 +81,11 @@ def test_fast_scores_equal_the_naive_oracle(kind):
         fast = score_layer(adapter, teacher, layer, kind, method, seed=0, chunk=3, units=units)
         naive = score_naive(adapter, teacher, layer, kind, method, seed=0, units=units)
         assert len(fast) == len(naive) > 0
-        torch.testing.assert_close(torch.tensor(fast["md"].values), torch.tensor(naive["md"].values), rtol=1e-4, atol=1e-9)
+        # float32 Gram sums: a unit whose MD is 1e-5 of its layer's largest carries that one's rounding
+        # (measured: 5e-9 on an MD of 2e-5 when two test workers share the cores)
+        md_scale = float(naive["md"].abs().max())
+        torch.testing.assert_close(torch.tensor(fast["md"].values), torch.tensor(naive["md"].values), rtol=1e-4,
+                                   atol=1e-6 * md_scale)
         torch.testing.assert_close(torch.tensor(fast["kl"].values), torch.tensor(naive["kl"].values), rtol=1e-3, atol=1e-9)
         assert (fast["md"] > 0).all()
 
