@@ -52,10 +52,9 @@ prefetch: install
 report: install
 	$(BIN)/snakemake --cores 1 --configfile config.yaml --report results/report.html
 
-# Two workers; tests that share a module fixture (the tiny pipeline runs) stay on one worker
-# (tests/conftest.py: group_shared_fixtures).
+# Two workers, a test file each at a time; the tiny pipeline's file first (tests/conftest.py).
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The paper tier: workflow/configs/paper.yaml's whole DAG on stand-ins of its inputs in their real
 # formats (tests/standins.py): prefetch, then the compute part with the network refused; and the

@@ -64,17 +64,16 @@ def pytest_collection_modifyitems(config, items):
     group_shared_fixtures(items)
 
 
+def shared_fixtures(item) -> list[str]:
+    """The module- or session-scoped fixtures of this test suite that ``item`` uses."""
+    info = getattr(item, "_fixtureinfo", None)
+    return [name for name, defs in (info.name2fixturedefs.items() if info else [])
+            if defs and defs[-1].scope in ("module", "session") and defs[-1].baseid]
+
+
 def group_shared_fixtures(items) -> None:
-    """For `pytest -n 2 --dist loadgroup` (make test): the tests of a module that share one of its
-    module- or session-scoped fixtures (the tiny pipeline runs) go to one worker, so the fixture is
-    built once, and they run first, so that the longest group does not start last; every other test
-    is handed out one at a time."""
-    grouped = set()
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        shared = [name for name, defs in (info.name2fixturedefs.items() if info else [])
-                  if defs and defs[-1].scope in ("module", "session") and defs[-1].baseid]
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-            grouped.add(item.nodeid)
-    items.sort(key=lambda item: item.nodeid not in grouped)
+    """`make test` runs `pytest -n 2 --dist loadfile`: a file is a unit of work, handed out in
+    collection order. Tests with a module- or session-scoped fixture of this suite (the tiny
+    pipeline runs, minutes) come first, so that the longest unit does not start last. (xdist's
+    loadgroup would split files finer, but 3.8 cannot mark pytest 9's node ids.)"""
+    items.sort(key=lambda item: not shared_fixtures(item))
