@@ -3,9 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
-# --no-compile: pip byte-compiles every module of every package (~1 of the install's 2.5 min);
-# Python compiles the few it imports on first use (measured: 1.4 s for torch, transformers, timm).
-PIP    := $(BIN)/python -m pip install --disable-pip-version-check --no-compile -q -c requirements.lock
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c requirements.lock
 # Fashion-MNIST from Debian without root: the .deb unpacked under .deps/ (skipped when the package
 # is installed system-wide).
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
