@@ -279,6 +279,16 @@ def channels_vs_flops(metrics: pd.DataFrame, stem: Path, experiments: list[str])
         return save(fig, stem)
 
 
+def _accuracy_panel(ax, part: pd.DataFrame, experiment: str, xlabel: str) -> None:
+    """An experiment's accuracy panel around its curves: the unpruned accuracy, title, axes, legend."""
+    if not part.empty:
+        ax.axhline(100 * part["unpruned_accuracy"].iloc[0], color="0.4", linestyle=":", linewidth=1, label="unpruned")
+    ax.set_title(experiment, fontsize="small")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize="x-small")
+
+
 def method_comparison(metrics: pd.DataFrame, stem: Path, experiments: list[str], title: str) -> list[Path]:
     """Accuracy vs relative FLOPs, one panel per experiment, one line per method: the mean over seeds
     with a band of ± one standard deviation (no band with one seed)."""
@@ -299,12 +309,7 @@ def method_comparison(metrics: pd.DataFrame, stem: Path, experiments: list[str],
                     err = 100 * curve["err"].fillna(0.0)
                     ax.fill_between(curve["x"], 100 * curve["y"] - err, 100 * curve["y"] + err, color=color, alpha=0.2,
                                     linewidth=0)
-            if not part.empty:
-                ax.axhline(100 * part["unpruned_accuracy"].iloc[0], color="0.4", linestyle=":", linewidth=1, label="unpruned")
-            ax.set_title(experiment, fontsize="small")
-            ax.set_xlabel("relative FLOPs (MACs kept / unpruned)")
-            ax.set_ylabel("test accuracy (%)")
-            ax.legend(fontsize="x-small")
+            _accuracy_panel(ax, part, experiment, "relative FLOPs (MACs kept / unpruned)")
         fig.suptitle(title, fontsize="small")
         return save(fig, stem)
 
@@ -432,12 +437,7 @@ def accuracy_vs_speedup(metrics: pd.DataFrame, stem: Path, experiments: list[str
                 # in budget order: a measured speed-up that does not grow with the budget shows as a kink
                 curve = group.groupby("budget").agg(x=("latency_speedup", "mean"), y=("accuracy", "mean")).sort_index()
                 ax.plot(curve["x"], 100 * curve["y"], marker=marker, color=colour, linestyle=method_linestyle(method), label=method)
-            if not part.empty:
-                ax.axhline(100 * part["unpruned_accuracy"].iloc[0], color="0.4", linestyle=":", linewidth=1, label="unpruned")
-            ax.set_title(experiment, fontsize="small")
-            ax.set_xlabel("measured speed-up (dense / slim)")
-            ax.set_ylabel("test accuracy (%)")
-            ax.legend(fontsize="x-small")
+            _accuracy_panel(ax, part, experiment, "measured speed-up (dense / slim)")
         ax = axes[0][-1]
         paired = data.dropna(subset=["predicted_speedup"])
         for method, group in paired.groupby("method", sort=True):

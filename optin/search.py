@@ -26,6 +26,18 @@ def ranked(scores: pd.DataFrame, kind: str, by: str = "importance") -> pd.DataFr
     return part.iloc[order].reset_index(drop=True)
 
 
+def ranked_heads_and_neurons(scores: pd.DataFrame, heads_per_layer: list[int],
+                             neurons_per_layer: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Heads and neurons ranked (``ranked``), after checking that the scores cover the model."""
+    heads, neurons = ranked(scores, "head"), ranked(scores, "neuron")
+    if len(heads) != sum(heads_per_layer) or len(neurons) != sum(neurons_per_layer):
+        raise ValueError(
+            f"scores hold {len(heads)} heads / {len(neurons)} neurons; the model has "
+            f"{sum(heads_per_layer)} / {sum(neurons_per_layer)}"
+        )
+    return heads, neurons
+
+
 def _cumulative_costs(units: pd.DataFrame, cost: float | Sequence[float]) -> np.ndarray:
     """Cost of the top-k units for k = 0..n; ``cost`` is one value or one per layer (Swin stages)."""
     if isinstance(cost, (int, float)):
@@ -63,12 +75,7 @@ def search_mac(
     a KV head is paid once while any of its query heads is kept (``gqa_head_costs``)."""
     if not 0.0 < budget <= 1.0:
         raise ValueError(f"budget (fraction of MACs kept) must be in (0, 1], got {budget}")
-    heads, neurons = ranked(scores, "head"), ranked(scores, "neuron")
-    if len(heads) != sum(heads_per_layer) or len(neurons) != sum(neurons_per_layer):
-        raise ValueError(
-            f"scores hold {len(heads)} heads / {len(neurons)} neurons; the model has "
-            f"{sum(heads_per_layer)} / {sum(neurons_per_layer)}"
-        )
+    heads, neurons = ranked_heads_and_neurons(scores, heads_per_layer, neurons_per_layer)
     capacity = budget * base_macs
     head_total = _cumulative_costs(heads, head_cost) if kv_heads is None else gqa_head_costs(heads, head_cost, *kv_heads)
     neuron_total = _cumulative_costs(neurons, neuron_cost)
@@ -138,10 +145,7 @@ def search_latency(scores: pd.DataFrame, *, budget: float, table, heads_per_laye
     is at most ``budget`` x the dense model's."""
     if not 0.0 < budget <= 1.0:
         raise ValueError(f"budget (fraction of the dense latency) must be in (0, 1], got {budget}")
-    heads, neurons = ranked(scores, "head"), ranked(scores, "neuron")
-    if len(heads) != sum(heads_per_layer) or len(neurons) != sum(neurons_per_layer):
-        raise ValueError(f"scores hold {len(heads)} heads / {len(neurons)} neurons; the model has "
-                         f"{sum(heads_per_layer)} / {sum(neurons_per_layer)}")
+    heads, neurons = ranked_heads_and_neurons(scores, heads_per_layer, neurons_per_layer)
     if set(heads_per_layer) != {table.heads} or set(neurons_per_layer) != {table.neurons}:
         raise ValueError(f"the latency table is for {table.heads} heads and {table.neurons} neurons per layer; "
                          f"the scores have {sorted(set(heads_per_layer))} and {sorted(set(neurons_per_layer))}")
