@@ -13,7 +13,6 @@ from optin.arch.registry import FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, T
 from optin.llm_config import llm_errors
 from optin.methods import GRADIENT_KINDS, OptinMethod, method_kind, method_settings
 from optin.models import PACKAGED_MODELS
-from optin.sweeps import sweep_errors
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -312,3 +311,36 @@ def _check_fashion_mnist(name: str, directory: str, base_dir: Path) -> list[str]
         return []
     return [f"datasets.{name}.source.dir: no Fashion-MNIST IDX files in {', '.join(fashion_mnist_candidates(directory))} "
             "(install the Debian package dataset-fashion-mnist, or run `make data-deps`)"]
+
+
+def sweep_errors(config: dict) -> list[str]:
+    """What is wrong with config['sweeps'] (empty when nothing is), each naming the key."""
+    errors = []
+    for name, sweep in config.get("sweeps", {}).items():
+        where = f"sweeps.{name}"
+        experiment = config["experiments"].get(sweep["experiment"])
+        if experiment is None:
+            errors.append(f"{where}.experiment: unknown experiment {sweep['experiment']!r}; defined: {sorted(config['experiments'])}")
+            continue
+        by_points, by_size = "points" in sweep, "calibration_n" in sweep
+        if by_points == by_size:
+            errors.append(f"{where}: give either points (one method per value) or calibration_n with methods, not "
+                          f"{'both' if by_points else 'neither'}")
+            continue
+        if by_size and not sweep.get("methods"):
+            errors.append(f"{where}.methods: a calibration_n sweep needs the methods to compare at each size")
+        if by_points and "methods" in sweep:
+            errors.append(f"{where}.methods: a points sweep names its method per point (points[i].method)")
+        methods = [p["method"] for p in sweep.get("points", [])] + list(sweep.get("methods", []))
+        for method in methods:
+            if method not in config["methods"]:
+                errors.append(f"{where}: unknown method {method!r}; defined: {sorted(config['methods'])}")
+        values = [str(p["value"]) for p in sweep.get("points", [])] + [str(n) for n in sweep.get("calibration_n", [])]
+        if len(set(values)) != len(values):
+            errors.append(f"{where}: repeated value in {values} (each x position once)")
+        pool = config["datasets"].get(experiment["dataset"], {}).get("split", {}).get("calib_pool")
+        sizes = sweep.get("calibration_n", [calibration_n(config, sweep["experiment"])])
+        if pool is not None and max(sizes) * CALIBRATION_DRAWS > pool:
+            errors.append(f"{where}.calibration_n: {CALIBRATION_DRAWS} calibration batches of {max(sizes)} need "
+                          f"{max(sizes) * CALIBRATION_DRAWS} rows but datasets.{experiment['dataset']}.split.calib_pool is {pool}")
+    return errors

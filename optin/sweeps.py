@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
+from optin.config import calibration_n, experiment_seeds
+
 DEFAULT_BUDGETS = (0.5, 0.7)
 
 
@@ -38,8 +40,6 @@ class SweepRun:
 
 
 def sweep_runs(config: dict, name: str) -> list[SweepRun]:
-    from optin.config import calibration_n, experiment_seeds
-
     sweep = config["sweeps"][name]
     seeds = experiment_seeds(config, sweep["experiment"])
     budgets = sweep.get("budgets", DEFAULT_BUDGETS)
@@ -50,41 +50,6 @@ def sweep_runs(config: dict, name: str) -> list[SweepRun]:
         cells = [(n, m, m, n) for n in sweep["calibration_n"] for m in sweep["methods"]]
     return [SweepRun(value, series, method, n, seed, float(b))
             for value, series, method, n in cells for seed in seeds for b in budgets]
-
-
-def sweep_errors(config: dict) -> list[str]:
-    """What is wrong with config['sweeps'] (empty when nothing is), each naming the key."""
-    from optin.config import CALIBRATION_DRAWS, calibration_n
-
-    errors = []
-    for name, sweep in config.get("sweeps", {}).items():
-        where = f"sweeps.{name}"
-        experiment = config["experiments"].get(sweep["experiment"])
-        if experiment is None:
-            errors.append(f"{where}.experiment: unknown experiment {sweep['experiment']!r}; defined: {sorted(config['experiments'])}")
-            continue
-        by_points, by_size = "points" in sweep, "calibration_n" in sweep
-        if by_points == by_size:
-            errors.append(f"{where}: give either points (one method per value) or calibration_n with methods, not "
-                          f"{'both' if by_points else 'neither'}")
-            continue
-        if by_size and not sweep.get("methods"):
-            errors.append(f"{where}.methods: a calibration_n sweep needs the methods to compare at each size")
-        if by_points and "methods" in sweep:
-            errors.append(f"{where}.methods: a points sweep names its method per point (points[i].method)")
-        methods = [p["method"] for p in sweep.get("points", [])] + list(sweep.get("methods", []))
-        for method in methods:
-            if method not in config["methods"]:
-                errors.append(f"{where}: unknown method {method!r}; defined: {sorted(config['methods'])}")
-        values = [str(p["value"]) for p in sweep.get("points", [])] + [str(n) for n in sweep.get("calibration_n", [])]
-        if len(set(values)) != len(values):
-            errors.append(f"{where}: repeated value in {values} (each x position once)")
-        pool = config["datasets"].get(experiment["dataset"], {}).get("split", {}).get("calib_pool")
-        sizes = sweep.get("calibration_n", [calibration_n(config, sweep["experiment"])])
-        if pool is not None and max(sizes) * CALIBRATION_DRAWS > pool:
-            errors.append(f"{where}.calibration_n: {CALIBRATION_DRAWS} calibration batches of {max(sizes)} need "
-                          f"{max(sizes) * CALIBRATION_DRAWS} rows but datasets.{experiment['dataset']}.split.calib_pool is {pool}")
-    return errors
 
 
 def sweep_table(runs: list[dict], metrics: list[dict]) -> pd.DataFrame:

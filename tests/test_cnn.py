@@ -10,7 +10,8 @@ from torch import nn
 
 from optin import flops
 from optin.arch import Kept, adapter_for
-from optin.arch.cnn import CifarResNetAdapter, MacOp, VggAdapter, count_conv_linear_macs, network_macs
+from optin.arch.cnn import CifarResNetAdapter, MacOp, VggAdapter, network_macs
+from optin.models.cnn import count_conv_linear_macs
 from optin.baselines import magnitude_scores
 from optin.data import images
 from optin.methods import OptinMethod, combine

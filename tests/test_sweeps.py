@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from optin.config import ConfigError, check
-from optin.sweeps import sweep_errors, sweep_runs, sweep_table, summary
+from optin.config import sweep_errors
+from optin.sweeps import sweep_runs, sweep_table, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())

@@ -29,12 +29,4 @@ def adapter_for(model, family: str | None = None):
     raise TypeError(f"no optin adapter handles {type(model).__name__}; tried family {known}")
 
 
-def __getattr__(name: str):
-    if name == "EncoderAdapter":  # the protocol's base class imports torch
-        from optin.arch.base import EncoderAdapter
-
-        return EncoderAdapter
-    raise AttributeError(f"module 'optin.arch' has no attribute {name!r}")
-
-
-__all__ = ["FAMILIES", "EncoderAdapter", "Family", "Kept", "adapter_classes", "adapter_for", "family"]
+__all__ = ["FAMILIES", "Family", "Kept", "adapter_classes", "adapter_for", "family"]

@@ -41,29 +41,6 @@ def _repeat_to(t: torch.Tensor, n: int) -> torch.Tensor:
     return t if len(t) == n else t.repeat(n // len(t), *([1] * (t.dim() - 1)))
 
 
-def count_conv_linear_macs(model: nn.Module, pixel_values: torch.Tensor) -> float:
-    """Direct count from the modules a forward actually runs: per sample, every Conv2d costs
-    out.numel() * in_channels / groups * k_h * k_w, every Linear in * out (no formulas shared with MacOp)."""
-    total = 0.0
-
-    def hook(module, inputs, output):
-        nonlocal total
-        per_sample = output[0].numel()
-        if isinstance(module, nn.Conv2d):
-            total += per_sample * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-        else:
-            total += per_sample * module.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        with torch.no_grad():
-            model(pixel_values[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total
-
-
 class ConvNetAdapter:
     family: str
     unit_kind = "channel"

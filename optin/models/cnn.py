@@ -262,6 +262,29 @@ def accuracy(model: nn.Module, split) -> float:
     return float((predict(model, split) == split.labels).mean())
 
 
+def count_conv_linear_macs(model: nn.Module, pixel_values: torch.Tensor) -> float:
+    """Direct count from the modules a forward actually runs: per sample, every Conv2d costs
+    out.numel() * in_channels / groups * k_h * k_w, every Linear in * out (no formulas shared with MacOp)."""
+    total = 0.0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        per_sample = output[0].numel()
+        if isinstance(module, nn.Conv2d):
+            total += per_sample * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        else:
+            total += per_sample * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(pixel_values[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
 def load_checkpoint(path) -> nn.Module:
     return load_convnet(path)
 
@@ -273,7 +296,6 @@ def save_checkpoint(model: nn.Module, path) -> None:
 def evaluation(dense, job):
     """The CNN families' part of `evaluate` (optin.models.Evaluation): channels kept per layer."""
     from optin.arch import Kept, adapter_for
-    from optin.arch.cnn import count_conv_linear_macs
     from optin.data.images import open_split
     from optin.models import Evaluation, cycled
 
@@ -299,7 +321,7 @@ def evaluation(dense, job):
 def prepare(job):
     """A CNN built from a config and trained here, a pretrained one (ccexam, a url, a local state dict), with its MAC ops."""
     from optin.arch import adapter_for
-    from optin.arch.cnn import count_conv_linear_macs, network_macs
+    from optin.flops import network_macs
     from optin.data.images import open_split
 
     kind = job.source["kind"]
