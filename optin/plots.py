@@ -17,6 +17,34 @@ PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None, "Producer": None}}
 
 
+# One colour and marker per method name, in every figure that uses method_style.
+METHOD_STYLES = {
+    "optin": ("#0072B2", "o"), "flap": ("#E69F00", "s"), "flap_structure": ("#E69F00", "D"), "flap_full": ("#E69F00", "*"),
+    "wanda_sp": ("#009E73", "^"), "llm_pruner": ("#D55E00", "v"), "minitron": ("#CC79A7", "P"),
+    "magnitude": ("#56B4E9", "X"), "random": ("#000000", "x"), "kwon": ("#D55E00", "s"), "nvit": ("#8C564B", "D"),
+    "kwon_tuned": ("#D55E00", "h"), "optin_tau": ("#17BECF", "^"), "tome": ("#BCBD22", "v"), "optin_reference": ("#0072B2", "p"),
+}
+# A method searched under a latency budget is named <method>_latency: its method's colour and marker,
+# a dashed line.
+LATENCY_SUFFIX = "_latency"
+
+
+def method_style(name: str) -> tuple[str, str]:
+    """(colour, marker) of a method: fixed for the known names, else drawn from the palette by a
+    stable hash of the name (never by plotting order)."""
+    name = name.removesuffix(LATENCY_SUFFIX)
+    if name in METHOD_STYLES:
+        return METHOD_STYLES[name]
+    import zlib
+
+    code = zlib.crc32(name.encode())
+    return PALETTE[code % len(PALETTE)], "os^vDPX*"[(code // len(PALETTE)) % 8]
+
+
+def method_linestyle(name: str) -> str:
+    return "--" if name.endswith(LATENCY_SUFFIX) else "-"
+
+
 def save(fig, stem: Path) -> list[Path]:
     """Write stem.png and stem.pdf without timestamps, so reruns are byte-identical."""
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -37,52 +65,70 @@ def _wide(metrics: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return wide.reindex(columns=[*keys, *names, *[c for c in wide.columns if c not in (*keys, *names)]])
 
 
+def _experiment_panels(experiments: list[str], height: float = 3.6):
+    """A figure with one panel per experiment (at least one), side by side: a method keeps its
+    colour and marker (method_style) in every panel, so experiments never share an axis."""
+    columns = max(1, len(experiments))
+    fig, axes = plt.subplots(1, columns, figsize=(4.2 * columns, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def _method_curve(ax, curve: pd.DataFrame, method: str, scale: float = 100.0, **kwargs) -> None:
+    """A method's mean curve with error bars, in its colour, marker and line style."""
+    colour, marker = method_style(method)
+    ax.errorbar(curve["x"], scale * curve["y"], yerr=scale * curve["err"].fillna(0.0), marker=marker, color=colour,
+                linestyle=method_linestyle(method), capsize=2, **kwargs)
+
+
 def accuracy_vs_flops(metrics: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     data = _wide(metrics, ["relative_macs", "accuracy", "unpruned_accuracy"])
     data = data.dropna(subset=["accuracy"]) if "accuracy" in data else data  # segmentation rows report mIoU
+    experiments = list(dict.fromkeys(data["experiment"]))
     with plt.style.context(STYLE):
-        fig, ax = plt.subplots()
-        for color, ((experiment, method), group) in zip(PALETTE, data.groupby(["experiment", "method"])):
-            curve = group.groupby("budget").agg(x=("relative_macs", "mean"), y=("accuracy", "mean"),
-                                               err=("accuracy", "std")).sort_values("x")
-            ax.errorbar(curve["x"], 100 * curve["y"], yerr=100 * curve["err"].fillna(0.0), marker="o",
-                        color=color, label=f"{experiment} · {method}", capsize=2)
-            ax.axhline(100 * group["unpruned_accuracy"].iloc[0], color=color, linestyle=":", linewidth=1)
-        if not data.empty:  # keep the unpruned lines inside the axes
-            bottom, top = ax.get_ylim()
-            ax.set_ylim(bottom, max(top, 100 * data["unpruned_accuracy"].max() + 0.5))
-        ax.set_xlabel("relative FLOPs (MACs kept / unpruned)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(title)
-        ax.legend(title="dotted: unpruned")
+        fig, axes = _experiment_panels(experiments)
+        for ax, experiment in zip(axes, experiments):
+            part = data[data["experiment"] == experiment]
+            for method, group in part.groupby("method"):
+                curve = group.groupby("budget").agg(x=("relative_macs", "mean"), y=("accuracy", "mean"),
+                                                   err=("accuracy", "std")).sort_values("x")
+                _method_curve(ax, curve, method, label=method)
+            _accuracy_panel(ax, part, experiment, "relative FLOPs (MACs kept / unpruned)")
+            bottom, top = ax.get_ylim()  # keep the unpruned line inside the axes
+            ax.set_ylim(bottom, max(top, 100 * part["unpruned_accuracy"].max() + 0.5))
+        fig.suptitle(title, fontsize="small")
         return save(fig, stem)
 
 
 def speedup_vs_flops(metrics: pd.DataFrame, stem: Path, title: str,
                      references: dict[str, str | None] | None = None) -> list[Path]:
-    """Measured speed-up of the slim model against the ideal 1 / FLOPs; the paper's latency points
-    (BERT-base MNLI) where an experiment names a reference that has them."""
+    """Measured speed-up of the slim model against the ideal 1 / FLOPs, one panel per experiment; the
+    paper's latency points (BERT-base MNLI) where the experiment names a reference that has them."""
     data = _wide(metrics, ["relative_macs", "latency_speedup"])
+    experiments = list(dict.fromkeys(data["experiment"]))
     with plt.style.context(STYLE):
-        fig, ax = plt.subplots()
-        xs = sorted(data["relative_macs"].unique())
-        if xs:
-            grid = [min(xs) + (1.0 - min(xs)) * i / 50 for i in range(51)]
-            ax.plot(grid, [1 / x for x in grid], color="0.5", linestyle="--", label="ideal 1 / FLOPs")
-        for color, ((experiment, method), group) in zip(PALETTE, data.groupby(["experiment", "method"])):
-            curve = group.groupby("budget").agg(x=("relative_macs", "mean"), y=("latency_speedup", "mean")).sort_values("x")
-            ax.plot(curve["x"], curve["y"], marker="o", color=color, label=f"{experiment} · {method}")
-        for marker, key in zip(MARKERS, sorted({r for r in (references or {}).values() if r})):
-            points = paper_points(key)
+        fig, axes = _experiment_panels(experiments)
+        for ax, experiment in zip(axes, experiments):
+            part = data[data["experiment"] == experiment]
+            xs = sorted(part["relative_macs"].dropna().unique())
+            if xs:
+                grid = [min(xs) + (1.0 - min(xs)) * i / 50 for i in range(51)]
+                ax.plot(grid, [1 / x for x in grid], color="0.5", linestyle="--", label="ideal 1 / FLOPs")
+            for method, group in part.groupby("method"):
+                curve = group.groupby("budget").agg(x=("relative_macs", "mean"), y=("latency_speedup", "mean")).sort_values("x")
+                colour, marker = method_style(method)
+                ax.plot(curve["x"], curve["y"], marker=marker, color=colour, linestyle=method_linestyle(method), label=method)
+            key = (references or {}).get(experiment)
+            points = paper_points(key) if key else {}
             if points.get("latency_speedup"):
-                xs, ys = zip(*points["latency_speedup"])
-                ax.plot(xs, ys, color="0.3", linestyle="--", marker=marker, markerfacecolor="none",
+                px, py = zip(*points["latency_speedup"])
+                ax.plot(px, py, color="0.3", linestyle="--", marker="s", markerfacecolor="none",
                         label=f"OPTIN {points['model']} {key} (paper, hardware {points['latency_hardware']})")
-        ax.axhline(1.0, color="0.8", linewidth=1)
-        ax.set_xlabel("relative FLOPs (MACs kept / unpruned)")
-        ax.set_ylabel("measured speed-up (dense / slim)")
-        ax.set_title(title)
-        ax.legend()
+            ax.axhline(1.0, color="0.8", linewidth=1)
+            ax.set_title(experiment, fontsize="small")
+            ax.set_xlabel("relative FLOPs (MACs kept / unpruned)")
+            ax.set_ylabel("measured speed-up (dense / slim)")
+            ax.legend(fontsize="x-small")
+        fig.suptitle(title, fontsize="small")
         return save(fig, stem)
 
 
@@ -109,11 +155,10 @@ def delta_vs_flops(metrics: pd.DataFrame, stem: Path, references: dict[str, str 
         fig, axes = plt.subplots(1, max(1, len(experiments)), figsize=(4.2 * max(1, len(experiments)), 3.4), squeeze=False)
         for ax, experiment in zip(axes[0], experiments):
             part = data[data["experiment"] == experiment] if "accuracy" in data else data.iloc[0:0]
-            for color, (method, group) in zip(PALETTE, part.groupby("method")):
+            for method, group in part.groupby("method"):
                 curve = group.assign(delta=100 * (group["accuracy"] - group["unpruned_accuracy"])).groupby("budget").agg(
                     x=("relative_macs", "mean"), y=("delta", "mean"), err=("delta", "std")).sort_values("x")
-                ax.errorbar(curve["x"], curve["y"], yerr=curve["err"].fillna(0.0), marker="o", color=color,
-                            label=f"{method} (this run)", capsize=2)
+                _method_curve(ax, curve, method, scale=1.0, label=f"{method} (this run)")
             reference = references[experiment]
             if reference:
                 points = paper_points(reference)
@@ -195,27 +240,33 @@ def importance_distributions(scores: pd.DataFrame, stem: Path, title: str) -> li
 
 
 def miou_vs_flops(metrics: pd.DataFrame, stem: Path, title: str) -> list[Path]:
-    """Segmentation arm: mIoU and pixel accuracy vs relative FLOPs, against the backbone's prunable MACs
-    (solid) and the whole network's (hollow: decoders, patch embedding and merging as fixed cost)."""
+    """Segmentation arm, one panel per experiment: mIoU and pixel accuracy vs relative FLOPs, against
+    the backbone's prunable MACs (solid) and the whole network's (hollow: decoders, patch embedding and
+    merging as fixed cost)."""
     data = _wide(metrics, ["relative_macs", "whole_network_relative_macs", "miou", "unpruned_miou", "pixel_accuracy"])
     data = data.dropna(subset=["miou"]) if "miou" in data else data.iloc[0:0]
+    experiments = list(dict.fromkeys(data["experiment"]))
     with plt.style.context(STYLE):
-        fig, ax = plt.subplots()
-        for color, ((experiment, method), group) in zip(PALETTE, data.groupby(["experiment", "method"])):
-            curve = group.groupby("budget").agg(
-                x=("relative_macs", "mean"), whole=("whole_network_relative_macs", "mean"), y=("miou", "mean"),
-                err=("miou", "std"), pixel=("pixel_accuracy", "mean")).sort_values("x")
-            ax.errorbar(curve["x"], 100 * curve["y"], yerr=100 * curve["err"].fillna(0.0), marker="o", color=color,
-                        label=f"{experiment} · {method}: mIoU", capsize=2)
-            ax.plot(curve["whole"], 100 * curve["y"], marker="o", markerfacecolor="none", linestyle=":", color=color,
-                    label="same, vs whole-network FLOPs")
-            ax.plot(curve["x"], 100 * curve["pixel"], marker="s", linestyle="--", color=color, alpha=0.6,
-                    label="pixel accuracy")
-            ax.axhline(100 * group["unpruned_miou"].iloc[0], color=color, linestyle="-.", linewidth=1, label="unpruned mIoU")
-        ax.set_xlabel("relative FLOPs (MACs kept / unpruned)")
-        ax.set_ylabel("test mIoU / pixel accuracy (%)")
-        ax.set_title(title)
-        ax.legend(fontsize="x-small")
+        fig, axes = _experiment_panels(experiments)
+        for ax, experiment in zip(axes, experiments):
+            part = data[data["experiment"] == experiment]
+            for method, group in part.groupby("method"):
+                colour, marker = method_style(method)
+                curve = group.groupby("budget").agg(
+                    x=("relative_macs", "mean"), whole=("whole_network_relative_macs", "mean"), y=("miou", "mean"),
+                    err=("miou", "std"), pixel=("pixel_accuracy", "mean")).sort_values("x")
+                _method_curve(ax, curve, method, label=f"{method}: mIoU")
+                ax.plot(curve["whole"], 100 * curve["y"], marker=marker, markerfacecolor="none", linestyle=":", color=colour,
+                        label=f"{method}: mIoU vs whole-network FLOPs")
+                ax.plot(curve["x"], 100 * curve["pixel"], marker=marker, linestyle="--", color=colour, alpha=0.6,
+                        label=f"{method}: pixel accuracy")
+            if not part.empty:
+                ax.axhline(100 * part["unpruned_miou"].iloc[0], color="0.4", linestyle="-.", linewidth=1, label="unpruned mIoU")
+            ax.set_title(experiment, fontsize="small")
+            ax.set_xlabel("relative FLOPs (MACs kept / unpruned)")
+            ax.set_ylabel("test mIoU / pixel accuracy (%)")
+            ax.legend(fontsize="x-small")
+        fig.suptitle(title, fontsize="small")
         return save(fig, stem)
 
 
@@ -259,12 +310,12 @@ def channels_vs_flops(metrics: pd.DataFrame, stem: Path, experiments: list[str])
         for col, experiment in enumerate(experiments):
             top, bottom = axes[0][col], axes[1][col]
             part = data[data["experiment"] == experiment]
-            for color, (method, group) in zip(PALETTE, part.groupby("method")):
+            for method, group in part.groupby("method"):
                 curve = group.groupby("budget").agg(x=("relative_macs", "mean"), y=("accuracy", "mean"),
                                                    err=("accuracy", "std"), speed=("latency_speedup", "mean")).sort_values("x")
-                top.errorbar(curve["x"], 100 * curve["y"], yerr=100 * curve["err"].fillna(0.0), marker="o", color=color,
-                             label=method, capsize=2)
-                bottom.plot(curve["x"], curve["speed"], marker="o", color=color, label=method)
+                _method_curve(top, curve, method, label=method)
+                colour, marker = method_style(method)
+                bottom.plot(curve["x"], curve["speed"], marker=marker, color=colour, linestyle=method_linestyle(method), label=method)
             if not part.empty:
                 top.axhline(100 * part["unpruned_accuracy"].iloc[0], color="0.4", linestyle=":", linewidth=1, label="unpruned")
                 xs = sorted(part["relative_macs"].unique())
@@ -299,11 +350,12 @@ def method_comparison(metrics: pd.DataFrame, stem: Path, experiments: list[str],
         fig, axes = plt.subplots(1, columns, figsize=(4.2 * columns, 3.6), squeeze=False)
         for ax, experiment in zip(axes[0], experiments):
             part = data[data["experiment"] == experiment]
-            for color, (method, group) in zip(PALETTE, part.groupby("method", sort=False)):
+            for method, group in part.groupby("method", sort=False):
                 curve = group.groupby("budget").agg(x=("relative_macs", "mean"), y=("accuracy", "mean"),
                                                    err=("accuracy", "std"), seeds=("seed", "nunique")).sort_values("x")
                 seeds = int(curve["seeds"].min())
-                ax.plot(curve["x"], 100 * curve["y"], marker="o", color=color,
+                color, marker = method_style(method)
+                ax.plot(curve["x"], 100 * curve["y"], marker=marker, color=color, linestyle=method_linestyle(method),
                         label=f"{method} ({seeds} seed{'s' if seeds > 1 else ''})")
                 if seeds > 1:
                     err = 100 * curve["err"].fillna(0.0)
@@ -322,7 +374,8 @@ def scoring_cost(cost: pd.DataFrame, stem: Path, title: str) -> list[Path]:
         fig, axes = plt.subplots(1, max(1, len(experiments)), figsize=(3.4 * max(1, len(experiments)), 3.0), squeeze=False)
         for ax, experiment in zip(axes[0], experiments):
             part = summary[summary["experiment"] == experiment]
-            ax.bar(range(len(part)), part["mean"], yerr=part["std"].fillna(0.0), color=PALETTE[: len(part)], capsize=2)
+            ax.bar(range(len(part)), part["mean"], yerr=part["std"].fillna(0.0), color=[method_style(m)[0] for m in part["method"]],
+                   capsize=2)
             ax.set_xticks(range(len(part)), part["method"], rotation=30, ha="right", fontsize="x-small")
             ax.set_yscale("symlog", linthresh=1.0)
             ax.set_ylabel("scoring wall time (s, 2 CPU threads)")
@@ -332,19 +385,19 @@ def scoring_cost(cost: pd.DataFrame, stem: Path, title: str) -> list[Path]:
 
 
 def sweep(summary: pd.DataFrame, stem: Path, title: str, axis: str, unpruned: float) -> list[Path]:
-    """Accuracy against a swept value (optin.sweeps.summary): one line per (series, budget), colour
-    by series when there are several (else by budget), a band of ± one std over seeds."""
+    """Accuracy against a swept value (optin.sweeps.summary): one line per (series, budget), in the
+    series' method style (a calibration sweep) or coloured by budget (a method sweep, whose x is the
+    method), line style by budget, a band of ± one std over seeds."""
     values = list(dict.fromkeys(summary.sort_values("position")["value"]))
-    series_names = list(dict.fromkeys(summary["series"]))
     budgets = sorted(set(summary["budget"]))
     with plt.style.context(STYLE):
         fig, ax = plt.subplots(figsize=(5.2, 3.6))
         for (series, budget), line in summary.groupby(["series", "budget"], sort=False):
             line = line.sort_values("position")
-            colour = PALETTE[series_names.index(series) if len(series_names) > 1 else budgets.index(budget)]
+            colour, marker = method_style(series) if series else (PALETTE[budgets.index(budget) % len(PALETTE)], "o")
             seeds = int(line["seeds"].min())
             label = f"{series + ' ' if series else ''}at {budget:g} of the MACs ({seeds} seed{'s' if seeds > 1 else ''})"
-            ax.plot(line["position"], 100 * line["accuracy"], marker="o", color=colour,
+            ax.plot(line["position"], 100 * line["accuracy"], marker=marker, color=colour,
                     linestyle=["-", "--", ":", "-."][budgets.index(budget) % 4], label=label)
             if seeds > 1:
                 err = 100 * line["std"].fillna(0.0)
@@ -357,29 +410,6 @@ def sweep(summary: pd.DataFrame, stem: Path, title: str, axis: str, unpruned: fl
         ax.legend(fontsize="x-small")
         ax.set_title(title, fontsize="small")
         return save(fig, stem)
-
-
-# One colour and marker per method name, in every figure that uses method_style.
-METHOD_STYLES = {
-    "optin": ("#0072B2", "o"), "flap": ("#E69F00", "s"), "flap_structure": ("#E69F00", "D"), "flap_full": ("#E69F00", "*"),
-    "wanda_sp": ("#009E73", "^"), "llm_pruner": ("#D55E00", "v"), "minitron": ("#CC79A7", "P"),
-    "magnitude": ("#56B4E9", "X"), "random": ("#000000", "x"), "kwon": ("#D55E00", "s"), "nvit": ("#8C564B", "D"),
-}
-# A method searched under a latency budget is named <method>_latency: its method's colour and marker,
-# a dashed line.
-LATENCY_SUFFIX = "_latency"
-
-
-def method_style(name: str) -> tuple[str, str]:
-    """(colour, marker) of a method: fixed for the known names, else drawn from the palette by a
-    stable hash of the name (never by plotting order)."""
-    name = name.removesuffix(LATENCY_SUFFIX)
-    if name in METHOD_STYLES:
-        return METHOD_STYLES[name]
-    import zlib
-
-    code = zlib.crc32(name.encode())
-    return PALETTE[code % len(PALETTE)], "os^vDPX*"[(code // len(PALETTE)) % 8]
 
 
 def llm_quality_vs_macs(table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
@@ -415,10 +445,6 @@ def llm_quality_vs_macs(table: pd.DataFrame, stem: Path, title: str) -> list[Pat
         fig.suptitle(title)
         fig.tight_layout()
         return save(fig, stem)
-
-
-def method_linestyle(name: str) -> str:
-    return "--" if name.endswith(LATENCY_SUFFIX) else "-"
 
 
 def accuracy_vs_speedup(metrics: pd.DataFrame, stem: Path, experiments: list[str], title: str) -> list[Path]:

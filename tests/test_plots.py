@@ -192,3 +192,53 @@ def test_accuracy_vs_speedup_figure_and_the_tables_prediction_error(tmp_path):
     assert tables.speedup_prediction_error(metrics) == pytest.approx(0.1)
     experiments = ["deit_tiny/imagenet", "dinov2_fmnist/fashion_mnist"]
     rendered_twice(tmp_path, lambda stem: plots.accuracy_vs_speedup(metrics, stem, experiments, "t"))
+
+
+def test_every_method_figure_draws_a_method_in_its_own_colour_and_marker_whatever_the_panel(tmp_path, monkeypatch):
+    """The same method in different panels and figures, next to different other methods and in a
+    different order, always gets method_style(name): read back from the drawn matplotlib artists."""
+    from matplotlib.colors import to_hex
+
+    figures = []
+    real_save = plots.save
+    monkeypatch.setattr(plots, "save", lambda fig, stem: figures.append(fig) or real_save(fig, stem))
+    rows = []
+    for experiment, methods in (("a/x", ("random", "optin", "kwon")), ("b/y", ("kwon", "optin_latency", "magnitude", "optin"))):
+        for method in methods:
+            for budget in (0.5, 0.7):
+                values = {"relative_macs": budget, "accuracy": 0.7 + 0.1 * budget, "unpruned_accuracy": 0.8,
+                          "latency_speedup": 1 / budget, "predicted_speedup": 1 / budget, "miou": 0.5,
+                          "unpruned_miou": 0.6, "whole_network_relative_macs": budget, "pixel_accuracy": 0.7}
+                rows += [{"experiment": experiment, "method": method, "seed": 0, "budget": budget, "metric": name,
+                          "value": value} for name, value in values.items()]
+    metrics, experiments = pd.DataFrame(rows), ["a/x", "b/y"]
+    plots.accuracy_vs_flops(metrics, tmp_path / "1", "t")
+    plots.speedup_vs_flops(metrics, tmp_path / "2", "t", {})
+    plots.delta_vs_flops(metrics, tmp_path / "3", dict.fromkeys(experiments), "top-1")
+    plots.method_comparison(metrics, tmp_path / "4", experiments, "t")
+    plots.channels_vs_flops(metrics, tmp_path / "5", experiments)
+    plots.accuracy_vs_speedup(metrics, tmp_path / "6", experiments, "t")
+    plots.miou_vs_flops(metrics, tmp_path / "7", "t")
+    cost = pd.DataFrame([{"experiment": e, "method": m, "seed": 0, "scoring_wall_s": 1.0}
+                         for e in experiments for m in metrics[metrics["experiment"] == e]["method"].unique()])
+    plots.scoring_cost(cost, tmp_path / "8", "t")
+    names = {"random", "optin", "kwon", "optin_latency", "magnitude"}
+    drawn = []   # (figure, method, colour, marker) of every curve whose label starts with a method name
+    for number, fig in enumerate(figures):
+        for ax in fig.axes:
+            # an error-bar curve's label sits on its container, the data line being its first line
+            labelled = [(line.get_label(), line) for line in ax.get_lines()]
+            labelled += [(c.get_label(), c.lines[0]) for c in ax.containers if hasattr(c, "has_yerr")]
+            for label, line in labelled:
+                method = label.split(" ")[0].rstrip(":")
+                if method in names:
+                    drawn.append((number, method, to_hex(line.get_color()), line.get_marker()))
+            bars = [c for c in ax.containers if not hasattr(c, "has_yerr")]
+            for bar in bars:   # the scoring-cost figure: one bar per method, named by its tick
+                for patch, tick in zip(bar.patches, ax.get_xticklabels(), strict=True):
+                    drawn.append((number, tick.get_text(), to_hex(patch.get_facecolor()), None))
+    assert {figure for figure, *_ in drawn} == set(range(len(figures))) and len(figures) == 8   # every figure drew methods
+    assert {method for _, method, _, _ in drawn} == names
+    for _, method, colour, marker in drawn:
+        expected_colour, expected_marker = plots.method_style(method)
+        assert colour == to_hex(expected_colour) and marker in (expected_marker, None), method
