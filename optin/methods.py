@@ -17,13 +17,13 @@ import pandas as pd
 
 @dataclass(frozen=True)
 class OptinMethod:
-    semantics: str = "paper"
+    semantics: str = "paper"              # the paper's formulas, or "reference": every default of the authors' code (SEMANTICS)
     lambda_c: float = 0.1                 # fixed KL weight (paper)
     md_weight: float = 1.0                # ablation: 0 scores by the KL term alone
     # Ablation: MD over every downstream tap (the paper, "all"), the next one only ("next"), or the
     # next k (an integer >= 1; 1 is "next").
     trajectory_horizon: str | int = "all"
-    temperature: float = 4.0
+    temperature: float = 4.0              # of the KL term's softmax
     md_rows: int = 768                    # K token rows per Gram matrix
     # ||G_t - G_s||^2 summed over the K x K entries (the paper), or their mean: CNN taps have
     # different row counts per stage (spatial positions), and a sum weighs a tap by K^2.
@@ -41,20 +41,20 @@ class OptinMethod:
     # The authors' code keeps this switch per unit kind (head_/neuron_include_fin_layer_mmd);
     # None follows include_final_layer_tap (which also governs tokens and channels).
     head_include_final_layer_tap: bool | None = None
-    neuron_include_final_layer_tap: bool | None = None
+    neuron_include_final_layer_tap: bool | None = None   # the same for neurons
     kl_divide_logits: bool = True         # §4.3: softmax(z / T) (paper) or softmax(z) (code)
     kl_reduction: str = "batchmean"       # §4.3: "sum" over the batch in the code
     kl_float64: bool = True               # §4.3: the code computes in float32
     kl_clamp: bool = False                # §4.3: the code clamps KL >= 0
     dynamic_lambda: bool = False          # §4.2: per-unit power-of-ten KL scaling
-    lambda_contribution: float = 10.0
+    lambda_contribution: float = 10.0     # §4.2: dynamic_lambda scales KL to ~MD / this
     positional_weighting: bool = False    # §4.4
     head_metric_decay: float = 1.0        # §4.5
-    neuron_metric_decay: float = 1.0
-    fin_decay: float = 1.0
+    neuron_metric_decay: float = 1.0      # §4.5, for neurons
+    fin_decay: float = 1.0                # §4.5: extra weight of last-layer units
     # Per kind as in the authors' code (head_/neuron_fin_decay_val); None follows fin_decay.
     head_fin_decay: float | None = None
-    neuron_fin_decay: float | None = None
+    neuron_fin_decay: float | None = None     # the same for neurons
     cumulative_head_mask: bool = False    # §4.6 (opt-in even in reference mode)
     same_batch: bool = True               # §4.7: heads and neurons on one calibration batch
     # OPTIN-tau (§5, vision): tokens take the part of the MAC reduction that heads and neurons do

@@ -195,3 +195,33 @@ def test_rerun_does_nothing_and_a_new_budget_reruns_only_its_jobs(tiny_runs):
                                          "collect": 1, "figures": 1, "segmentation_curves": 1, "cnn_curves": 1,
                                          "method_tables": 1, "unit_figures": 5, "all": 1}
     snakemake(run, config, "-n")  # leave the config as the fixture wrote it
+
+
+@pytest.mark.parametrize("model,dataset,n,method", [
+    ("tinybert", "synthetic", 4, "optin"), ("tinybert", "synthetic", 4, "optin_reference"), ("tinyvit", "fmnist", 3, "optin"),
+    ("tinyseg", "canvases", 3, "optin"), ("tinyresnet", "fmnist28", 4, "optin_md_mean"), ("ccexam", "mnist", 4, "optin")])
+def test_optin_prune_gives_the_workflows_mask_on_the_same_inputs(tiny_runs, model, dataset, n, method):
+    """optin.prune on the prepared checkpoint as its usual loader returns it and on the calibration
+    batches the workflow saved: the same scores and the same kept units as the solve rule's mask."""
+    import torch
+
+    import optin
+    from optin.models import load_checkpoint
+
+    config, (run, _), _ = tiny_runs
+    family = config["models"][model]["family"]
+    calibration = run / f"results/calibration/{model}/{dataset}/calib{n}-seed0/teacher.pt"
+    batches = [draw[True]["batch"] for draw in torch.load(calibration, weights_only=False)["teachers"]]
+    mask = json.loads((run / f"results/masks/{model}/{dataset}/{method}/calib{n}-seed0/budget0.500.json").read_text())
+    dense = load_checkpoint(family, run / f"results/models/{model}/checkpoint")
+    pruned = optin.prune(dense, batches, budget=0.5, method=config["methods"][method], family=family, seed=0,
+                         mac_seq_len=mask.get("mac_seq_len"))
+    workflow_scores = pd.read_parquet(run / f"results/scores/{model}/{dataset}/{method}/calib{n}-seed0/scores.parquet")
+    workflow_scores = workflow_scores[workflow_scores["kind"] != "token"].sort_values(["kind", "layer", "index"])
+    scores = pruned.scores.sort_values(["kind", "layer", "index"])
+    assert list(zip(scores["kind"], scores["layer"], scores["index"])) == \
+        list(zip(workflow_scores["kind"], workflow_scores["layer"], workflow_scores["index"]))
+    assert scores["importance"].to_numpy() == pytest.approx(workflow_scores["importance"].to_numpy(), rel=1e-4, abs=1e-9)
+    assert pruned.kept.to_json() == mask["kept"]
+    assert pruned.macs == {"dense": mask["base_macs"], "kept": mask["achieved_macs"], "ratio": mask["achieved_ratio"]}
+    assert sum(p.numel() for p in pruned.model.parameters()) < sum(p.numel() for p in dense.parameters())
