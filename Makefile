@@ -78,16 +78,16 @@ test-slurm: install
 bench: install
 	$(BIN)/optin-bench
 
-# Kept units that TF32 / bf16 / fp16 scoring changes against float32 (README "Scoring precision").
+# Kept units that TF32 / bf16 / fp16 scoring changes against float32 (docs/cluster-gpu.md, "Scoring precision").
 precision-study: install
 	$(BIN)/optin-precision --model minilm
 	$(BIN)/optin-precision --model dinov2
 
-# Import time of every rule script per model family (README "Job start-up").
+# Import time of every rule script per model family (docs/performance.md, "Job start-up").
 profile-imports: install
 	$(BIN)/python -m optin.import_cost
 
-# Job-seconds per rule of the last run, from benchmarks/ (README "Quick start").
+# Job-seconds per rule of the last run, from benchmarks/ (docs/performance.md).
 rule-times: install
 	$(BIN)/python -m optin.rule_times
 

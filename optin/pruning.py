@@ -45,7 +45,7 @@ class Pruned:
                 "ratio": self.search["achieved_ratio"]}
 
     def save(self, path, tokenizer=None, **spec) -> Path:
-        """Save the slim model where its family's usual loader reads it back (README: reloading):
+        """Save the slim model where its family's usual loader reads it back (docs/library.md):
         a text or decoder model with its tokenizer; a timm ViT with ``timm_name`` and ``timm_kwargs``."""
         accepts = inspect.signature(self.adapter.save_slim).parameters
         extra = {"tokenizer": tokenizer} if "tokenizer" in accepts else {}

@@ -38,7 +38,7 @@ def start_job(log_path: str | None, threads: int, offline: bool = True, light: b
     torch.set_num_threads(max(1, int(threads)))
 
 
-# Set on compute nodes without internet (README "Cluster"): every job then fails at its first
+# Set on compute nodes without internet (docs/cluster-gpu.md, "Cluster"): every job then fails at its first
 # outbound connection with a message naming the prefetch, instead of waiting for a network timeout.
 NO_NETWORK_ENV = "OPTIN_OFFLINE"
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
@@ -137,7 +137,7 @@ def select_device(requested: str = "cpu"):
         raise RuntimeError("config device: cuda, but this job sees no CUDA GPU (torch.cuda.is_available() is False); "
                            "run it on a GPU node (the cluster profiles request one) or set device: cpu")
     device = torch.device("cuda", torch.cuda.current_device())
-    # TF32 matmuls/convolutions round like bfloat16 inputs, which reorders scores (README, "Full
+    # TF32 matmuls/convolutions round like bfloat16 inputs, which reorders scores (docs/cluster-gpu.md, "Full
     # reproduction"): float32 means float32 unless scoring.precision asks otherwise.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

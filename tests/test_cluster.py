@@ -1,5 +1,5 @@
 """The tiny workflow through a real single-node Slurm (tests/cluster/slurm.sh), with both cluster
-profiles as shipped plus the one edit the README asks for, compared byte for byte with a local run.
+profiles as shipped plus the one edit docs/cluster-gpu.md asks for, compared byte for byte with a local run.
 
 Runs with `make test-slurm` (pytest -m slurm) as root, where Debian's slurmctld/slurmd/munge are
 installed; skipped elsewhere and in the plain test run.
@@ -30,7 +30,7 @@ def cluster_config(data: Path) -> dict:
 
 
 def edited_profile(name: str, tmp: Path, edits: dict[str, str]) -> Path:
-    """A copy of workflow/profiles/<name> with the README's edits applied (old line -> new line)."""
+    """A copy of workflow/profiles/<name> with docs/cluster-gpu.md's edits applied (old line -> new line)."""
     text = (ROOT / "workflow" / "profiles" / name / "config.yaml").read_text()
     for old, new in edits.items():
         assert old in text, (name, old)

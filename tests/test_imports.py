@@ -34,7 +34,7 @@ def test_light_jobs_never_import_torch(script):
 
 @pytest.mark.parametrize("script", ["score_shard", "score_kwon", "score_baseline", "tune_mask"])
 def test_text_scoring_jobs_do_not_import_transformers_model_code(script):
-    # optin.arch.bert_torch stands in for transformers' BERT in these jobs (import cost, README)
+    # optin.arch.bert_torch stands in for transformers' BERT in these jobs (import cost, docs/performance.md)
     _, modules = measure(job_code(SCRIPTS / f"{script}.py", "bert"), repeats=1, warm_up=False)
     loaded = set(modules)
     assert {"torch", "optin.arch.bert", "optin.arch.bert_torch"} <= loaded

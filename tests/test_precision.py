@@ -1,6 +1,6 @@
 """Device selection and the precision of the masked-forward engine (config keys device,
 scoring.precision). What each precision changes in the kept units of real models is measured by
-optin-precision (README "Scoring precision"); bfloat16 changes 1-5 % of them, so float32 stays
+optin-precision (docs/cluster-gpu.md, "Scoring precision"); bfloat16 changes 1-5 % of them, so float32 stays
 the default."""
 
 import pandas as pd

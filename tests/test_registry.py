@@ -12,7 +12,7 @@ from optin.arch import adapter_classes, adapter_for, family
 from optin.arch.registry import FAMILIES
 from test_workflow import ROOT
 
-# What a family's model module must provide (README "Adding a model family").
+# What a family's model module must provide (docs/architecture.md, "Adding a model family").
 MODEL_MODULE_API = ("load_checkpoint", "save_checkpoint", "prepare", "calibration")
 # The tiny test models of tests/families.py -> their registry family (timm ViTs are family vit).
 TINY_FAMILY = {"bert": "bert", "vit": "vit", "vit_timm": "vit", "mask2former_swin": "mask2former_swin",

@@ -3,7 +3,7 @@
 Light on purpose (no torch): the Snakefile reads it at parse time. What is heavy sits in the
 family's two modules, which only that family's jobs import: ``adapter_module`` (optin.arch: the
 scoring protocol, slimming) and ``model_module`` (optin.models: loading, preparing a checkpoint,
-the calibration pool, evaluation). README "Adding a model family" lists what they provide.
+the calibration pool, evaluation). docs/architecture.md, "Adding a model family", lists what they provide.
 """
 
 from __future__ import annotations
