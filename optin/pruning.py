@@ -116,9 +116,9 @@ def prune(model, calibration, *, budget: float, method="optin", family: str | No
     if not settings.same_batch and len(batches) < 2:
         raise ValueError("same_batch: false scores neurons on a second calibration batch: pass a list of two batches")
     adapter = adapter_for(model.eval(), family)
-    entry = family_entry(adapter.family)
+    entry = family_entry(family or _registered_family(adapter))
     if settings.budget_metric == "latency" and entry.cost_model != "encoder":
-        raise ValueError(f"a latency budget needs a latency table of identical layers; family {adapter.family!r} "
+        raise ValueError(f"a latency budget needs a latency table of identical layers; family {entry.name!r} "
                          f"prices units by {entry.cost_model!r}")
     if settings.tap != "default":
         adapter.tap_position = settings.tap
@@ -134,7 +134,16 @@ def prune(model, calibration, *, budget: float, method="optin", family: str | No
     kept, search = _search(adapter, entry.cost_model, scores, float(budget), settings, batches[0], teachers[0],
                            mac_seq_len, latency_table)
     search["kept"] = kept.to_json()
-    return Pruned(model=adapter.slim(kept), kept=kept, scores=scores, search=search, family=adapter.family, adapter=adapter)
+    return Pruned(model=adapter.slim(kept), kept=kept, scores=scores, search=search, family=entry.name, adapter=adapter)
+
+
+def _registered_family(adapter) -> str:
+    """The registry name of an adapter's family (a timm ViT's adapter belongs to family vit)."""
+    from optin.arch.registry import FAMILIES
+
+    if adapter.family in FAMILIES:
+        return adapter.family
+    return next(name for name, entry in FAMILIES.items() if entry.adapter_module == type(adapter).__module__)
 
 
 def _search(adapter, cost_model: str, scores: pd.DataFrame, budget: float, settings, batch: dict, teacher,

@@ -159,3 +159,27 @@ def test_the_library_page_prunes_the_packaged_minilm_as_written(tmp_path, monkey
     expected = adapter_for(masked.eval(), "bert").masked_logits(calibration, pruned.kept)
     assert (slim(**calibration).logits - expected).abs().max() < 1e-4
     assert "'ratio': 0.49" in capsys.readouterr().out
+
+
+OUTPUTS: dict[tuple[str, ...], set[str]] = {}
+
+
+@pytest.mark.parametrize("block", [b for b in shell_blocks() if "results/" in b.text], ids=lambda b: b.where)
+def test_every_results_path_a_command_names_is_one_its_run_writes(block):
+    for command in shell_commands(block.text):
+        configs, targets, option = [], [], None
+        for arg in command:
+            if arg.startswith("-"):
+                option = arg
+            elif option == "--configfile" and arg.endswith((".yaml", ".yml")):
+                configs.append(arg)
+            elif arg.startswith("results/") and option != "--report":
+                targets.append(arg)
+                option = None
+            else:
+                option = None
+        if targets:
+            key = tuple(configs or ["config.yaml"])
+            written = OUTPUTS.setdefault(key, dag_outputs(*key))
+            for path in targets:
+                assert path in written or any(p.startswith(path + "/") for p in written), f"{block.where}: {path}"

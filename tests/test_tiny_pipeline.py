@@ -258,3 +258,22 @@ def test_the_docs_slim_model_examples_load_the_slim_models_of_a_run(tiny_runs, m
         namespace = {}
         exec(compile(code, block.where, "exec"), namespace)
         assert isinstance(namespace["model"], nn.Module) and sum(p.numel() for p in namespace["model"].parameters()), block.where
+
+
+def test_the_optin_prune_command_writes_the_workflows_mask_and_a_slim_model_that_reloads(tiny_runs, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    config, (run, _), _ = tiny_runs
+    mask = json.loads((run / "results/masks/tinybert/synthetic/optin/calib4-seed0/budget0.500.json").read_text())
+    command = [str(Path(sys.executable).parent / "optin"), "prune", "--family", "bert",
+               "--checkpoint", str(run / "results/models/tinybert/checkpoint"),
+               "--calibration", str(run / "results/calibration/tinybert/synthetic/calib4-seed0/teacher.pt"),
+               "--budget", "0.5", "--mac-seq-len", str(mask["mac_seq_len"]), "--out", str(tmp_path / "slim"),
+               "--method", json.dumps(config["methods"]["optin"])]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "slim/optin_prune.json").read_text())["kept"] == mask["kept"]
+    slim = AutoModelForSequenceClassification.from_pretrained(tmp_path / "slim", trust_remote_code=True)
+    workflow_slim = AutoModelForSequenceClassification.from_pretrained(
+        run / "results/slim/tinybert/synthetic/optin/calib4-seed0/budget0.500", trust_remote_code=True)
+    assert {k: v.shape for k, v in slim.state_dict().items()} == {k: v.shape for k, v in workflow_slim.state_dict().items()}
