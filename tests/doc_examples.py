@@ -226,7 +226,8 @@ def snakemake_errors(args: list[str], overlays: dict[str, dict], scratch: Path) 
             arity = SNAKEMAKE_OPTIONS[arg]
             values = []
             position += 1
-            while position < len(args) and not args[position].startswith("-") and (arity is None or len(values) < arity):
+            while (position < len(args) and not args[position].startswith("-") and (arity is None or len(values) < arity)
+                   and (arg != "--configfile" or args[position].endswith((".yaml", ".yml")))):
                 values.append(args[position])
                 position += 1
             if arg == "--configfile":
