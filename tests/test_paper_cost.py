@@ -24,7 +24,7 @@ def test_the_anchor_shape_gives_the_measured_time_per_unit():
 def test_cnn_layer_macs_match_the_built_networks_count():
     import torch
 
-    from optin.arch.cnn import count_conv_linear_macs
+    from optin.models.cnn import count_conv_linear_macs
     from optin.models.cnn import build_convnet
 
     paper = yaml.safe_load(PAPER.read_text())
