@@ -52,9 +52,10 @@ prefetch: install
 report: install
 	$(BIN)/snakemake --cores 1 --configfile config.yaml --report results/report.html
 
-# Two workers, a test file each at a time; the tiny pipeline's file first (tests/conftest.py).
+# Two workers, a test file each at a time; the tiny pipeline's file first (tests/conftest.py);
+# the slowest tests listed at the end (docs/performance.md).
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 # The paper tier: workflow/configs/paper.yaml's whole DAG on stand-ins of its inputs in their real
 # formats (tests/standins.py): prefetch, then the compute part with the network refused; and the

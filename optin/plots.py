@@ -57,14 +57,6 @@ def save(fig, stem: Path) -> list[Path]:
     return paths
 
 
-def _wide(metrics: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    keys = ["experiment", "method", "seed", "budget"]
-    part = metrics[metrics["metric"].isin(names)]
-    wide = part.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
-    # every asked-for column, also when the run has no experiment of this figure's kind (a CNN-only run)
-    return wide.reindex(columns=[*keys, *names, *[c for c in wide.columns if c not in (*keys, *names)]])
-
-
 def _experiment_panels(experiments: list[str], height: float = 3.6):
     """A figure with one panel per experiment (at least one), side by side: a method keeps its
     colour and marker (method_style) in every panel, so experiments never share an axis."""
@@ -81,7 +73,7 @@ def _method_curve(ax, curve: pd.DataFrame, method: str, scale: float = 100.0, **
 
 
 def accuracy_vs_flops(metrics: pd.DataFrame, stem: Path, title: str) -> list[Path]:
-    data = _wide(metrics, ["relative_macs", "accuracy", "unpruned_accuracy"])
+    data = tables.wide_metrics(metrics, ["relative_macs", "accuracy", "unpruned_accuracy"])
     data = data.dropna(subset=["accuracy"]) if "accuracy" in data else data  # segmentation rows report mIoU
     experiments = list(dict.fromkeys(data["experiment"]))
     with plt.style.context(STYLE):
@@ -103,7 +95,7 @@ def speedup_vs_flops(metrics: pd.DataFrame, stem: Path, title: str,
                      references: dict[str, str | None] | None = None) -> list[Path]:
     """Measured speed-up of the slim model against the ideal 1 / FLOPs, one panel per experiment; the
     paper's latency points (BERT-base MNLI) where the experiment names a reference that has them."""
-    data = _wide(metrics, ["relative_macs", "latency_speedup"])
+    data = tables.wide_metrics(metrics, ["relative_macs", "latency_speedup"])
     experiments = list(dict.fromkeys(data["experiment"]))
     with plt.style.context(STYLE):
         fig, axes = _experiment_panels(experiments)
@@ -149,7 +141,7 @@ def delta_vs_flops(metrics: pd.DataFrame, stem: Path, references: dict[str, str 
     """Change of the task metric vs relative FLOPs, every method, one panel per experiment (the paper's
     Fig. 2 for GLUE, its DeiT-Ti plot for ImageNet); the paper's OPTIN curve and baselines as grey
     markers where an experiment names published reference points."""
-    data = _wide(metrics, ["relative_macs", "accuracy", "unpruned_accuracy"])
+    data = tables.wide_metrics(metrics, ["relative_macs", "accuracy", "unpruned_accuracy"])
     experiments = list(references)
     with plt.style.context(STYLE):
         fig, axes = plt.subplots(1, max(1, len(experiments)), figsize=(4.2 * max(1, len(experiments)), 3.4), squeeze=False)
@@ -243,7 +235,7 @@ def miou_vs_flops(metrics: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     """Segmentation arm, one panel per experiment: mIoU and pixel accuracy vs relative FLOPs, against
     the backbone's prunable MACs (solid) and the whole network's (hollow: decoders, patch embedding and
     merging as fixed cost)."""
-    data = _wide(metrics, ["relative_macs", "whole_network_relative_macs", "miou", "unpruned_miou", "pixel_accuracy"])
+    data = tables.wide_metrics(metrics, ["relative_macs", "whole_network_relative_macs", "miou", "unpruned_miou", "pixel_accuracy"])
     data = data.dropna(subset=["miou"]) if "miou" in data else data.iloc[0:0]
     experiments = list(dict.fromkeys(data["experiment"]))
     with plt.style.context(STYLE):
@@ -302,7 +294,7 @@ def segmentation_examples(images, truth, unpruned, pruned, class_names: list[str
 def channels_vs_flops(metrics: pd.DataFrame, stem: Path, experiments: list[str]) -> list[Path]:
     """CNN arm: test accuracy vs relative (whole-network) FLOPs, one panel per experiment, every method
     (OPTIN against the magnitude baseline) at the same budgets, with the measured speed-up beneath."""
-    data = _wide(metrics, ["relative_macs", "accuracy", "unpruned_accuracy", "latency_speedup"])
+    data = tables.wide_metrics(metrics, ["relative_macs", "accuracy", "unpruned_accuracy", "latency_speedup"])
     with plt.style.context(STYLE):
         columns = max(1, len(experiments))
         fig, axes = plt.subplots(2, columns, figsize=(4.2 * columns, 5.2), squeeze=False, sharex="col",
@@ -343,7 +335,7 @@ def _accuracy_panel(ax, part: pd.DataFrame, experiment: str, xlabel: str) -> Non
 def method_comparison(metrics: pd.DataFrame, stem: Path, experiments: list[str], title: str) -> list[Path]:
     """Accuracy vs relative FLOPs, one panel per experiment, one line per method: the mean over seeds
     with a band of ± one standard deviation (no band with one seed)."""
-    data = _wide(metrics, ["relative_macs", "accuracy", "unpruned_accuracy"])
+    data = tables.wide_metrics(metrics, ["relative_macs", "accuracy", "unpruned_accuracy"])
     data = data.dropna(subset=["accuracy"]) if "accuracy" in data else data.iloc[0:0]
     columns = max(1, len(experiments))
     with plt.style.context(STYLE):
@@ -451,7 +443,7 @@ def accuracy_vs_speedup(metrics: pd.DataFrame, stem: Path, experiments: list[str
     """Per experiment, accuracy against the measured speed-up (dense / slim), MAC-budgeted masks
     solid and latency-budgeted ones (``*_latency``) dashed; last panel, the latency table's
     predicted speed-up against the measured one, with its median absolute error."""
-    data = _wide(metrics, ["latency_speedup", "accuracy", "unpruned_accuracy", "predicted_speedup"])
+    data = tables.wide_metrics(metrics, ["latency_speedup", "accuracy", "unpruned_accuracy", "predicted_speedup"])
     data = data[data["experiment"].isin(experiments)].dropna(subset=["accuracy", "latency_speedup"])
     columns = len(experiments) + 1
     with plt.style.context(STYLE):

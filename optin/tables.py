@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import pandas as pd
 
+KEYS = ["experiment", "method", "seed", "budget"]
+
+
+def wide_metrics(metrics: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The tidy metrics table (one row per evaluation and metric) as one row per evaluation with a
+    column per metric in ``names``: every asked-for column, also when no row has that metric (a
+    CNN-only run has no latency predictions)."""
+    part = metrics[metrics["metric"].isin(names)]
+    wide = part.pivot_table(index=KEYS, columns="metric", values="value", aggfunc="first").reset_index()
+    return wide.reindex(columns=[*KEYS, *names, *[c for c in wide.columns if c not in (*KEYS, *names)]])
+
 
 def method_table(metrics: pd.DataFrame, experiments: list[str], metric: str = "accuracy") -> pd.DataFrame:
     """One row per (experiment, method, budget): mean and std over seeds of ``metric``, the mean
     recounted relative MACs, measured speed-up (dense / slim) and the latency table's predicted
     speed-up where the model has a table, and how many seeds there are."""
-    keys = ["experiment", "method", "seed", "budget"]
     extra = ["relative_macs", "latency_speedup", "predicted_speedup"]
-    part = metrics[metrics["experiment"].isin(experiments) & metrics["metric"].isin([metric, *extra])]
-    wide = part.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
-    if metric not in wide:
+    part = metrics[metrics["experiment"].isin(experiments)]
+    if not (part["metric"] == metric).any():
         return pd.DataFrame(columns=["experiment", "method", "budget", "mean", "std", "seeds", *extra])
-    wide = wide.reindex(columns=[*wide.columns, *[c for c in extra if c not in wide.columns]])
+    wide = wide_metrics(part, [metric, *extra])
     table = wide.groupby(["experiment", "method", "budget"], sort=False).agg(
         mean=(metric, "mean"), std=(metric, "std"), seeds=("seed", "nunique"), relative_macs=("relative_macs", "mean"),
         latency_speedup=("latency_speedup", "mean"), predicted_speedup=("predicted_speedup", "mean"))
@@ -26,11 +35,7 @@ def method_table(metrics: pd.DataFrame, experiments: list[str], metric: str = "a
 
 def speedup_prediction_error(metrics: pd.DataFrame) -> float:
     """Median over evaluations of |predicted - measured| speed-up (those with a table prediction)."""
-    keys = ["experiment", "method", "seed", "budget"]
-    part = metrics[metrics["metric"].isin(["predicted_speedup", "latency_speedup"])]
-    wide = part.pivot_table(index=keys, columns="metric", values="value", aggfunc="first")
-    if "predicted_speedup" not in wide:
-        return float("nan")
+    wide = wide_metrics(metrics, ["predicted_speedup", "latency_speedup"])
     wide = wide.dropna(subset=["predicted_speedup", "latency_speedup"])
     return float((wide["predicted_speedup"] - wide["latency_speedup"]).abs().median())
 

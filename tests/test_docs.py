@@ -3,6 +3,7 @@ exists, every overlay they write is a valid configuration, every results path is
 writes, the library examples run, the links resolve and the configuration reference matches the
 schema (tests/doc_examples.py says what is checked how)."""
 
+import functools
 import re
 import subprocess
 import sys
@@ -90,6 +91,7 @@ def test_every_yaml_block_is_a_valid_overlay_or_an_excerpt_of_a_repository_file(
             f"{block.where}: neither an overlay nor lines of a file under workflow/"
 
 
+@functools.cache
 def dag_outputs(*configfiles: str) -> set[str]:
     dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", *configfiles], cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
@@ -161,9 +163,6 @@ def test_the_library_page_prunes_the_packaged_minilm_as_written(tmp_path, monkey
     assert "'ratio': 0.49" in capsys.readouterr().out
 
 
-OUTPUTS: dict[tuple[str, ...], set[str]] = {}
-
-
 @pytest.mark.parametrize("block", [b for b in shell_blocks() if "results/" in b.text], ids=lambda b: b.where)
 def test_every_results_path_a_command_names_is_one_its_run_writes(block):
     for command in shell_commands(block.text):
@@ -179,7 +178,6 @@ def test_every_results_path_a_command_names_is_one_its_run_writes(block):
             else:
                 option = None
         if targets:
-            key = tuple(configs or ["config.yaml"])
-            written = OUTPUTS.setdefault(key, dag_outputs(*key))
+            written = dag_outputs(*(configs or ["config.yaml"]))
             for path in targets:
                 assert path in written or any(p.startswith(path + "/") for p in written), f"{block.where}: {path}"
