@@ -23,6 +23,7 @@ METHOD_STYLES = {
     "wanda_sp": ("#009E73", "^"), "llm_pruner": ("#D55E00", "v"), "minitron": ("#CC79A7", "P"),
     "magnitude": ("#56B4E9", "X"), "random": ("#000000", "x"), "kwon": ("#D55E00", "s"), "nvit": ("#8C564B", "D"),
     "kwon_tuned": ("#D55E00", "h"), "optin_tau": ("#17BECF", "^"), "tome": ("#BCBD22", "v"), "optin_reference": ("#0072B2", "p"),
+    "optin_md_mean": ("#009E73", "s"),
 }
 # A method searched under a latency budget is named <method>_latency: its method's colour and marker,
 # a dashed line.
