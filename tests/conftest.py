@@ -9,6 +9,12 @@ from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
 
 from optin.arch import adapter_for  # noqa: E402
 
+# `make test` runs two xdist workers on two cores: one torch thread each, so that in-process tests
+# do not oversubscribe the cores (OpenMP threads spin-waiting against each other and against the
+# tiny workflow's jobs). Jobs the tests start set their own thread counts.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
 
 def tiny_bert(seed: int = 0, layers: int = 3, heads: int = 4, hidden: int = 32, ffn: int = 48, labels: int = 3):
     torch.manual_seed(seed)
