@@ -49,7 +49,7 @@ def prune_command(args: argparse.Namespace) -> Path:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.checkpoint)
-    out = pruned.save(args.out, tokenizer) if tokenizer is not None else pruned.save(args.out)
+    out = pruned.save(args.out, tokenizer)
     (out / "optin_prune.json").write_text(json.dumps({**pruned.search, "family": pruned.family}, indent=1) + "\n")
     print(f"kept {pruned.macs['ratio']:.4f} of {pruned.macs['dense']:.4g} MACs; slim model in {out}")
     return out

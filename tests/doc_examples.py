@@ -13,7 +13,6 @@ names are ones a run writes.
 from __future__ import annotations
 
 import ast
-import copy
 import importlib.util
 import re
 import shlex
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from test_workflow import merged  # snakemake's merge of a later --configfile
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -98,14 +99,6 @@ def rule_names() -> set[str]:
 
 def console_scripts() -> set[str]:
     return set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
-
-
-def merged(base: dict, overlay: dict) -> dict:
-    """``overlay`` on ``base`` as snakemake merges a later --configfile (nested mappings update)."""
-    out = copy.deepcopy(base)
-    for key, value in overlay.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def overlay_name(block: Block) -> str | None:
