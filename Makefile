@@ -91,11 +91,11 @@ precision-study: install
 
 # Import time of every rule script per model family (docs/performance.md, "Job start-up").
 profile-imports: install
-	$(BIN)/python -m optin.import_cost
+	$(BIN)/python -m optin.tools.import_cost
 
 # Job-seconds per rule of the last run, from benchmarks/ (docs/performance.md).
 rule-times: install
-	$(BIN)/python -m optin.rule_times
+	$(BIN)/python -m optin.tools.rule_times
 
 # The README's figures: the default arm with both semantics.
 readme-figures: install

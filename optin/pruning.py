@@ -1,20 +1,20 @@
-"""The library's front door: OPTIN on one model in a notebook, without the workflow.
+"""The library's front door: any registered method on one model in a notebook, without the workflow.
 
-``optin.prune(model, calibration, budget=0.5)`` runs the workflow's steps in one process, with the
-same code: the unpruned teacher on the calibration batch (optin.scoring.run_teacher), every head and
-neuron (CNNs: channel) scored by the prefix-cache engine (score_layer), the scores combined as the
-method says (optin.methods.combine), the mask searched under the family's cost model (optin.search)
-and the model physically sliced by its family's adapter. On the same model, batch, seed and settings
-it gives the workflow's mask (tests/test_tiny_pipeline.py checks it on every arm).
+``optin.prune(model, calibration, budget=0.5, method="kwon", labels=y)`` runs the workflow's steps in
+one process, with the same code: the method's scorer from the method registry
+(optin.methods.registry; OPTIN through the prefix-cache engine), the search under the family's cost
+model (optin.engine.cost), the method's per-mask stages and compensation where it has them (Kwon et
+al.'s rearrangement and tuning, FLAP's bias compensation), and the model physically sliced by its
+family's adapter. On the same model, batch, seed and settings it gives the workflow's mask
+(tests/test_tiny_pipeline.py checks it for every method of the tiny run).
 
-What it does not do, and where to find it: peer methods (kwon, nvit, magnitude, random, the LLM
-peers), OPTIN-tau's token schedule, accuracy and latency measurement, many seeds and budgets: the
-workflow (config methods.<name>.kind, prune_tokens, the evaluate rule).
+What it does not do, and where to find it: OPTIN-tau's token schedule, accuracy and latency
+measurement, many seeds and budgets: the workflow (config methods.<name>, prune_tokens, the
+evaluate rule).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from optin.masks import Kept
+from optin.engine.masks import Kept
+from optin.methods.registry import DEFAULT
 
 
 @dataclass
@@ -33,9 +34,12 @@ class Pruned:
 
     model: Any
     kept: Kept
-    scores: pd.DataFrame          # one row per unit: layer, kind, index, md, kl, kl_term, importance
+    scores: pd.DataFrame          # one row per unit: layer, kind, index, importance (+ the method's columns)
     search: dict
     family: str
+    method: dict                  # every resolved setting of the method, its kind included
+    # The adapter of the model the slim model was cut from: the dense model, or its copy with Kwon
+    # et al.'s tuned scales or FLAP's biases folded in. slim(x) == adapter.masked_logits(x, kept).
     adapter: Any = field(repr=False)
 
     @property
@@ -47,26 +51,8 @@ class Pruned:
     def save(self, path, tokenizer=None, **spec) -> Path:
         """Save the slim model where its family's usual loader reads it back (docs/library.md):
         a text or decoder model with its tokenizer; a timm ViT with ``timm_name`` and ``timm_kwargs``."""
-        accepts = inspect.signature(self.adapter.save_slim).parameters
-        extra = {"tokenizer": tokenizer} if "tokenizer" in accepts else {}
-        if tokenizer is not None and not extra:
-            raise TypeError(f"the {self.family} family saves no tokenizer")
-        self.adapter.save_slim(self.model, path=path, **extra, **spec)
+        self.adapter.save_slim(self.model, path, tokenizer=tokenizer, **spec)
         return Path(path)
-
-
-def method_settings(method) -> dict:
-    """``"optin"`` or a mapping of OPTIN settings (a config.yaml ``methods`` entry) -> the settings."""
-    if method == "optin":
-        return {}
-    if not isinstance(method, Mapping):
-        raise ValueError(f"method must be 'optin' or a mapping of OPTIN settings (optin.methods.OptinMethod), got {method!r}")
-    settings = dict(method)
-    kind = settings.pop("kind", "optin")
-    if kind != "optin":
-        raise ValueError(f"optin.prune runs OPTIN (method kind 'optin'); kind {kind!r} runs in the workflow "
-                         "(config.yaml methods.<name>.kind)")
-    return settings
 
 
 def _batches(calibration) -> list[dict]:
@@ -77,64 +63,104 @@ def _batches(calibration) -> list[dict]:
     return [dict(b) for b in batches]
 
 
-def _sequence_length(batch: dict, teacher) -> float:
+def _sequence_length(adapter, batch: dict) -> float:
     """Tokens per sample that the encoder MAC model prices: the real (unpadded) tokens of a text
     batch, every token of an image batch."""
     mask = batch.get("attention_mask")
     if mask is not None:
         return float(mask.sum()) / mask.shape[0]
+    from optin.engine.scoring import run_teacher
+
+    teacher = run_teacher(adapter, batch)
     return teacher.layer_inputs[0].shape[0] / teacher.logits.shape[0]
 
 
-def prune(model, calibration, *, budget: float, method="optin", family: str | None = None, seed: int = 0,
-          mac_seq_len: float | None = None, latency_table=None, chunk: int = 32, progress: bool = False) -> Pruned:
-    """Prune ``model`` to ``budget`` of its MACs (or, with ``budget_metric: latency`` in the method
-    settings, of its latency predicted by ``latency_table``) with OPTIN, and slice it.
+def prune(model, calibration, *, budget: float, method=DEFAULT, family: str | None = None, seed: int = 0,
+          labels=None, mac_seq_len: float | None = None, latency_table=None, chunk: int = 32, progress: bool = False,
+          **settings) -> Pruned:
+    """Prune ``model`` to ``budget`` of its MACs (or, with ``budget_metric="latency"``, of its latency
+    predicted by ``latency_table``) with a registered method, and slice it.
 
     - ``calibration``: the model's inputs for a few samples on the model's device (a tokenizer's
-      output, ``{"pixel_values": ...}``); a list of two batches when the settings say
-      ``same_batch: false`` (neurons scored on the second, the authors' code).
-    - ``method``: ``"optin"`` (the paper's settings) or a mapping of OPTIN settings, as in
-      config.yaml's ``methods`` (``semantics: reference``, ``lambda_c``, ``trajectory_horizon``...).
+      output, ``{"pixel_values": ...}``); for OPTIN with ``same_batch=False``, a list of two batches
+      (neurons scored on the second, the authors' code).
+    - ``method``: a method or variant name of the registry (``"optin"``, ``"kwon"``, ``"kwon_tuned"``,
+      ``"nvit"``, ``"magnitude"``, ``"random"``, ``"flap_full"``, ``"wanda_sp"``...; ``optin.methods.
+      registry.names()``) or a mapping as in config.yaml's ``methods`` (``{"kind": "optin",
+      "semantics": "reference"}``); ``**settings`` override its settings (``lambda_c=0.2``).
+    - ``labels``: the calibration samples' labels, for methods that need the task loss (Kwon et
+      al., NViT).
     - ``family``: a registered family name (``optin.arch.FAMILIES``) to limit the adapter lookup.
-    - ``seed``: the seed of MD's row subsets, as the workflow's calibration seed.
+    - ``seed``: the run's seed (MD's row subsets, random scores), as the workflow's calibration seed.
     - ``mac_seq_len``: tokens per sample the MAC model prices (encoders); default the calibration
       batch's mean real tokens (the workflow's default is the test split's mean).
     """
     from optin.arch import adapter_for
     from optin.arch.registry import family as family_entry
-    from optin.methods import OptinMethod, combine
-    from optin.scoring import run_teacher, score_layer
+    from optin.engine.cost import cost_model
+    from optin.methods.registry import Calibration, as_entry, entry_of, has_mask_stages, resolved_settings
 
     if not 0.0 < float(budget) <= 1.0:
         raise ValueError(f"budget must be in (0, 1] (the fraction of the dense cost kept), got {budget!r}")
-    settings = OptinMethod.from_config(method_settings(method))
-    if settings.prune_tokens:
+    config_entry = {**as_entry(method), **settings}
+    entry = entry_of(config_entry)
+    resolved = resolved_settings(config_entry)
+    if resolved.get("prune_tokens"):
         raise ValueError("prune_tokens (OPTIN-tau's token schedule) runs in the workflow (evaluate merges tokens); "
                          "optin.prune keeps every token")
     batches = _batches(calibration)
-    if not settings.same_batch and len(batches) < 2:
+    separate_neuron_batch = entry.sharded and not resolved["same_batch"]
+    if separate_neuron_batch and len(batches) < 2:
         raise ValueError("same_batch: false scores neurons on a second calibration batch: pass a list of two batches")
     adapter = adapter_for(model.eval(), family)
-    entry = family_entry(family or _registered_family(adapter))
-    if settings.budget_metric == "latency" and entry.cost_model != "encoder":
-        raise ValueError(f"a latency budget needs a latency table of identical layers; family {entry.name!r} "
-                         f"prices units by {entry.cost_model!r}")
-    if settings.tap != "default":
-        adapter.tap_position = settings.tap
-    teachers = [run_teacher(adapter, b, include_padding=settings.md_include_padding) for b in batches[:2]]
-    parts = []
-    for layer in range(adapter.num_layers):
-        for kind in entry.scored_kinds(layer):
-            if kind == "token":  # tokens matter only to OPTIN-tau's schedule
-                continue
-            teacher = teachers[0] if (settings.same_batch or kind != "neuron") else teachers[1]
-            parts.append(score_layer(adapter, teacher, layer, kind, settings, seed, chunk=chunk, progress=progress))
-    scores = combine(pd.concat(parts, ignore_index=True), settings, adapter.num_layers)
-    kept, search = _search(adapter, entry.cost_model, scores, float(budget), settings, batches[0], teachers[0],
-                           mac_seq_len, latency_table)
+    fam = family_entry(family or _registered_family(adapter))
+    if entry.fit_error(fam):
+        raise ValueError(entry.fit_error(fam))
+    if entry.needs_labels and labels is None:
+        raise ValueError(f"method kind {entry.name!r} scores by the task loss: pass labels= (one per calibration sample)")
+    table = _latency_table(latency_table, resolved)
+    if resolved["budget_metric"] == "latency" and fam.cost_model != "encoder":
+        raise ValueError(f"a latency budget needs a latency table of identical layers; family {fam.name!r} "
+                         f"prices units by {fam.cost_model!r}")
+    calib = Calibration(batch=batches[0], labels=labels, latency_table=table,
+                        second_batch=batches[1] if separate_neuron_batch else None)
+    if entry.sharded:
+        scores = entry.function()(adapter, calib, resolved, seed, chunk=chunk, progress=progress)
+    else:
+        scores = entry.function()(adapter, calib if entry.needs_calibration else None, resolved, seed)
+    seq_len = None
+    if fam.cost_model == "encoder":
+        seq_len = float(mac_seq_len) if mac_seq_len is not None else _sequence_length(adapter, batches[0])
+    costs = cost_model(fam.cost_model).from_adapter(adapter, batches[0], seq_len=seq_len, latency_table=table)
+    kept, search = costs.search(scores, float(budget), resolved, score_scale=entry.score_scale, seed=seed)
+    slim_adapter = adapter
+    if has_mask_stages(config_entry):
+        from optin.arch.base import pruned_encoder
+        from optin.engine.scoring import run_teacher
+
+        teacher = run_teacher(adapter, batches[0])
+        kept, extra = entry.function(entry.mask_stages)(adapter, teacher, labels, kept, resolved)
+        search.update(extra)
+        slim_adapter, _ = pruned_encoder(adapter.model, {"kept": kept.to_json(), **extra}, fam.name)
+    if "removed_channel_means" in search:  # FLAP's bias compensation: the slim model carries the biases
+        from optin.methods.llm_peers import output_biases, with_output_biases
+
+        compensated = with_output_biases(adapter.model, output_biases(adapter, search["removed_channel_means"]))
+        slim_adapter = adapter_for(compensated, fam.name)
     search["kept"] = kept.to_json()
-    return Pruned(model=adapter.slim(kept), kept=kept, scores=scores, search=search, family=entry.name, adapter=adapter)
+    return Pruned(model=slim_adapter.slim(kept), kept=kept, scores=scores, search=search, family=fam.name,
+                  method={"kind": entry.name, **resolved}, adapter=slim_adapter)
+
+
+def _latency_table(latency_table, settings: dict):
+    if latency_table is None:
+        if settings["budget_metric"] == "latency" or settings.get("latency_eta"):
+            raise ValueError("budget_metric: latency (and NViT's latency_eta) needs latency_table (a LatencyTable or the "
+                             "path of the workflow's results/latency/<model>/<dataset>/<device>.json)")
+        return None
+    from optin.engine.latency_table import LatencyTable
+
+    return latency_table if isinstance(latency_table, LatencyTable) else LatencyTable.read(latency_table)
 
 
 def _registered_family(adapter) -> str:
@@ -144,50 +170,3 @@ def _registered_family(adapter) -> str:
     if adapter.family in FAMILIES:
         return adapter.family
     return next(name for name, entry in FAMILIES.items() if entry.adapter_module == type(adapter).__module__)
-
-
-def _search(adapter, cost_model: str, scores: pd.DataFrame, budget: float, settings, batch: dict, teacher,
-            mac_seq_len, latency_table) -> tuple[Kept, dict]:
-    """The family's mask search, priced as the workflow's solve rule prices it."""
-    from optin import flops
-    from optin.search import search_channels, search_latency, search_mac
-
-    if cost_model == "channels":
-        size = batch["pixel_values"].shape[-1]
-        return search_channels(scores, budget=budget, ops=adapter.mac_ops(size), channels_per_layer=adapter.unit_counts(),
-                               min_per_layer=adapter.min_channels(), ranking=settings.channel_ranking)
-    heads, neurons = adapter.unit_counts("head"), adapter.unit_counts("neuron")
-    if cost_model == "per_layer":
-        head_cost, neuron_cost = adapter.unit_macs(adapter.patch_grid(tuple(batch["pixel_values"].shape[-2:])))
-        base = sum(h * c for h, c in zip(heads, head_cost, strict=True)) + sum(n * c for n, c in zip(neurons, neuron_cost, strict=True))
-        return search_mac(scores, budget=budget, head_cost=head_cost, neuron_cost=neuron_cost, base_macs=base,
-                          heads_per_layer=heads, neurons_per_layer=neurons)
-    if cost_model == "gqa":
-        from optin.arch.llama import unit_macs
-
-        context = batch["input_ids"].shape[1]
-        costs = unit_macs(adapter.config, context, adapter.neuron_group)
-        group = adapter.config.num_attention_heads // adapter.config.num_key_value_heads
-        kv_heads = adapter.config.num_key_value_heads
-        base = sum(h * costs["head"] + kv_heads * costs["kv"] + n * costs["neuron"] for h, n in zip(heads, neurons, strict=True))
-        kept, search = search_mac(scores, budget=budget, head_cost=costs["head"], neuron_cost=costs["neuron"], base_macs=base,
-                                  heads_per_layer=heads, neurons_per_layer=neurons, kv_heads=(costs["kv"], group))
-        return kept, {**search, "mac_context": context}
-    seq_len = float(mac_seq_len) if mac_seq_len is not None else _sequence_length(batch, teacher)
-    hidden, head_dim = adapter.hidden_size, adapter.head_dim
-    base = flops.encoder_macs(heads, neurons, seq_len, hidden, head_dim)
-    if settings.budget_metric == "latency":
-        from optin.latency_table import LatencyTable
-
-        if latency_table is None:
-            raise ValueError("budget_metric: latency needs latency_table (a LatencyTable or the path of the workflow's "
-                             "results/latency/<model>/<dataset>/<device>.json)")
-        table = latency_table if isinstance(latency_table, LatencyTable) else LatencyTable.read(latency_table)
-        kept, search = search_latency(scores, budget=budget, table=table, heads_per_layer=heads, neurons_per_layer=neurons)
-        achieved = flops.encoder_macs(kept.counts("head"), kept.counts("neuron"), seq_len, hidden, head_dim)
-        search.update({"base_macs": base, "achieved_macs": achieved, "achieved_ratio": achieved / base})
-    else:
-        kept, search = search_mac(scores, budget=budget, head_cost=flops.head_macs(seq_len, hidden, head_dim),
-                                  neuron_cost=flops.neuron_macs(seq_len, hidden), base_macs=base, heads_per_layer=heads,
-                                  neurons_per_layer=neurons)
-    return kept, {**search, "mac_seq_len": seq_len}

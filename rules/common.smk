@@ -2,10 +2,11 @@ import re
 from pathlib import Path
 
 from optin.arch.registry import FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, training_of
-from optin.config import CALIBRATION_DRAWS, in_repository, slim_kept, experiment_budgets, budget_label, calibration_n, check, experiment_methods, experiment_seeds, validate_schema
-from optin.methods import OptinMethod, baseline_scoring_settings, is_tuned_kwon, method_kind
-from optin.sweeps import as_dicts, sweep_runs
-from optin.methods import method_settings as resolved_method
+from optin.workflow.config import CALIBRATION_DRAWS, in_repository, slim_kept, experiment_budgets, budget_label, calibration_n, check, experiment_methods, experiment_seeds, validate_schema
+from optin.engine.settings import OptinMethod
+from optin.methods.registry import METHODS, entry_of, has_mask_stages, resolved_settings
+from optin.methods.registry import scoring_settings as resolved_scoring_settings
+from optin.workflow.sweeps import as_dicts, sweep_runs
 
 validate_schema(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 check(config, base_dir=Path(workflow.basedir).parent)
@@ -25,22 +26,28 @@ wildcard_constraints:
 
 
 def method_settings(method):
-    return resolved_method(config["methods"][method])
+    """Every resolved setting of a configured method (optin.methods.registry.resolved_settings)."""
+    return resolved_settings(config["methods"][method])
 
 
 def scoring_settings(method):
-    entry = config["methods"][method]
-    return OptinMethod.from_config(entry).scoring_settings() if method_kind(entry) == "optin" else baseline_scoring_settings(entry)
+    return resolved_scoring_settings(config["methods"][method])
+
+
+def method_entry(method):
+    """The registry entry of a configured method."""
+    return entry_of(config["methods"][method])
 
 
 def mask_file(w):
-    """The searched mask, or for Kwon et al.'s rearranged / tuned variants the mask after those stages."""
-    suffix = ".tuned.json" if is_tuned_kwon(config["methods"][w.method]) else ".json"
+    """The searched mask, or for a method with per-mask stages (Kwon et al.'s rearrangement and
+    tuning) the mask after those stages."""
+    suffix = ".tuned.json" if has_mask_stages(config["methods"][w.method]) else ".json"
     return f"results/masks/{w.model}/{w.dataset}/{w.method}/calib{w.n}-seed{w.seed}/budget{w.budget}{suffix}"
 
 
 def methods_tuned():
-    return name_pattern([name for name, entry in config["methods"].items() if is_tuned_kwon(entry)])
+    return name_pattern([name for name, entry in config["methods"].items() if has_mask_stages(entry)])
 
 
 def shard_settings(method):
@@ -50,7 +57,7 @@ def shard_settings(method):
 def shards_method(method):
     """The first configured OPTIN method whose per-layer (md, kl) shards are the same: methods that
     differ only in how (md, kl) combine (lambda_c, md_weight, the reference decays) share them."""
-    return first_alike(method, shard_settings, [n for n, e in config["methods"].items() if method_kind(e) == "optin"])
+    return first_alike(method, shard_settings, [n for n in config["methods"] if method_entry(n).sharded])
 
 
 def name_pattern(names):
@@ -58,12 +65,19 @@ def name_pattern(names):
     return "|".join(map(re.escape, names)) if names else "(?!)"
 
 
-def methods_of_kind(*kinds):
-    return name_pattern([name for name, entry in config["methods"].items() if method_kind(entry) in kinds])
+def sharded_methods():
+    """Configured methods scored per layer by the engine (score_shard, merge_scores)."""
+    return name_pattern([name for name in config["methods"] if method_entry(name).sharded])
+
+
+def one_pass_methods(needs_calibration):
+    """Configured methods scored in one job, with or without the calibration batch (score, score_weights)."""
+    return name_pattern([name for name in config["methods"] if not method_entry(name).sharded
+                         and method_entry(name).needs_calibration == needs_calibration])
 
 
 def has_latency_table(model):
-    """Encoders of identical layers get a latency lookup table (optin.latency)."""
+    """Encoders of identical layers get a latency lookup table (optin.engine.latency)."""
     return family_of(model).cost_model == "encoder"
 
 
@@ -83,7 +97,7 @@ def evaluation_latency_table(w):
 
 
 def scoring_latency_table(w):
-    """NViT's latency-aware term reads the table (latency_eta > 0)."""
+    """A scorer's latency-aware term reads the table (NViT's latency_eta > 0)."""
     return [latency_table_file(w.model, w.dataset)] if method_settings(w.method).get("latency_eta") else []
 
 
@@ -320,10 +334,10 @@ def scoring_jobs():
         exp = config["experiments"][e]
         model, dataset, n = exp["model"], exp["dataset"], calibration_n(config, e)
         for method in experiment_methods(config, e):
-            kind = method_kind(config["methods"][method])
+            entry = method_entry(method)
             for seed in experiment_seeds(config, e):
                 run = f"{model}/{dataset}/{{}}/calib{n}-seed{seed}"
-                if kind == "optin":
+                if entry.sharded:
                     shards = shards_method(method)
                     merged = scores_method(method)
                     benchmarks = [f"benchmarks/score_shard/{run.format(shards)}/layer{layer}.tsv"
@@ -331,16 +345,16 @@ def scoring_jobs():
                     benchmarks.append(f"benchmarks/merge_scores/{run.format(merged)}.tsv")
                 else:
                     merged = scores_method(method)
-                    scorer = {"kwon": "score_kwon", "nvit": "score_nvit"}.get(kind, "score_baseline")
+                    scorer = "score" if entry.needs_calibration else "score_weights"
                     benchmarks = [f"benchmarks/{scorer}/{run.format(merged)}.tsv"]
-                stages = method_settings(method) if is_tuned_kwon(config["methods"][method]) else {}
-                if stages:  # Kwon et al.'s per-mask stages are part of its pruning cost
+                stages = method_settings(method) if has_mask_stages(config["methods"][method]) else {}
+                if stages:  # per-mask stages (Kwon et al.'s) are part of the pruning cost
                     benchmarks += [f"benchmarks/tune_mask/{run.format(method)}/budget{b}.tsv"
                                    for b in experiment_budgets(config, e)]
-                jobs.append({"experiment": f"{model}/{dataset}", "method": method, "kind": kind, "seed": seed,
+                jobs.append({"experiment": f"{model}/{dataset}", "method": method, "kind": entry.name, "seed": seed,
                              "calibration_size": n, "scores": f"results/scores/{run.format(merged)}/scores.parquet",
                              "benchmarks": benchmarks, "masks_tuned": len(experiment_budgets(config, e)) if stages else 0,
-                             "rearrange": bool(stages.get("rearrange")), "tune": bool(stages.get("tune"))})
+                             "stages": {key: bool(stages.get(key)) for key in entry.stage_settings}})
     return jobs
 
 

@@ -209,7 +209,7 @@ rule unit_figures:
 
 
 rule sweep_figure:
-    # One knob varied on one experiment (config key sweeps, optin.sweeps): accuracy at fixed
+    # One knob varied on one experiment (config key sweeps, optin.workflow.sweeps): accuracy at fixed
     # budgets against the swept value, and the table behind it.
     wildcard_constraints:
         sweep=name_pattern(list(config.get("sweeps", {}))),

@@ -1,7 +1,7 @@
 rule latency_table:
     # Latency lookup table of one model on the run's device, on the batch evaluate times
     # (evaluation.latency: batch size, sequence length, threads, repeats, warm-up): a slim model per
-    # head count and per point of a neuron grid, interleaved with the dense model (optin.latency).
+    # head count and per point of a neuron grid, interleaved with the dense model (optin.engine.latency).
     # The latency-budgeted search and every evaluation's predicted speed-up read it.
     wildcard_constraints:
         dataset=datasets_of_kind(TEXT_SOURCES + IMAGE_SOURCES),

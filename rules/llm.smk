@@ -81,7 +81,7 @@ rule llm_score_shard:
     # OPTIN on one layer's query heads and channel groups: the engine of the encoder families
     # (scripts/score_shard.py), on the decoder's cached teacher.
     wildcard_constraints:
-        method=llm_methods_of_kind("optin"),
+        method=llm_methods(sharded=True),
     input:
         checkpoint=llm_model_file("checkpoint"),
         teacher="results/llm/calibration/{exp}/seed{seed}/teacher.pt",
@@ -113,7 +113,7 @@ rule llm_score_shard:
 
 rule llm_merge_scores:
     wildcard_constraints:
-        method=llm_methods_of_kind("optin"),
+        method=llm_methods(sharded=True),
     input:
         shards=lambda w: expand("results/llm/scores/{exp}/{method}/seed{seed}/shards/layer{layer}.parquet", **w,
                                 layer=range(llm_num_layers(w))),
@@ -140,7 +140,7 @@ rule llm_merge_scores:
 rule llm_score_peer:
     # One calibration pass (LLM-Pruner: one backward) per method and seed, or none (magnitude, random).
     wildcard_constraints:
-        method=llm_methods_of_kind(*ONE_PASS_KINDS),
+        method=llm_methods(sharded=False),
     input:
         checkpoint=llm_model_file("checkpoint"),
         teacher="results/llm/calibration/{exp}/seed{seed}/teacher.pt",
@@ -150,7 +150,7 @@ rule llm_score_peer:
         cost="results/llm/scores/{exp}/{method}/seed{seed}/cost.json",
     params:
         device=DEVICE,
-        kind=lambda w: llm_method_kind(w.method),
+        method=lambda w: llm_scoring_settings(LLM["methods"][w.method]),
         seed=lambda w: int(w.seed),
     threads: config["threads"]
     resources:

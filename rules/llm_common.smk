@@ -1,6 +1,7 @@
 # The decoder-LLM arm's settings and input functions (rules/llm.smk).
-from optin.config import budget_label
-from optin.llm_config import ONE_PASS_KINDS
+from optin.workflow.config import budget_label
+from optin.methods.registry import entry_of
+from optin.methods.registry import scoring_settings as llm_scoring_settings
 
 LLM = config.get("llm") or {}
 LLM_RUN = LLM.get("run", {"experiments": []})
@@ -10,19 +11,21 @@ def llm_exp(w):
     return LLM["experiments"][w.exp]
 
 
-def llm_method_kind(method):
-    return LLM["methods"][method]["kind"]
+def llm_method(method):
+    """The registry entry of a configured LLM method."""
+    return entry_of(LLM["methods"][method])
 
 
-def llm_methods_of_kind(*kinds):
-    return name_pattern([m for m, e in LLM.get("methods", {}).items() if e["kind"] in kinds])
+def llm_methods(sharded):
+    """Configured LLM methods scored per layer shard (OPTIN) or in one job (the peers)."""
+    return name_pattern([m for m in LLM.get("methods", {}) if llm_method(m).sharded == sharded])
 
 
 def llm_seeds(exp, method):
     entry = LLM["experiments"][exp]
-    if llm_method_kind(method) == "optin":
+    if llm_method(method).sharded:
         return entry.get("optin_seeds", entry["seeds"])
-    if llm_method_kind(method) == "magnitude":
+    if not llm_method(method).seeded:
         return entry["seeds"][:1]  # weights only: every seed would give the same mask
     return entry["seeds"]
 
@@ -34,11 +37,10 @@ def llm_runs():
 
 
 def llm_scores_of(method):
-    """FLAP's two structures search the same scores: the first FLAP method's run scores both."""
-    entry = LLM["methods"][method]
-    if entry["kind"] != "flap":
-        return method
-    return next(m for m, e in LLM["methods"].items() if e["kind"] == "flap")
+    """The first configured method with the same scoring settings, whose scores it reuses (FLAP's
+    structures and bias compensation only change the search)."""
+    target = llm_scoring_settings(LLM["methods"][method])
+    return next(m for m, e in LLM["methods"].items() if llm_scoring_settings(e) == target)
 
 
 def llm_model_file(name):
@@ -60,7 +62,7 @@ def llm_corpus_of_model(model):
 
 def llm_num_layers(w):
     """Layers of the experiment's model, read from its GGUF header or config at parse time."""
-    from optin.llm_config import model_layers
+    from optin.workflow.llm_config import model_layers
 
     return model_layers(LLM["models"][llm_exp(w)["model"]]["source"], Path(workflow.basedir).parent)
 

@@ -4,7 +4,7 @@
 
 rule score_shard:
     wildcard_constraints:
-        method=methods_of_kind("optin"),
+        method=sharded_methods(),
     input:
         checkpoint=lambda w: checkpoint_dir(w.model),
         teacher="results/calibration/{model}/{dataset}/calib{n}-seed{seed}/teacher.pt",
@@ -36,7 +36,7 @@ rule score_shard:
 
 rule merge_scores:
     wildcard_constraints:
-        method=methods_of_kind("optin"),
+        method=sharded_methods(),
     input:
         lambda w: expand(
             "results/scores/{model}/{dataset}/{shards}/calib{n}-seed{seed}/shards/layer{layer}.parquet",
@@ -60,65 +60,38 @@ rule merge_scores:
         "../scripts/merge_scores.py"
 
 
-rule score_baseline:
-    # Baselines scored from the checkpoint's weights (magnitude) or a seeded draw (random); no calibration data.
+rule score_weights:
+    # Methods scored from the checkpoint's weights alone or a seeded draw (magnitude, random): no
+    # calibration data, one light job.
     wildcard_constraints:
-        method=methods_of_kind("magnitude", "random"),
+        method=one_pass_methods(needs_calibration=False),
     input:
         checkpoint=lambda w: checkpoint_dir(w.model),
     output:
         "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/scores.parquet",
     params:
-        family=lambda w: config["models"][w.model]["family"],
-        kind=lambda w: config["methods"][w.method]["kind"],
-        seed=lambda w: int(w.seed),
-    conda:
-        "../envs/optin.yaml"
-    log:
-        "logs/score_baseline/{model}/{dataset}/{method}/calib{n}-seed{seed}.log",
-    benchmark:
-        "benchmarks/score_baseline/{model}/{dataset}/{method}/calib{n}-seed{seed}.tsv"
-    localrule: True
-    script:
-        "../scripts/score_baseline.py"
-
-
-rule score_kwon:
-    # Kwon et al. 2022: Fisher of the head/neuron masks under the task loss (per sample, or per
-    # mini-batch as their code with fisher_batch_size), on the labelled first calibration draw (the
-    # same sentences or images OPTIN scores on).
-    wildcard_constraints:
-        method=methods_of_kind("kwon"),
-    input:
-        checkpoint=lambda w: checkpoint_dir(w.model),
-        teacher="results/calibration/{model}/{dataset}/calib{n}-seed{seed}/teacher.pt",
-    output:
-        "results/scores/{model}/{dataset}/{method}/calib{n}-seed{seed}/scores.parquet",
-    params:
-        device=DEVICE,
+        device="cpu",
         family=lambda w: config["models"][w.model]["family"],
         method=lambda w: scoring_settings(w.method),
-    threads: config["threads"]
-    resources:
-        gpu=gpus,
-        mem_mb=memory(6000),
-        runtime=60,
+        seed=lambda w: int(w.seed),
+    threads: 1
     conda:
         "../envs/optin.yaml"
     log:
-        "logs/score_kwon/{model}/{dataset}/{method}/calib{n}-seed{seed}.log",
+        "logs/score_weights/{model}/{dataset}/{method}/calib{n}-seed{seed}.log",
     benchmark:
-        "benchmarks/score_kwon/{model}/{dataset}/{method}/calib{n}-seed{seed}.tsv"
+        "benchmarks/score_weights/{model}/{dataset}/{method}/calib{n}-seed{seed}.tsv"
+    localrule: True
     script:
-        "../scripts/score_kwon.py"
+        "../scripts/score.py"
 
 
-rule score_nvit:
-    # NViT's Hessian-aware saliency (optin.nvit): per mini-batch of fisher_batch_size samples, each
-    # head's / neuron's (sum of w * dL/dw over its weights / c)^2, averaged; on the labelled first
-    # calibration draw, as score_kwon. latency_eta > 0 subtracts their latency term (the table).
+rule score:
+    # Every other method the registry scores in one pass (Kwon et al.'s Fisher, NViT's saliency...):
+    # on the labelled first calibration draw, the same sentences or images OPTIN scores on. A
+    # latency-aware term reads the model's latency table (NViT's latency_eta > 0).
     wildcard_constraints:
-        method=methods_of_kind("nvit"),
+        method=one_pass_methods(needs_calibration=True),
     input:
         checkpoint=lambda w: checkpoint_dir(w.model),
         teacher="results/calibration/{model}/{dataset}/calib{n}-seed{seed}/teacher.pt",
@@ -129,6 +102,7 @@ rule score_nvit:
         device=DEVICE,
         family=lambda w: config["models"][w.model]["family"],
         method=lambda w: scoring_settings(w.method),
+        seed=lambda w: int(w.seed),
     threads: config["threads"]
     resources:
         gpu=gpus,
@@ -137,8 +111,8 @@ rule score_nvit:
     conda:
         "../envs/optin.yaml"
     log:
-        "logs/score_nvit/{model}/{dataset}/{method}/calib{n}-seed{seed}.log",
+        "logs/score/{model}/{dataset}/{method}/calib{n}-seed{seed}.log",
     benchmark:
-        "benchmarks/score_nvit/{model}/{dataset}/{method}/calib{n}-seed{seed}.tsv"
+        "benchmarks/score/{model}/{dataset}/{method}/calib{n}-seed{seed}.tsv"
     script:
-        "../scripts/score_nvit.py"
+        "../scripts/score.py"

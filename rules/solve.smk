@@ -25,7 +25,7 @@ rule solve:
 
 rule tune_mask:
     # Kwon et al.'s mask rearrangement and least-squares mask tuning on one searched mask
-    # (optin.kwon), on the labelled first calibration draw.
+    # (optin.methods.kwon), on the labelled first calibration draw.
     wildcard_constraints:
         method=methods_tuned(),
     input:

@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from optin.runtime import report_start_up, select_device, start_job
+from optin.workflow.runtime import report_start_up, select_device, start_job
 
 start_job(snakemake.log[0], snakemake.threads, family=snakemake.params.family)
 device = select_device(snakemake.params.device)
@@ -10,7 +10,7 @@ import torch  # noqa: E402
 
 from optin.arch import adapter_for, family  # noqa: E402
 from optin.models import CalibrationJob, load_checkpoint  # noqa: E402
-from optin.scoring import to_cpu  # noqa: E402
+from optin.engine.scoring import to_cpu  # noqa: E402
 
 
 params = snakemake.params

@@ -7,7 +7,7 @@ from importlib.metadata import version
 
 import pandas as pd
 
-from optin.runtime import start_job
+from optin.workflow.runtime import start_job
 
 start_job(snakemake.log[0], threads=1, light=True)
 

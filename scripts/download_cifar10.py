@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from optin.runtime import start_job
+from optin.workflow.runtime import start_job
 
 start_job(snakemake.log[0], threads=1, offline=False)
 

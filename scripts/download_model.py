@@ -1,8 +1,8 @@
 from pathlib import Path
 
-from optin.hub import NotInCache
+from optin.workflow.hub import NotInCache
 from optin.models.text import download_hub_model
-from optin.runtime import start_job
+from optin.workflow.runtime import start_job
 
 start_job(snakemake.log[0], threads=1, offline=False)
 params = snakemake.params

@@ -3,7 +3,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from optin.runtime import start_job
+from optin.workflow.runtime import start_job
 
 start_job(snakemake.log[0], threads=1, offline=False)
 params, model = snakemake.params, snakemake.wildcards.model

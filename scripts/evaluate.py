@@ -2,19 +2,19 @@ import json
 import platform
 from pathlib import Path
 
-from optin.runtime import report_start_up, select_device, start_job
+from optin.workflow.runtime import report_start_up, select_device, start_job
 
 start_job(snakemake.log[0], snakemake.threads, family=snakemake.params.family)
 device = select_device(snakemake.params.device)
 
 import torch  # noqa: E402
 
-from optin import flops, latency  # noqa: E402
+from optin.engine import flops, latency  # noqa: E402
 from optin.arch import family  # noqa: E402
-from optin.latency_table import LatencyTable  # noqa: E402
-from optin.masks import Kept  # noqa: E402
+from optin.engine.latency_table import LatencyTable  # noqa: E402
+from optin.engine.masks import Kept  # noqa: E402
 from optin.models import EvaluationJob, load_checkpoint  # noqa: E402
-from optin.runtime import write_json  # noqa: E402
+from optin.workflow.runtime import write_json  # noqa: E402
 
 params = snakemake.params
 info = json.loads(Path(snakemake.input.info).read_text())

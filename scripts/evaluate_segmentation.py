@@ -1,19 +1,19 @@
 import json
 from pathlib import Path
 
-from optin.runtime import select_device, start_job
+from optin.workflow.runtime import select_device, start_job
 
 start_job(snakemake.log[0], snakemake.threads)
 device = select_device(snakemake.params.device)
 
 import torch  # noqa: E402
 
-from optin import flops, latency  # noqa: E402
+from optin.engine import flops, latency  # noqa: E402
 from optin.arch import Kept, adapter_for  # noqa: E402
 from optin.arch.swin import Mask2FormerSwinAdapter  # noqa: E402
 from optin.data.segmentation import open_segmentation_split  # noqa: E402
 from optin.models import segmentation  # noqa: E402
-from optin.runtime import write_json  # noqa: E402
+from optin.workflow.runtime import write_json  # noqa: E402
 
 params = snakemake.params
 info = json.loads(Path(snakemake.input.info).read_text())

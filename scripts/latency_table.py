@@ -2,7 +2,7 @@ import json
 import platform
 from pathlib import Path
 
-from optin.runtime import select_device, start_job
+from optin.workflow.runtime import select_device, start_job
 
 start_job(snakemake.log[0], snakemake.threads, family=snakemake.params.family)
 device = select_device(snakemake.params.device)
@@ -10,9 +10,9 @@ device = select_device(snakemake.params.device)
 import torch  # noqa: E402
 
 from optin.arch import adapter_for, family  # noqa: E402
-from optin.latency import measure_table  # noqa: E402
+from optin.engine.latency import measure_table  # noqa: E402
 from optin.models import CheckpointOnData, load_checkpoint  # noqa: E402
-from optin.runtime import write_json  # noqa: E402
+from optin.workflow.runtime import write_json  # noqa: E402
 
 params = snakemake.params
 lat = params.latency

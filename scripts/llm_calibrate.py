@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from optin.runtime import select_device, start_job
+from optin.workflow.runtime import select_device, start_job
 
 start_job(snakemake.log[0], snakemake.threads, family="llama")
 device = select_device(snakemake.params.device)
@@ -11,7 +11,7 @@ import torch  # noqa: E402
 
 from optin.arch import adapter_for  # noqa: E402
 from optin.models import llm  # noqa: E402
-from optin.scoring import to_cpu  # noqa: E402
+from optin.engine.scoring import to_cpu  # noqa: E402
 
 params = snakemake.params
 adapter = adapter_for(llm.load_checkpoint(snakemake.input.checkpoint).to(device), "llama")

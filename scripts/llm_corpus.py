@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 
 from optin.data.text import fetch_polarity_documents
-from optin.runtime import start_job
+from optin.workflow.runtime import start_job
 
 start_job(snakemake.log[0], threads=1, light=True)
 split = snakemake.params.split

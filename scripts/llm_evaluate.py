@@ -2,7 +2,7 @@ import platform
 import time
 from pathlib import Path
 
-from optin.runtime import report_start_up, select_device, start_job, write_json
+from optin.workflow.runtime import report_start_up, select_device, start_job, write_json
 
 start_job(snakemake.log[0], snakemake.threads, family="llama")
 device = select_device(snakemake.params.device)
@@ -10,10 +10,10 @@ device = select_device(snakemake.params.device)
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from optin import flops  # noqa: E402
+from optin.engine import flops  # noqa: E402
 from optin.arch import Kept, adapter_for  # noqa: E402
 from optin.arch.llama import block_macs, in_float64, lm_head_macs  # noqa: E402
-from optin.llm_peers import output_biases, with_output_biases  # noqa: E402
+from optin.methods.llm_peers import output_biases, with_output_biases  # noqa: E402
 from optin.models import llm  # noqa: E402
 
 params, evaluation = snakemake.params, snakemake.params.evaluation
@@ -54,7 +54,7 @@ with torch.no_grad():
     slim_logits = slim(input_ids=probe).logits.reshape(masked.shape)
 
 # 2. It reloads through the usual API, embeddings still tied.
-adapter.save_slim(slim, tokenizer, snakemake.output.slim)
+adapter.save_slim(slim, snakemake.output.slim, tokenizer=tokenizer)
 reloaded = AutoModelForCausalLM.from_pretrained(snakemake.output.slim, trust_remote_code=True, dtype=torch.float32).to(device).eval()
 with torch.no_grad():
     reload_diff = float((reloaded(input_ids=probe).logits.reshape(masked.shape) - slim_logits).abs().max())

@@ -1,7 +1,7 @@
 import time
 from pathlib import Path
 
-from optin.runtime import start_job, write_json
+from optin.workflow.runtime import start_job, write_json
 
 start_job(snakemake.log[0], snakemake.threads, family="llama")
 

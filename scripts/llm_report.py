@@ -4,8 +4,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from optin import plots
-from optin.runtime import start_job
+from optin.methods.registry import cost_reference
+from optin.workflow import plots
+from optin.workflow.runtime import start_job
 
 start_job(snakemake.log[0], threads=1, light=True)
 rows = []
@@ -17,8 +18,9 @@ table.to_csv(snakemake.output.table, index=False)
 
 costs = pd.DataFrame([json.loads(Path(p).read_text()) for p in snakemake.input.costs])
 cost = costs.groupby("method").agg(seconds=("seconds", "mean"), macs=("macs", "mean"), runs=("seconds", "size"))
-flap_seconds = cost["seconds"].get("flap", np.nan)
-flap_macs = cost["macs"].get("flap", np.nan)
+reference = cost_reference()
+reference_seconds = cost["seconds"].get(reference, np.nan)
+reference_macs = cost["macs"].get(reference, np.nan)
 
 
 def spread(values: pd.Series, digits: int) -> str:
@@ -42,10 +44,10 @@ for experiment, part in table.groupby("experiment"):
                      f"{spread(group['prefill_speedup'], 2)} | {spread(group['decode_speedup'], 2)} |")
     lines.append("")
 lines += ["## Scoring cost (one calibration batch, mean over seeds)", "",
-          "| scores of | wall s | MACs | × FLAP wall | × FLAP MACs |", "|---|---|---|---|---|"]
+          f"| scores of | wall s | MACs | × {reference} wall | × {reference} MACs |", "|---|---|---|---|---|"]
 for method, row in cost.iterrows():
-    lines.append(f"| {method} | {row['seconds']:.1f} | {row['macs']:.3g} | {row['seconds'] / flap_seconds:.3g} | "
-                 f"{row['macs'] / flap_macs if flap_macs else float('nan'):.3g} |")
+    lines.append(f"| {method} | {row['seconds']:.1f} | {row['macs']:.3g} | {row['seconds'] / reference_seconds:.3g} | "
+                 f"{row['macs'] / reference_macs if reference_macs else float('nan'):.3g} |")
 Path(snakemake.output.methods).write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 plots.llm_quality_vs_macs(table, Path(snakemake.output.figure[0]).with_suffix(""),

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from optin.data import segmentation
-from optin.runtime import start_job
+from optin.workflow.runtime import start_job
 
 start_job(snakemake.log[0], threads=1)
 source, split = snakemake.params.source, snakemake.params.split

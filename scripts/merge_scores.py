@@ -1,7 +1,9 @@
 import pandas as pd
 
-from optin.methods import OptinMethod, combine, write_scores
-from optin.runtime import start_job
+from optin.engine.settings import OptinMethod
+
+from optin.methods.optin import combine, write_scores
+from optin.workflow.runtime import start_job
 
 start_job(snakemake.log[0], threads=1, light=True)
 raw = pd.concat([pd.read_parquet(path) for path in snakemake.input], ignore_index=True)

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from optin import plots, tables
-from optin.runtime import start_job
+from optin.workflow import plots, tables
+from optin.workflow.runtime import start_job
 
 start_job(snakemake.log[0], threads=1, light=True)
 params, out = snakemake.params, snakemake.output
@@ -19,8 +19,7 @@ plots.accuracy_vs_speedup(metrics, Path(out.speedup_png).with_suffix(""), params
 rows = []
 for job in params.jobs:
     units = len(pd.read_parquet(job["scores"], columns=["kind"]))
-    forward, backward = tables.scoring_passes(job["kind"], units, job["calibration_size"], job["masks_tuned"],
-                                              job["rearrange"], job["tune"])
+    forward, backward = tables.scoring_passes(job["kind"], units, job["calibration_size"], job["masks_tuned"], job["stages"])
     rows.append({"experiment": job["experiment"], "method": job["method"], "seed": job["seed"], "kind": job["kind"],
                  "calibration_size": job["calibration_size"], "units": units, "scoring_jobs": len(job["benchmarks"]),
                  "scoring_wall_s": sum(tables.read_benchmark_seconds(b) for b in job["benchmarks"]),

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from optin.runtime import start_job, write_json
+from optin.workflow.runtime import start_job, write_json
 
 start_job(snakemake.log[0], snakemake.threads, family=snakemake.params.family)
 

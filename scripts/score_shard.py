@@ -1,4 +1,4 @@
-from optin.runtime import autocast, report_start_up, select_device, start_job
+from optin.workflow.runtime import autocast, report_start_up, select_device, start_job
 
 start_job(snakemake.log[0], snakemake.threads, family=snakemake.params.family)
 device = select_device(snakemake.params.device)
@@ -9,8 +9,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from optin.arch import adapter_for, family  # noqa: E402
-from optin.methods import OptinMethod  # noqa: E402
-from optin.scoring import Teacher, auto_chunk, run_teacher, score_layer  # noqa: E402
+from optin.engine.settings import OptinMethod  # noqa: E402
+from optin.engine.scoring import Teacher, auto_chunk, run_teacher, score_layer  # noqa: E402
 
 params = snakemake.params
 method = OptinMethod.from_config(params.method)

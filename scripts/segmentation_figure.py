@@ -1,12 +1,12 @@
 from pathlib import Path
 
-from optin.runtime import start_job
+from optin.workflow.runtime import start_job
 
 start_job(snakemake.log[0], threads=1)
 
 import json  # noqa: E402
 
-from optin import plots  # noqa: E402
+from optin.workflow import plots  # noqa: E402
 from optin.data.segmentation import open_segmentation_split  # noqa: E402
 from optin.models import segmentation  # noqa: E402
 

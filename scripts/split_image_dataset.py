@@ -3,7 +3,7 @@ from pathlib import Path
 
 from optin.data import images
 from optin.data.image_files import imagefolder_problem
-from optin.runtime import start_job
+from optin.workflow.runtime import start_job
 
 start_job(snakemake.log[0], threads=1)
 source, split = snakemake.params.source, snakemake.params.split

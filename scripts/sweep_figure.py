@@ -1,8 +1,8 @@
 import json
 from pathlib import Path
 
-from optin import plots, sweeps
-from optin.runtime import start_job
+from optin.workflow import plots, sweeps
+from optin.workflow.runtime import start_job
 
 start_job(snakemake.log[0], threads=1, light=True)
 params, out = snakemake.params, snakemake.output

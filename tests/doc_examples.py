@@ -4,7 +4,7 @@ against the tiny workflow's results in tests/test_tiny_pipeline.py).
 
 A command is checked by what it names: make targets exist in the Makefile; a snakemake command's
 config files, profiles and target rules exist and its configuration passes the schema and
-optin.config (overlays that a page writes in a yaml block count as files); python modules,
+optin.workflow.config (overlays that a page writes in a yaml block count as files); python modules,
 scripts and console scripts exist. A yaml block is an overlay (validated on config.yaml) or a
 verbatim excerpt of a file in the repository. A python block compiles, and the results paths it
 names are ones a run writes.
@@ -129,9 +129,9 @@ def local_paths(config: dict) -> list[str]:
 
 
 def config_errors(files: list[str], overlays: dict[str, dict], scratch: Path) -> list[str]:
-    """What the workflow would refuse in ``--configfile files``: schema and optin.config checks,
+    """What the workflow would refuse in ``--configfile files``: schema and optin.workflow.config checks,
     with the files a page's own overlay names on the user's disk stood in by empty ones."""
-    from optin.config import ConfigError, check, validate_schema
+    from optin.workflow.config import ConfigError, check, validate_schema
 
     config: dict = {}
     for name in files:

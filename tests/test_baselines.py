@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from optin.arch import adapter_for
-from optin.baselines import magnitude_scores, random_scores
-from optin.kwon import fisher_scores, mask_gradients
-from optin.search import search_mac
+from optin.methods.baselines import magnitude_scores, random_scores
+from optin.methods.kwon import fisher_scores, mask_gradients
+from optin.engine.search import search_mac
 
 from conftest import padded_batch, tiny_bert
 
@@ -160,7 +160,7 @@ def _objective(grads, keep):
 
 
 def test_rearrangement_keeps_the_count_and_ends_where_no_swap_helps():
-    from optin.kwon import rearrange_layer
+    from optin.methods.kwon import rearrange_layer
 
     g = torch.Generator().manual_seed(0)
     direction, other = torch.randn(2, 16, generator=g, dtype=torch.float64)
@@ -179,8 +179,8 @@ def test_rearrangement_keeps_the_count_and_ends_where_no_swap_helps():
 
 def test_mask_tuning_is_exact_when_nothing_is_pruned_and_helps_when_something_is():
     from optin.arch import Kept
-    from optin.kwon import apply_unit_scales, tune_scales
-    from optin.scoring import run_teacher
+    from optin.methods.kwon import apply_unit_scales, tune_scales
+    from optin.engine.scoring import run_teacher
 
     model = tiny_bert(layers=2, heads=4, hidden=16, ffn=8)
     adapter = adapter_for(model)
@@ -213,7 +213,7 @@ def test_mask_tuning_is_exact_when_nothing_is_pruned_and_helps_when_something_is
 
 
 def test_cost_weighting_lets_unscaled_baselines_keep_heads_and_neurons_alike():
-    from optin.search import cost_weighted
+    from optin.engine.search import cost_weighted
 
     adapter = adapter_for(tiny_bert())
     scores = random_scores(adapter, 0)

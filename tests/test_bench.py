@@ -1,4 +1,4 @@
-from optin import bench
+from optin.tools import bench
 
 
 def test_bench_builds_a_paper_sized_bert_base_and_extrapolates_to_all_its_units(capsys):

@@ -10,9 +10,9 @@ from conftest import padded_batch, tiny_bert
 from transformers import BertForSequenceClassification
 
 from optin.arch import adapter_for, bert_torch, family
-from optin.kwon import fisher_scores
-from optin.methods import OptinMethod
-from optin.scoring import run_teacher, score_layer
+from optin.methods.kwon import fisher_scores
+from optin.engine.settings import OptinMethod
+from optin.engine.scoring import run_teacher, score_layer
 
 
 @pytest.fixture

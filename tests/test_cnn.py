@@ -8,16 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from optin import flops
+from optin.engine import flops
 from optin.arch import Kept, adapter_for
 from optin.arch.cnn import CifarResNetAdapter, MacOp, VggAdapter, network_macs
 from optin.models.cnn import count_conv_linear_macs
-from optin.baselines import magnitude_scores
+from optin.methods.baselines import magnitude_scores
 from optin.data import images
-from optin.methods import OptinMethod, combine
+from optin.engine.settings import OptinMethod
+from optin.methods.optin import combine
 from optin.models import cnn
-from optin.scoring import run_teacher, score_layer, score_naive
-from optin.search import search_channels
+from optin.engine.scoring import run_teacher, score_layer, score_naive
+from optin.engine.search import search_channels
 
 
 def _spread_batchnorm(model, seed=0):

@@ -15,10 +15,10 @@ from families import FAMILIES
 from optin.arch import adapter_for
 from optin.data import images as image_data
 from optin.data.segmentation import canvas_pixels
-from optin.kwon import fisher_scores, tune_scales
-from optin.methods import OptinMethod
+from optin.methods.kwon import fisher_scores, tune_scales
+from optin.engine.settings import OptinMethod
 from optin.models import cnn, vision
-from optin.scoring import run_teacher, score_layer, score_naive
+from optin.engine.scoring import run_teacher, score_layer, score_naive
 
 
 def some_units(adapter, layer: int, kind: str) -> list[int]:
@@ -110,7 +110,7 @@ def test_the_auto_chunk_probe_scores_only_units_that_exist(family):
     """The probe of ``scoring.chunk: auto`` scored units 0 and 1 of every layer: the first Swin
     stage has one head, so on the GPU it read past the head contributions (the device-side assert
     of Mask2Former layers 0 and 1). On the CPU the same read is an IndexError."""
-    from optin.scoring import probe_chunk
+    from optin.engine.scoring import probe_chunk
 
     case = FAMILIES[family]
     adapter = adapter_for(case.build())

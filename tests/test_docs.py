@@ -107,7 +107,7 @@ def written_paths() -> set[str]:
 
 def overlay_writes(path: str) -> bool:
     """Is ``path`` a slim model that a page's own overlay (docs/own-model.md) makes the workflow write?"""
-    from optin.config import budget_label
+    from optin.workflow.config import budget_label
 
     match = re.fullmatch(r"results/slim/([\w.-]+)/([\w.-]+)/([\w.-]+)/calib(\d+)-seed(\d+)/budget([\d.]+)", path)
     if not match:
@@ -130,9 +130,9 @@ def test_every_python_block_compiles_imports_what_exists_and_names_paths_a_run_w
 
 
 def test_the_configuration_reference_is_the_one_the_schema_generates():
-    from optin.config_reference import PAGE, page_with_reference
+    from optin.workflow.config_reference import PAGE, page_with_reference
 
-    assert PAGE.read_text() == page_with_reference(PAGE.read_text()), "run: python -m optin.config_reference"
+    assert PAGE.read_text() == page_with_reference(PAGE.read_text()), "run: python -m optin.workflow.config_reference"
 
 
 def test_the_readme_library_sketch_runs_on_a_tiny_bert(model):

@@ -1,6 +1,6 @@
 import pytest
 
-from optin import flops
+from optin.engine import flops
 from optin.arch import Kept, adapter_for
 from tests.conftest import tiny_bert
 

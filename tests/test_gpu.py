@@ -14,9 +14,9 @@ import torch
 
 from families import FAMILIES, to_device
 from optin.arch import adapter_for
-from optin.methods import OptinMethod
-from optin.runtime import select_device
-from optin.scoring import auto_chunk, run_teacher
+from optin.engine.settings import OptinMethod
+from optin.workflow.runtime import select_device
+from optin.engine.scoring import auto_chunk, run_teacher
 from test_devices import masked_and_slim_logits, scores
 from test_workflow import ROOT, snakemake, synthetic_sentences, tiny_config
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from optin.arch import registry
-from optin.import_cost import forbidden_modules, job_code, measure
+from optin.tools.import_cost import forbidden_modules, job_code, measure
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 @pytest.mark.parametrize("script,family", [("score_shard", "bert"), ("evaluate", "bert"), ("calibrate", "bert"),
                                            ("prepare_model", "bert"), ("evaluate", "cifar_resnet"), ("score_shard", "llama"),
-                                           ("llm_evaluate", "llama"), ("latency_table", "vit"), ("score_nvit", "bert")])
+                                           ("llm_evaluate", "llama"), ("latency_table", "vit"), ("score", "bert")])
 def test_a_job_imports_only_its_own_family(script, family):
     # for bert this includes torchvision and scipy, which transformers would import (Family.unused_packages)
     _, modules = measure(job_code(SCRIPTS / f"{script}.py", family), repeats=1, warm_up=False)
@@ -32,7 +32,7 @@ def test_light_jobs_never_import_torch(script):
     assert "torch" not in modules and "transformers" not in modules
 
 
-@pytest.mark.parametrize("script", ["score_shard", "score_kwon", "score_baseline", "tune_mask"])
+@pytest.mark.parametrize("script", ["score_shard", "score", "tune_mask"])
 def test_text_scoring_jobs_do_not_import_transformers_model_code(script):
     # optin.arch.bert_torch stands in for transformers' BERT in these jobs (import cost, docs/performance.md)
     _, modules = measure(job_code(SCRIPTS / f"{script}.py", "bert"), repeats=1, warm_up=False)
@@ -49,7 +49,7 @@ def test_an_unknown_family_is_named():
 
 
 def test_a_hidden_package_looks_uninstalled_to_libraries_that_probe_for_it():
-    code = ("import importlib.util\nfrom optin.runtime import hide_packages\nhide_packages(['torchvision'])\n"
+    code = ("import importlib.util\nfrom optin.workflow.runtime import hide_packages\nhide_packages(['torchvision'])\n"
             "assert importlib.util.find_spec('torchvision') is None\n"
             "try:\n    import torchvision\nexcept ModuleNotFoundError:\n    print('hidden')\n"
             "import torch\nhide_packages(['torch'])")
@@ -113,7 +113,7 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_library_has_no_import_cycles():
     graph = import_graph(Path(__file__).resolve().parents[1] / "optin")
-    assert {"optin.config", "optin.sweeps", "optin.arch.cnn", "optin.models.cnn"} <= set(graph)  # the walk saw them
+    assert {"optin.workflow.config", "optin.workflow.sweeps", "optin.arch.cnn", "optin.models.cnn"} <= set(graph)  # the walk saw them
     assert import_cycles(graph) == []
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from optin.arch import adapter_for
-from optin.latency import measure_table
-from optin.latency_table import LatencyTable, neuron_grid
-from optin.nvit import GROUP_CONSTANTS, nvit_scores
-from optin.search import search_latency, search_mac
+from optin.engine.latency import measure_table
+from optin.engine.latency_table import LatencyTable, neuron_grid
+from optin.methods.nvit import GROUP_CONSTANTS, nvit_scores
+from optin.engine.search import search_latency, search_mac
 
 from conftest import padded_batch, tiny_bert
 

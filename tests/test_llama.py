@@ -1,4 +1,4 @@
-"""The llama family (optin.arch.llama) and the decoder-LLM peers (optin.llm_peers) on a tiny random
+"""The llama family (optin.arch.llama) and the decoder-LLM peers (optin.methods.llm_peers) on a tiny random
 Llama with grouped-query attention: 4 query heads reading 2 KV heads, MLP 48 channels."""
 
 import numpy as np
@@ -9,11 +9,11 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from optin.arch import Kept, adapter_for
 from optin.arch.llama import block_macs, unit_macs
-from optin.llm_peers import flap_scores, llm_pruner_scores, minitron_scores, wanda_sp_scores
-from optin.methods import OptinMethod
+from optin.methods.llm_peers import flap_scores, llm_pruner_scores, minitron_scores, wanda_sp_scores
+from optin.engine.settings import OptinMethod
 from optin.models import llm
-from optin.scoring import run_teacher, score_layer, score_naive
-from optin.search import gqa_head_costs, search_mac, search_threshold
+from optin.engine.scoring import run_teacher, score_layer, score_naive
+from optin.engine.search import gqa_head_costs, search_mac, search_threshold
 
 HEADS, KV, DH, FFN, LAYERS = 4, 2, 8, 48, 3
 
@@ -79,7 +79,7 @@ def test_slim_equals_masked_reloads_and_generates(tmp_path, channel_group):
     with torch.no_grad():
         torch.testing.assert_close(slim(**batch).logits.reshape(masked.shape), masked, rtol=0, atol=1e-5)
     assert slim.lm_head.weight.data_ptr() == slim.model.embed_tokens.weight.data_ptr()
-    adapter.save_slim(slim, None, tmp_path)
+    adapter.save_slim(slim, tmp_path)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True).eval()
     assert type(reloaded).__name__ == "OptinSlimLlamaForCausalLM"
     assert reloaded.lm_head.weight.data_ptr() == reloaded.model.embed_tokens.weight.data_ptr()
@@ -261,8 +261,8 @@ def test_a_float64_model_slims_to_float64_and_matches_exactly():
 
 
 def test_flap_bias_compensation_adds_the_removed_channels_mean_output_and_slims(tmp_path):
-    from optin.llm_peers import output_biases, with_output_biases
-    from optin.search import removed_channel_means
+    from optin.methods.llm_peers import output_biases, with_output_biases
+    from optin.engine.search import removed_channel_means
 
     model, batch, g = tiny_llama(channel_group=4), token_batch(), 4
     adapter = adapter_for(model, "llama")
@@ -284,7 +284,7 @@ def test_flap_bias_compensation_adds_the_removed_channels_mean_output_and_slims(
     assert model.model.layers[0].self_attn.o_proj.bias is None   # the dense model is untouched
     slim = compensated.slim(KEPT)
     masked = compensated.masked_logits(batch, KEPT)
-    compensated.save_slim(slim, None, tmp_path)
+    compensated.save_slim(slim, tmp_path)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True).eval()
     with torch.no_grad():
         torch.testing.assert_close(slim(**batch).logits.reshape(masked.shape), masked, rtol=0, atol=1e-5)

@@ -1,5 +1,5 @@
 """The LLM overlay's DAG and its bad-input checks: each stops before any job with one line naming
-the key (optin.llm_config, run by optin.config.check when the DAG is built)."""
+the key (optin.workflow.llm_config, run by optin.workflow.config.check when the DAG is built)."""
 
 import copy
 import json
@@ -8,7 +8,7 @@ import pytest
 import yaml
 from gguf import GGUFWriter
 
-from optin.config import ConfigError, check, validate_schema
+from optin.workflow.config import ConfigError, check, validate_schema
 from test_workflow import DEFAULT, ROOT, job_counts, merged, snakemake
 
 LLM = yaml.safe_load((ROOT / "workflow/configs/llm.yaml").read_text())

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from optin.losses import kl_divergence, manifold_distance, manifold_distance_direct, teacher_gram_dd
+from optin.engine.losses import kl_divergence, manifold_distance, manifold_distance_direct, teacher_gram_dd
 
 
 @pytest.mark.parametrize("rows,dim", [(12, 16), (40, 8)])  # K <= D and K > D take different forms

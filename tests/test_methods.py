@@ -2,7 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optin.methods import OptinMethod, combine, dynamic_kl_scaling
+from optin.engine.settings import OptinMethod
+
+
+
+from optin.methods.optin import combine, dynamic_kl_scaling
 
 
 def test_unknown_method_setting_is_named():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from optin import paper_cost
+from optin.tools import paper_cost
 
 PAPER = Path(__file__).resolve().parents[1] / "workflow/configs/paper.yaml"
 

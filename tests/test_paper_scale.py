@@ -13,7 +13,7 @@ BLACKHOLE = "http://192.0.2.1/weights.pt"
 
 def job(code: str, **env) -> subprocess.CompletedProcess:
     """``code`` in a fresh interpreter after start_job, as a rule script runs."""
-    preamble = "from optin.runtime import start_job\nstart_job(None, threads=1, offline=False, light=True)\n"
+    preamble = "from optin.workflow.runtime import start_job\nstart_job(None, threads=1, offline=False, light=True)\n"
     clean = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OPTIN_OFFLINE")}
     # The subprocess timeout is far below the connection's own: a hang fails the test.
     return subprocess.run([sys.executable, "-c", preamble + textwrap.dedent(code)], capture_output=True, text=True,
@@ -63,7 +63,7 @@ def test_without_the_setting_jobs_keep_the_network():
 
 
 def test_keep_slim_keeps_all_none_or_the_listed_budgets_and_always_the_segmentation_figures():
-    from optin.config import slim_kept
+    from optin.workflow.config import slim_kept
 
     assert slim_kept({}, "0.500", segmentation=False)  # default: all
     assert not slim_kept({"keep_slim": "none"}, "0.500", segmentation=False)

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from optin import plots
+from optin.workflow import plots
 
 
 def synthetic_metrics() -> pd.DataFrame:
@@ -123,7 +123,7 @@ def test_cnn_figure_renders_each_method_deterministically(tmp_path):
 
 
 def test_method_comparison_table_markdown_and_cost_figure(tmp_path):
-    from optin import tables
+    from optin.workflow import tables
 
     metrics = synthetic_metrics()
     experiments = ["dinov2_fmnist/fashion_mnist", "deit_tiny/imagenet"]
@@ -147,7 +147,7 @@ def test_method_comparison_table_markdown_and_cost_figure(tmp_path):
 
 
 def test_scoring_passes_per_method():
-    from optin.tables import scoring_passes
+    from optin.workflow.tables import scoring_passes
 
     assert scoring_passes("optin", 9288, 16) == (9288, 0)
     assert scoring_passes("kwon", 9288, 16) == (16, 16)
@@ -163,18 +163,20 @@ def test_the_classifier_figures_draw_an_empty_arm(tmp_path):
 
 
 def test_a_methods_style_is_a_function_of_its_name():
-    from optin.plots import METHOD_STYLES, method_style
+    from optin.methods.registry import METHODS, names
+    from optin.workflow.plots import method_style
 
-    assert method_style("optin") == METHOD_STYLES["optin"]
+    assert method_style("optin") == METHODS["optin"].style == ("#0072B2", "o")
+    assert method_style("kwon_tuned") == METHODS["kwon"].variants["kwon_tuned"].style
     assert method_style("my_new_method") == method_style("my_new_method")   # no plotting-order dependence
-    # every named method is told apart by colour or marker
-    assert len({method_style(name) for name in METHOD_STYLES}) == len(METHOD_STYLES)
+    # every method and variant the registry names is told apart by colour or marker
+    assert len(names()) >= 15 and len({method_style(name) for name in names()}) == len(names())
 
 
 def test_a_latency_budgeted_method_keeps_its_methods_colour_and_marker_on_a_dashed_line():
-    from optin.plots import method_linestyle
+    from optin.workflow.plots import method_linestyle
 
-    from optin.plots import method_style
+    from optin.workflow.plots import method_style
 
     assert method_style("kwon_latency") == method_style("kwon") and method_style("nvit_latency") == method_style("nvit")
     assert method_linestyle("optin_latency") == "--" and method_linestyle("optin") == "-"
@@ -182,7 +184,7 @@ def test_a_latency_budgeted_method_keeps_its_methods_colour_and_marker_on_a_dash
 
 
 def test_accuracy_vs_speedup_figure_and_the_tables_prediction_error(tmp_path):
-    from optin import tables
+    from optin.workflow import tables
 
     metrics = synthetic_metrics()
     # the table over-predicts the speed-up by 0.1 at every budget; no prediction for optin_tau (merged tokens)

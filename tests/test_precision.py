@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from optin.methods import OptinMethod
-from optin.runtime import autocast, select_device
-from optin.scoring import run_teacher, score_layer
+from optin.engine.settings import OptinMethod
+from optin.workflow.runtime import autocast, select_device
+from optin.engine.scoring import run_teacher, score_layer
 
 
 def scores(adapter, batch, precision):
@@ -54,7 +54,7 @@ def test_cpu_and_auto_without_gpu_stay_on_the_cpu_and_cuda_without_gpu_fails_ear
 
 
 def test_chunk_for_memory_fills_the_budget_linearly():
-    from optin.scoring import chunk_for_memory
+    from optin.engine.scoring import chunk_for_memory
 
     gib = 2**30
     # 2 GiB fixed + 0.5 GiB per copy in a 64 GiB budget: (64 - 2) / 0.5 = 124 copies
@@ -65,7 +65,7 @@ def test_chunk_for_memory_fills_the_budget_linearly():
 
 
 def test_auto_chunk_on_the_cpu_is_fixed_without_measuring():
-    from optin.scoring import CPU_AUTO_CHUNK, auto_chunk
+    from optin.engine.scoring import CPU_AUTO_CHUNK, auto_chunk
 
     calls = []
     assert auto_chunk(lambda copies, units: calls.append(copies), torch.device("cpu"), n_units=4) == CPU_AUTO_CHUNK
@@ -73,7 +73,7 @@ def test_auto_chunk_on_the_cpu_is_fixed_without_measuring():
 
 
 def test_gpu_budget_is_the_jobs_share_of_the_card_and_never_more_than_is_free(monkeypatch):
-    from optin import scoring
+    from optin.engine import scoring
 
     gib = 2**30
     state = {"free": 140 * gib, "total": 140 * gib, "allocated": 2 * gib, "reserved": 6 * gib}
@@ -91,7 +91,7 @@ def test_gpu_budget_is_the_jobs_share_of_the_card_and_never_more_than_is_free(mo
 
 
 def test_tf32_rounding_keeps_ten_mantissa_bits_and_rounds_ties_away_from_zero():
-    from optin.precision import round_to_tf32
+    from optin.tools.precision import round_to_tf32
 
     exact = torch.tensor([1.0, -3.5, 1 + 2**-10, 2**-100, 0.0])  # at most 10 mantissa bits: unchanged
     assert torch.equal(round_to_tf32(exact), exact)
@@ -102,8 +102,8 @@ def test_tf32_rounding_keeps_ten_mantissa_bits_and_rounds_ties_away_from_zero():
 
 
 def test_tf32_emulation_rounds_the_inputs_of_every_matmul():
-    from optin.precision import round_to_tf32, tf32_emulation
-    from optin.runtime import tf32_matmuls
+    from optin.tools.precision import round_to_tf32, tf32_emulation
+    from optin.workflow.runtime import tf32_matmuls
 
     g = torch.Generator().manual_seed(0)
     a, b, w = torch.randn(8, 16, generator=g), torch.randn(16, 4, generator=g), torch.randn(4, 16, generator=g)
@@ -119,8 +119,8 @@ def test_tf32_emulation_rounds_the_inputs_of_every_matmul():
 
 
 def test_losses_run_in_float32_inside_the_forwards_autocast_and_tf32():
-    from optin.precision import scoring_precision
-    from optin.scoring import _full_precision
+    from optin.tools.precision import scoring_precision
+    from optin.engine.scoring import _full_precision
 
     a, b = torch.randn(4, 8), torch.randn(8, 2)
     with autocast(torch.device("cpu"), "bfloat16"):

@@ -2,7 +2,7 @@
 
 
 def test_rule_times_sum_the_benchmark_files(tmp_path):
-    from optin.rule_times import markdown, rule_times
+    from optin.tools.rule_times import markdown, rule_times
 
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     for rel, seconds, load in (("solve/a/budget0.400.tsv", 0.5, 0.0), ("solve/a/budget0.600.tsv", 1.5, 0.0),

@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 import torch
 
-from optin.methods import OptinMethod
-from optin.scoring import run_teacher, score_layer, score_naive
+from optin.engine.settings import OptinMethod
+from optin.engine.scoring import run_teacher, score_layer, score_naive
 
 VARIANTS = {
     "paper": {"semantics": "paper"},

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optin.masks import Kept
-from optin.search import search_mac
+from optin.engine.masks import Kept
+from optin.engine.search import search_mac
 
 
 def scores(seed, layers=2, heads=3, neurons=5):

@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from optin import flops
+from optin.engine import flops
 from optin.arch import Kept, adapter_for
 
 KEPT = [
@@ -30,7 +30,7 @@ def test_slim_model_has_fewer_parameters(adapter):
 
 def test_slim_model_reloads_with_from_pretrained(adapter, batch, tmp_path):
     slim = adapter.slim(KEPT[0])
-    adapter.save_slim(slim, None, tmp_path / "budget0.500")
+    adapter.save_slim(slim, tmp_path / "budget0.500")
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "budget0.500", trust_remote_code=True).eval()
     assert type(reloaded).__name__ == "OptinSlimBertForSequenceClassification"
     with torch.no_grad():

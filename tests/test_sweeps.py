@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from optin.config import ConfigError, check
-from optin.config import sweep_errors
-from optin.sweeps import sweep_runs, sweep_table, summary
+from optin.workflow.config import ConfigError, check
+from optin.workflow.config import sweep_errors
+from optin.workflow.sweeps import sweep_runs, sweep_table, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -62,7 +62,7 @@ def test_bad_sweeps_name_the_key(change, message):
 def test_a_method_the_experiments_family_cannot_run_is_a_config_error():
     config = with_sweeps({"s": {"experiment": "resnet20_fmnist", "axis": "x",
                                 "points": [{"value": "a", "method": "optin"}, {"value": "b", "method": "kwon"}]}})
-    with pytest.raises(ConfigError, match=r"sweeps\.s: method 'kwon' \(kwon\) needs head and neuron masks"):
+    with pytest.raises(ConfigError, match=r"sweeps\.s: method 'kwon': method kind 'kwon' applies to families \['bert', 'vit'\], not to a cifar_resnet"):
         check(config, base_dir=ROOT)
 
 
@@ -83,7 +83,7 @@ def test_sweep_table_and_summary_match_hand_means():
 
 
 def test_sweep_figure_writes_png_and_pdf(tmp_path):
-    from optin import plots
+    from optin.workflow import plots
 
     table = sweep_table([{"value": n, "series": m, "method": m, "n": n, "seed": 0, "budget": b}
                          for n in (4, 8) for m in ("optin", "kwon") for b in (0.5, 0.7)],

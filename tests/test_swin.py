@@ -4,12 +4,12 @@ import pytest
 import torch
 from transformers import AutoModelForUniversalSegmentation, Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
 
-from optin import flops
+from optin.engine import flops
 from optin.arch import Kept, adapter_for
 from optin.arch.swin import Mask2FormerSwinAdapter, semantic_scores
-from optin.methods import OptinMethod
-from optin.scoring import run_teacher, score_layer, score_naive
-from optin.search import search_mac
+from optin.engine.settings import OptinMethod
+from optin.engine.scoring import run_teacher, score_layer, score_naive
+from optin.engine.search import search_mac
 
 # 52 x 60 pixels: a 13 x 15 patch grid, so windows are padded and patch merging pads odd maps.
 IMAGE = (52, 60)
@@ -157,7 +157,7 @@ def test_search_with_per_layer_costs_meets_the_budget():
     method = OptinMethod(md_rows=64)
     import pandas as pd
 
-    from optin.methods import combine
+    from optin.methods.optin import combine
     raw = pd.concat([score_layer(adapter, teacher, layer, kind, method, seed=0, chunk=16)
                      for layer in range(adapter.num_layers) for kind in ("head", "neuron")])
     scores = combine(raw, method, adapter.num_layers)

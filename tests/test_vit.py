@@ -13,13 +13,13 @@ from transformers import (
     ViTForImageClassification,
 )
 
-from optin import flops
+from optin.engine import flops
 from optin.arch import Kept, adapter_for
 from optin.arch.vit import HfVitAdapter, TimmVitAdapter
 from optin.arch.vit_slim_model import bipartite_merge
-from optin.methods import OptinMethod
-from optin.scoring import run_teacher, score_layer, score_naive
-from optin.search import search_tau
+from optin.engine.settings import OptinMethod
+from optin.engine.scoring import run_teacher, score_layer, score_naive
+from optin.engine.search import search_tau
 
 TIMM_KWARGS = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=4, mlp_ratio=1.5, num_classes=3)
 KEPT = Kept.of(head=((0, 2), (), (1, 2, 3)), neuron=((), tuple(range(10)), (5, 7)))
@@ -144,7 +144,7 @@ def test_timm_slim_model_is_the_masked_model_and_reloads(tmp_path):
     slim = adapter.slim(KEPT)
     with torch.no_grad():
         torch.testing.assert_close(slim(batch["pixel_values"]), masked, rtol=0, atol=1e-5)
-    TimmVitAdapter.save_slim(slim, tmp_path, "deit_tiny_patch16_224", TIMM_KWARGS)
+    TimmVitAdapter.save_slim(slim, tmp_path, timm_name="deit_tiny_patch16_224", timm_kwargs=TIMM_KWARGS)
     reloaded = TimmVitAdapter.load_slim(tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(batch["pixel_values"]), slim(batch["pixel_values"]), rtol=0, atol=0)
@@ -198,7 +198,7 @@ def test_tau_search_meets_the_budget_with_non_increasing_tokens():
     teacher = run_teacher(adapter, images(28))
     import pandas as pd
 
-    from optin.methods import combine
+    from optin.methods.optin import combine
 
     raw = pd.concat([score_layer(adapter, teacher, layer, kind, OptinMethod(), seed=0)
                      for layer in range(3) for kind in ("head", "neuron", "token") if not (kind == "token" and layer == 0)])

@@ -78,8 +78,8 @@ def test_default_config_dry_run_builds_the_whole_dag(tmp_path, overlay, default_
         "latency_table": 2,  # MiniLM and the ViT: encoders of identical layers
         "score_shard": text_seeds * text_layers + vision_seeds * vision_layers + segmentation_layers + cnn_scored * cnn_layers,
         "merge_scores": text_seeds + vision_seeds + 1 + 2 * cnn_scored,
-        "score_kwon": text_seeds + vision_seeds,
-        "score_baseline": 2 * text_seeds + 2 * vision_seeds + 2,
+        "score": text_seeds + vision_seeds,   # Kwon et al.'s Fisher
+        "score_weights": 2 * text_seeds + 2 * vision_seeds + 2,   # magnitude and random
         "solve": budgets * (4 * text_seeds + 1 + 2 * cnn_methods) + vision_budgets * 6 * vision_seeds,
         "evaluate": budgets * (4 * text_seeds + 2 * cnn_methods) + vision_budgets * 6 * vision_seeds,
         "evaluate_segmentation": budgets,
@@ -108,8 +108,8 @@ def test_latency_overlay_searches_each_method_under_macs_and_latency(tmp_path):
     text_layers = DEFAULT["models"]["minilm_rt"]["num_layers"]
     vision_layers = DEFAULT["models"]["vit_fmnist"]["num_layers"]
     # <method>_latency shares <method>'s scores: only the search differs
-    assert {k: counts[k] for k in ("latency_table", "score_shard", "merge_scores", "score_kwon", "score_nvit", "solve", "evaluate")} == {
-        "latency_table": 2, "score_shard": text_layers + vision_layers, "merge_scores": 2, "score_kwon": 2, "score_nvit": 2,
+    assert {k: counts[k] for k in ("latency_table", "score_shard", "merge_scores", "score", "solve", "evaluate")} == {
+        "latency_table": 2, "score_shard": text_layers + vision_layers, "merge_scores": 2, "score": 2 + 2,   # Kwon, NViT
         "solve": 2 * 6 * 6, "evaluate": 2 * 6 * 6}
 
 
@@ -127,7 +127,7 @@ def test_ablation_overlay_builds_one_method_label_per_ablation(tmp_path):
                   "ref_kl_softmax_z", "ref_kl_sum", "ref_kl_float32", "ref_kl_clamp", "ref_separate_batches"}
     assert counts["score_shard"] == len(shard_runs) * seeds * layers
     assert counts["merge_scores"] == (len(methods) - 4) * seeds  # every OPTIN label has its own combination
-    assert counts["score_kwon"] == seeds  # kwon_tuned reuses kwon's Fisher scores ...
+    assert counts["score"] == seeds  # kwon_tuned reuses kwon's Fisher scores ...
     assert counts["tune_mask"] == seeds * len(DEFAULT["run"]["budgets"])  # ... and tunes each searched mask
 
 
@@ -202,7 +202,7 @@ def bad(path: str, value):
         (bad("experiments.minilm_rt.methods", ["optin_tau"]), "prunes tokens"),
         (bad("experiments.vit_fmnist.dataset", "rt_polarity"), "a vit model needs a dataset of kind"),
         (bad("methods.optin", {"semantics": "paper", "lambda": 1}), "lambda"),
-        (bad("experiments.resnet20_fmnist.methods", ["kwon"]), "(kwon) needs head and neuron masks"),
+        (bad("experiments.resnet20_fmnist.methods", ["kwon"]), "method kind 'kwon' applies to families ['bert', 'vit'], not to a cifar_resnet model"),
         (bad("methods.optin_tau", {"semantics": "paper", "prune_tokens": True, "tap": "layer_output"}), "bert models only"),
         (bad("methods.random", {"kind": "random", "seed": 3}), "takes no settings"),
         (bad("datasets.rt_polarity.source", {"kind": "glue", "task": "mnli"}), "revision"),
@@ -227,7 +227,7 @@ def bad(path: str, value):
         (bad("methods.kwon_latency", {"kind": "kwon", "budget_metric": "seconds"}), "budget_metric must be one of ['macs', 'latency']"),
         (bad("methods.nvit", {"kind": "nvit", "latency_eta": -1}), "latency_eta must be a number >= 0"),
         (bad("methods.nvit", {"kind": "nvit", "rearrange": True}), "a nvit method takes no settings ['rearrange']"),
-        (bad("experiments.resnet20_fmnist.methods", ["nvit"]), "(nvit) needs head and neuron masks"),
+        (bad("experiments.resnet20_fmnist.methods", ["nvit"]), "method kind 'nvit' applies to families ['bert', 'vit'], not to a cifar_resnet model"),
         (bad("experiments.mask2former_fmnist.methods", ["optin_latency"]),
          "experiments.mask2former_fmnist: method 'optin_latency' reads a latency lookup table, which is built for models of "
          "identical encoder layers (families ['bert', 'vit']), not a mask2former_swin model"),
@@ -238,7 +238,7 @@ def bad(path: str, value):
 def test_bad_config_is_rejected_with_the_key_and_what_was_expected(config, expected):
     # The checks the Snakefile runs at parse time (rules/common.smk), called in-process: one
     # snakemake start-up per case would cost minutes; the test below runs one through snakemake.
-    from optin.config import ConfigError, check, validate_schema
+    from optin.workflow.config import ConfigError, check, validate_schema
 
     with pytest.raises(ConfigError) as error:
         validate_schema(config, ROOT / "workflow" / "schemas" / "config.schema.yaml")
@@ -408,7 +408,7 @@ def paper_job_counts() -> dict[str, int]:
         # with averaged MD sharded, magnitude one job
         "score_shard": 2 * sum(layers[e["model"]] for e in text) + sum(layers[e["model"]] for e in vision + segmentation)
         + 2 * sum(layers[e["model"]] for e in cnns),
-        "score_kwon": 6, "score_baseline": 2, "merge_scores": 2 * 6 + 5 + 1 + 2 * 2,
+        "score": 6, "score_weights": 2, "merge_scores": 2 * 6 + 5 + 1 + 2 * 2,
         "solve": sum(3 * budgets(e) for e in text + cnns) + sum(2 * budgets(e) for e in vision) + budgets(segmentation[0]),
         "evaluate": sum(3 * budgets(e) for e in text + cnns) + sum(2 * budgets(e) for e in vision),
         "evaluate_segmentation": budgets(segmentation[0]),
@@ -454,7 +454,7 @@ def test_a_command_line_default_resources_keeps_every_jobs_runtime_and_memory(tm
     assert {"download_dataset", "collect", "figures"} <= local
     cluster_jobs = [(rule, re.search(r"resources: (.*)", block)[1]) for block in job_blocks(result.stdout)
                     if (rule := re.match(r"(?:local)?rule (\w+):", block)) and (rule := rule[1]) not in local]
-    assert {rule for rule, _ in cluster_jobs} >= {"prepare_model", "calibrate", "score_shard", "score_kwon", "evaluate"}
+    assert {rule for rule, _ in cluster_jobs} >= {"prepare_model", "calibrate", "score_shard", "score", "evaluate"}
     for rule, resources in cluster_jobs:
         assert re.search(r"runtime=\d+", resources) and re.search(r"mem_mb=\d+", resources), (rule, resources)
         assert "slurm_partition=cpu" in resources, (rule, resources)
@@ -484,7 +484,7 @@ def test_gpu_profile_runs_one_gpu_job_at_a_time_beside_cpu_jobs(tmp_path):
 
 
 def test_schema_errors_name_the_key_path_what_was_expected_and_the_nearest_key():
-    from optin.config import schema_errors
+    from optin.workflow.config import schema_errors
 
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     config = copy.deepcopy(DEFAULT)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 from optin.arch.registry import FAMILIES, Family, family
-from optin.masks import Kept
+from optin.engine.masks import Kept
 
 
 def adapter_classes(name: str | None = None) -> list[type]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from optin.masks import Kept  # noqa: F401 - re-exported: optin.arch.Kept
+from optin.engine.masks import Kept  # noqa: F401 - re-exported: optin.arch.Kept
 
 @dataclass(frozen=True)
 class TokenLayout:
@@ -204,7 +204,7 @@ class EncoderAdapter(ABC):
         head_taps, logits = self.head(x, layout, {k: taps[k] for k in self.readout_layers})
         return inputs, taps + head_taps, logits
 
-    # Scoring and evaluation need no graph; Kwon's Fisher (optin.kwon) calls masked_forward with grad.
+    # Scoring and evaluation need no graph; Kwon's Fisher (optin.methods.kwon) calls masked_forward with grad.
     forward = torch.no_grad()(masked_forward)
 
     def weights_changed(self) -> None:
@@ -219,7 +219,7 @@ class EncoderAdapter(ABC):
             return self.after_ffn(layer, a, ffn_out)
         return self.layer_tap(layer, x, a, ffn_out)
 
-    # State-dict names of a layer's prunable projections, for weight-based baselines (optin.baselines).
+    # State-dict names of a layer's prunable projections, for weight-based baselines (optin.methods.baselines).
     block_names: BlockNames | None = None
 
     def layer_prefix(self, layer: int) -> str:
@@ -309,6 +309,15 @@ def slice_layer(source: dict, target: dict, prefix: str, names: BlockNames, head
             target[prefix + slim_name] = source[prefix + dense_name]
 
 
+def no_spec(spec: dict, family: str, tokenizer=None) -> None:
+    """The common ``save_slim(slim_model, path, *, tokenizer=None, **spec)`` signature: families whose
+    slim model rebuilds from its own files take no spec (and those without text, no tokenizer)."""
+    if spec:
+        raise TypeError(f"a {family} slim model takes no save spec, got {sorted(spec)}")
+    if tokenizer is not None:
+        raise TypeError(f"a {family} slim model is saved without a tokenizer")
+
+
 def load_sliced(slim, target: dict):
     """Load a fully sliced state dict (every slim parameter must have a source)."""
     missing = [k for k, v in target.items() if v is None]
@@ -316,6 +325,22 @@ def load_sliced(slim, target: dict):
         raise RuntimeError(f"slimming left parameters without a source: {missing[:5]}")
     slim.load_state_dict({k: v.clone() for k, v in target.items()}, strict=True)
     return slim
+
+
+@torch.no_grad()
+def apply_unit_scales(adapter, kept: Kept, head_scales, neuron_scales) -> None:
+    """Fold per-unit scales into the weights in place: head h's columns of the output projection,
+    neuron j's column of the down projection (what multiplying their mask values by the scale does)."""
+    names, dh = adapter.block_names, adapter.head_dim
+    for layer in range(adapter.num_layers):
+        prefix = adapter.layer_prefix(layer)
+        out = adapter.model.get_parameter(f"{prefix}{names.out}.weight") if kept["head"][layer] else None
+        for head, scale in zip(kept["head"][layer], head_scales[layer], strict=True):
+            out[:, head * dh : (head + 1) * dh] *= scale
+        down = adapter.model.get_parameter(f"{prefix}{names.down}.weight") if kept["neuron"][layer] else None
+        for neuron, scale in zip(kept["neuron"][layer], neuron_scales[layer], strict=True):
+            down[:, neuron] *= scale
+    adapter.weights_changed()
 
 
 def pruned_encoder(dense, masks: dict, family: str):
@@ -329,8 +354,6 @@ def pruned_encoder(dense, masks: dict, family: str):
     if "unit_scales" in masks:
         import copy
 
-        from optin.kwon import apply_unit_scales
-
         adapter = adapter_for(copy.deepcopy(dense), family)
         apply_unit_scales(adapter, kept, masks["unit_scales"]["head"], masks["unit_scales"]["neuron"])
     return adapter, kept
@@ -338,7 +361,7 @@ def pruned_encoder(dense, masks: dict, family: str):
 
 def encoder_macs_of(model, family: str, masks: dict) -> float:
     """A (slim) encoder's MACs counted from its weight shapes, at the mask file's tokens per layer."""
-    from optin import flops
+    from optin.engine import flops
     from optin.arch import adapter_for
 
     tokens = masks.get("tokens_per_layer") or masks["mac_seq_len"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from optin.arch.base import BlockNames, EncoderAdapter, Kept, TokenLayout, load_sliced, slice_layer
+from optin.arch.base import BlockNames, EncoderAdapter, Kept, TokenLayout, load_sliced, no_spec, slice_layer
 
 SLIM_MODEL_FILE = "modeling_optin_bert.py"
 BERT_NAMES = BlockNames(
@@ -204,11 +204,12 @@ class BertAdapter(EncoderAdapter):
         return load_sliced(slim, target)
 
     @staticmethod
-    def save_slim(slim_model, tokenizer, path: str | Path) -> None:
+    def save_slim(slim_model, path: str | Path, *, tokenizer=None, **spec) -> None:
         """Save so that AutoModelForSequenceClassification.from_pretrained(path,
-        trust_remote_code=True) rebuilds it."""
+        trust_remote_code=True) rebuilds it, with its tokenizer when one is given."""
         from optin.arch import bert_slim_model
 
+        no_spec(spec, "bert")
         path = Path(path)
         slim_model.save_pretrained(path)
         if tokenizer is not None:

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from optin.flops import MacOp, network_macs  # noqa: F401 - the CNN MAC model lives with the others
-from optin.masks import Kept
+from optin.engine.flops import MacOp, network_macs  # noqa: F401 - the CNN MAC model lives with the others
+from optin.arch.base import no_spec
+from optin.engine.masks import Kept
 from optin.models import cnn
 
 
@@ -99,8 +100,11 @@ class ConvNetAdapter:
         """The unpruned network's logits with only ``kept``'s channels: what its slim model must output."""
         return self.forward(batch, self.kept_masks(kept))[2]
 
-    def save_slim(self, slim: nn.Module, path) -> None:
-        cnn.save_convnet(slim, path)
+    @staticmethod
+    def save_slim(slim_model: nn.Module, path, *, tokenizer=None, **spec) -> None:
+        """Save so that ``load_slim`` (optin.models.cnn.load_convnet) rebuilds it."""
+        no_spec(spec, "CNN", tokenizer)
+        cnn.save_convnet(slim_model, path)
 
     @staticmethod
     def load_slim(path) -> nn.Module:

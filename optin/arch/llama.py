@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from optin.arch.base import EncoderAdapter, Kept, TokenLayout, load_sliced
+from optin.arch.base import EncoderAdapter, Kept, TokenLayout, load_sliced, no_spec
 
 SLIM_MODEL_FILE = "modeling_optin_llama.py"
 SUPPORTED_MODEL_TYPES = ("llama",)
@@ -258,7 +258,7 @@ class LlamaAdapter(EncoderAdapter):
             intermediate.append(len(groups) * self.neuron_group)
         config.optin_query_kv = query_kv
         config.optin_intermediate = intermediate
-        # FLAP's bias compensation gives o_proj and down_proj an output bias (optin.llm_peers)
+        # FLAP's bias compensation gives o_proj and down_proj an output bias (optin.methods.llm_peers)
         config.optin_output_bias = self.layers[0].self_attn.o_proj.bias is not None
         config.head_dim = self.head_dim
         config.architectures = ["OptinSlimLlamaForCausalLM"]
@@ -303,10 +303,12 @@ class LlamaAdapter(EncoderAdapter):
         return slim
 
     @staticmethod
-    def save_slim(slim_model, tokenizer, path: str | Path) -> None:
-        """Save so that AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True) rebuilds it."""
+    def save_slim(slim_model, path: str | Path, *, tokenizer=None, **spec) -> None:
+        """Save so that AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True) rebuilds it,
+        with its tokenizer when one is given."""
         from optin.arch import llama_slim_model
 
+        no_spec(spec, "llama")
         path = Path(path)
         slim_model.save_pretrained(path)
         if tokenizer is not None:
@@ -356,8 +358,8 @@ def lm_head_macs(model, context: int) -> float:
 
 
 def unit_macs(config, context: int, channel_group: int) -> dict:
-    """optin.flops.llm_unit_macs for a model config."""
-    from optin.flops import llm_unit_macs
+    """optin.engine.flops.llm_unit_macs for a model config."""
+    from optin.engine.flops import llm_unit_macs
 
     d = config.hidden_size
     return llm_unit_macs(d, getattr(config, "head_dim", None) or d // config.num_attention_heads, context, channel_group)

@@ -34,10 +34,9 @@ class Family:
     # How solve prices the kept units: "encoder" (heads and neurons of one width at a sequence
     # length), "per_layer" (a MAC cost per unit and layer, from model_info), "channels" (the
     # network's MAC ops recounted per kept channel count), "gqa" (query heads, the KV heads they
-    # read and channel groups at a context length: optin.search.search_mac's kv_heads).
+    # read and channel groups at a context length: optin.engine.search.search_mac's kv_heads).
     cost_model: str
     training: tuple[str, ...] = ()       # the models.<id> keys that train or fine-tune it here (one per model)
-    kwon: bool = False                   # head/neuron masks on a labelled classifier (Kwon et al.)
     staged_taps: bool = False            # taps of different sizes: no per-unit MD row subsets
     movable_tap: bool = False            # methods.<m>.tap may move the trajectory tap
     token_pruning: bool = False          # OPTIN-tau / ToMe
@@ -48,11 +47,11 @@ class Family:
     prepare_reads_data: bool = False
     constraints: Callable[[str, dict, dict], list[str]] = field(default=_no_constraints, compare=False)
     # "module:function" loading a checkpoint, without the model module's imports, for the jobs that
-    # only run the adapter (score_shard, score_kwon, score_baseline, tune_mask)
+    # only run the adapter (score_shard, score, score_weights, tune_mask)
     # (default: the model module's load_checkpoint)
     scoring_loader: str | None = None
     # Installed for other families, never used by this one, yet imported by its libraries when
-    # present: its jobs hide them (optin.runtime.start_job). transformers 5.23 loads torchvision
+    # present: its jobs hide them (optin.workflow.runtime.start_job). transformers 5.23 loads torchvision
     # and scipy.optimize with any model class, for its image processors and detection losses.
     unused_packages: tuple[str, ...] = ()
 
@@ -116,11 +115,11 @@ def _convnet(name: str) -> Family:
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("bert", "optin.arch.bert", "optin.models.text", TEXT_SOURCES, ("packaged", "hub", "local", "config"), ("head", "neuron"),
-           cost_model="encoder", training=("finetune",), kwon=True, movable_tap=True, prepare_reads_data=True,
+           cost_model="encoder", training=("finetune",), movable_tap=True, prepare_reads_data=True,
            scoring_loader="optin.arch.bert_torch:load_for_scoring", unused_packages=("torchvision", "scipy")),
     # HF ViT/DeiT/DINOv2 and timm ViTs
     Family("vit", "optin.arch.vit", "optin.models.vision", IMAGE_SOURCES, ("dinov2_onnx", "hub", "local", "config"),
-           ("head", "neuron", "token"), cost_model="encoder", training=("vit_training", "linear_probe"), kwon=True, token_pruning=True),
+           ("head", "neuron", "token"), cost_model="encoder", training=("vit_training", "linear_probe"), token_pruning=True),
     Family("mask2former_swin", "optin.arch.swin", "optin.models.segmentation", SEGMENTATION_SOURCES, ("hub", "local", "config"),
            ("head", "neuron"), cost_model="per_layer", training=("segmentation_training",), staged_taps=True,
            prepare_reads_data=True, constraints=_mask2former_constraints),

@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from optin import flops
+from optin.engine import flops
 from optin.arch import mask2former_slim_model
-from optin.arch.base import BlockNames, EncoderAdapter, Kept, TokenLayout, load_sliced, slice_layer
+from optin.arch.base import BlockNames, EncoderAdapter, Kept, TokenLayout, load_sliced, no_spec, slice_layer
 
 SLIM_MODEL_FILE = "modeling_optin_mask2former.py"
 SWIN_NAMES = BlockNames(
@@ -283,8 +283,9 @@ class Mask2FormerSwinAdapter(EncoderAdapter):
         return load_sliced(slim, target)
 
     @staticmethod
-    def save_slim(slim_model, path: str | Path) -> None:
+    def save_slim(slim_model, path: str | Path, *, tokenizer=None, **spec) -> None:
         """Save so that AutoModelForUniversalSegmentation.from_pretrained(path, trust_remote_code=True) rebuilds it."""
+        no_spec(spec, "mask2former_swin", tokenizer)
         path = Path(path)
         slim_model.save_pretrained(path)
         shutil.copyfile(mask2former_slim_model.__file__, path / SLIM_MODEL_FILE)

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from optin.arch import vit_slim_model
-from optin.arch.base import BlockNames, EncoderAdapter, Kept, TokenLayout, load_sliced, slice_layer
+from optin.arch.base import BlockNames, EncoderAdapter, Kept, TokenLayout, load_sliced, no_spec, slice_layer
 
 SLIM_MODEL_FILE = "modeling_optin_vit.py"
 TIMM_SLIM_SPEC = "optin_timm_slim.json"
@@ -59,6 +59,10 @@ class VisionTransformerAdapter(EncoderAdapter):
 
     def __init__(self, model):
         self.model = model.eval()
+        self.views = [self._view(i) for i in range(self.num_layers)]
+
+    def weights_changed(self) -> None:
+        # the views hold fused Q/K/V copies of the weights, stale after a cast (Kwon et al.'s tuning runs in float64)
         self.views = [self._view(i) for i in range(self.num_layers)]
 
     # -- layout hooks --------------------------------------------------------------------------
@@ -309,8 +313,9 @@ class HfVitAdapter(VisionTransformerAdapter):
         return load_sliced(slim, target)
 
     @staticmethod
-    def save_slim(slim_model, path: str | Path) -> None:
+    def save_slim(slim_model, path: str | Path, *, tokenizer=None, **spec) -> None:
         """Save so that AutoModelForImageClassification.from_pretrained(path, trust_remote_code=True) rebuilds it."""
+        no_spec(spec, "HF vit", tokenizer)
         path = Path(path)
         slim_model.save_pretrained(path)
         shutil.copyfile(vit_slim_model.__file__, path / SLIM_MODEL_FILE)
@@ -412,11 +417,16 @@ class TimmVitAdapter(VisionTransformerAdapter):
         return slim
 
     @staticmethod
-    def save_slim(slim_model, path: str | Path, timm_name: str, timm_kwargs: dict) -> None:
+    def save_slim(slim_model, path: str | Path, *, tokenizer=None, **spec) -> None:
         """safetensors weights + a spec that `load_slim` turns back into the timm model:
-        `timm.create_model(timm_name, **timm_kwargs)` and the per-layer widths."""
+        `timm.create_model(timm_name, **timm_kwargs)` and the per-layer widths (``spec``: timm_name,
+        timm_kwargs)."""
         from safetensors.torch import save_file
 
+        if set(spec) != {"timm_name", "timm_kwargs"} or tokenizer is not None:
+            raise TypeError(f"a timm ViT's slim model is saved with timm_name= and timm_kwargs= (how timm.create_model "
+                            f"rebuilds it) and no tokenizer; got {sorted(spec)}")
+        timm_name, timm_kwargs = spec["timm_name"], spec["timm_kwargs"]
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         adapter = TimmVitAdapter(slim_model)

@@ -321,7 +321,7 @@ def evaluation(dense, job):
 def prepare(job):
     """A CNN built from a config and trained here, a pretrained one (ccexam, a url, a local state dict), with its MAC ops."""
     from optin.arch import adapter_for
-    from optin.flops import network_macs
+    from optin.engine.flops import network_macs
     from optin.data.images import open_split
 
     kind = job.source["kind"]
@@ -357,6 +357,6 @@ def prepare(job):
 
 
 def calibration(adapter, job):
-    from optin.scoring import labelled_image_calibration
+    from optin.engine.scoring import labelled_image_calibration
 
     return labelled_image_calibration(adapter, job)

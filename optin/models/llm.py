@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from optin.arch.llama import channel_group_error, unsupported_reason
-from optin.llm_config import gguf_file, gguf_metadata
+from optin.workflow.llm_config import gguf_file, gguf_metadata
 
 # The zero-shot prompt (sentiment of one sentence) and the label words compared at its end. Chosen
 # among four prompts by the dense model's accuracy on 200 of the held-out sentences (docs/llm.md): a
@@ -120,7 +120,7 @@ def calibration(adapter, job: LlmCalibrationJob):
     number of windows in the pool they were drawn from."""
     from optin.data import disjoint_draws
     from optin.models import Calibration
-    from optin.scoring import run_teacher
+    from optin.engine.scoring import run_teacher
 
     pool = corpus_windows(job.tokenizer, job.documents, job.rows, job.context)
     draws = disjoint_draws(len(pool), job.n, job.seed, job.draws)

@@ -33,7 +33,7 @@ def download_hub_model(repo_id: str, revision: str, destination: Path) -> str:
     """The snapshot of ``repo_id`` at ``revision`` (through the hub cache) under ``destination``;
     the commit it resolved to is written to ``RESOLVED_REVISION`` so that results stay traceable
     when the config names a branch. Returns the commit."""
-    from optin.hub import materialize, snapshot
+    from optin.workflow.hub import materialize, snapshot
 
     path, commit = snapshot(repo_id, revision, ignore_patterns=OTHER_FRAMEWORKS)
     materialize(path, destination)
@@ -158,7 +158,7 @@ def evaluation(dense, job):
     probe = on_device(tokenize_rows(tokenizer, test.iloc[:64], job.max_length))
     masked_logits = adapter.masked_logits(probe, kept)
     slim = adapter.slim(kept)
-    adapter.save_slim(slim, tokenizer, job.slim_dir)
+    adapter.save_slim(slim, job.slim_dir, tokenizer=tokenizer)
     return Evaluation(
         probe=probe, masked_logits=masked_logits, slim=slim,
         reload=lambda: AutoModelForSequenceClassification.from_pretrained(job.slim_dir, trust_remote_code=True).eval(),
@@ -207,7 +207,7 @@ def calibration(adapter, job):
     need the task loss); each draw's teacher with and without padding positions as MD rows."""
     from optin.data.text import draw_calibration
     from optin.models import Calibration
-    from optin.scoring import run_teacher
+    from optin.engine.scoring import run_teacher
 
     split_file = next(p for p in job.data if p.endswith("split.json"))
     pool = load_split(Path(split_file).parent, "calib_pool")

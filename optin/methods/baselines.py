@@ -47,3 +47,13 @@ def random_scores(adapter, seed: int) -> pd.DataFrame:
             for index, value in enumerate(rng.random(count)):
                 rows.append({"layer": layer, "kind": kind, "index": index, "importance": float(value)})
     return pd.DataFrame(rows, columns=["layer", "kind", "index", "importance"])
+
+
+def magnitude(adapter, calibration, settings: dict, seed: int) -> pd.DataFrame:
+    """The registry's scorer for weight magnitude (no calibration)."""
+    return magnitude_scores(adapter)
+
+
+def uniform(adapter, calibration, settings: dict, seed: int) -> pd.DataFrame:
+    """The registry's scorer for random scores, seeded by the run's seed."""
+    return random_scores(adapter, seed)

@@ -28,10 +28,10 @@ FOREIGN = {
               "optin.models.vision", "optin.models.segmentation"),
 }
 # Scripts that load a model of the job's family; the rest are family-free.
-FAMILY_SCRIPTS = ("prepare_model", "calibrate", "score_shard", "score_kwon", "score_nvit", "score_baseline", "tune_mask",
+FAMILY_SCRIPTS = ("prepare_model", "calibrate", "score_shard", "score", "tune_mask",
                   "latency_table", "evaluate")
 # Of those, the ones that load it through the family's scoring loader (Family.load_for_scoring).
-SCORING_SCRIPTS = ("score_shard", "score_kwon", "score_baseline", "tune_mask")
+SCORING_SCRIPTS = ("score_shard", "score", "tune_mask")
 WATCHED = ("torch", "transformers", "timm", "torchvision", "pandas", "matplotlib")
 
 
@@ -51,7 +51,7 @@ def script_imports(path: Path) -> list[str]:
 def job_code(script: Path, family: str | None) -> str:
     lines = ["import os", "os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')"]
     if family:  # what start_job(family=...) does before the script's heavy imports
-        lines += ["from optin.arch.registry import family as _family", "from optin.runtime import hide_packages",
+        lines += ["from optin.arch.registry import family as _family", "from optin.workflow.runtime import hide_packages",
                   f"_f = _family({family!r})", "hide_packages(_f.unused_packages)"]
     lines += script_imports(script)
     if family:
@@ -62,7 +62,7 @@ def job_code(script: Path, family: str | None) -> str:
 
 def measure(code: str, repeats: int, warm_up: bool = True) -> tuple[float, list[str]]:
     """Median wall seconds of the imports (interpreter start-up excluded) and the modules loaded."""
-    # hidden packages (optin.runtime.hide_packages) sit in sys.modules as None: not loaded
+    # hidden packages (optin.workflow.runtime.hide_packages) sit in sys.modules as None: not loaded
     probe = code + ("\nimport sys, json, time\n"
                     "print(json.dumps([time.perf_counter() - _t0, sorted(k for k, v in sys.modules.items() if v is not None)]))")
     probe = "import time\n_t0 = time.perf_counter()\n" + probe

@@ -71,18 +71,17 @@ def read_benchmark_seconds(path) -> float:
 
 
 def scoring_passes(kind: str, units_scored: int, calibration_size: int, masks_tuned: int = 0,
-                   rearrange: bool = False, tune: bool = False) -> tuple[int, int]:
-    """(forward, backward) passes of the pruning stage. OPTIN: one masked forward of the calibration
-    batch per unit (from the unit's layer on); Kwon: one forward and one backward per calibration
-    sample, again per tuned mask if it is rearranged (the Fisher blocks), and one forward of the
-    batch per tuned mask for the least-squares tuning (teacher and pruned model side by side, layer
-    by layer); NViT: one forward and one backward per calibration sample (in mini-batches);
-    weight magnitude and random: none."""
-    if kind == "optin":
-        return units_scored, 0
-    if kind == "nvit":
-        return calibration_size, calibration_size
-    if kind == "kwon":
-        again = calibration_size * masks_tuned if rearrange else 0
-        return calibration_size + again + (2 * masks_tuned if tune else 0), calibration_size + again
-    return 0, 0
+                   stages: dict | None = None) -> tuple[int, int]:
+    """(forward, backward) passes of the pruning stage, by the method's ``scoring_passes``
+    (optin.methods.registry): one masked forward of the calibration batch per unit (from the unit's
+    layer on: OPTIN), one forward and one backward per calibration sample (Kwon et al., NViT; in
+    mini-batches), or none (weight magnitude, random); plus the passes of its per-mask stages."""
+    from optin.methods.registry import METHODS
+
+    entry = METHODS[kind]
+    forward, backward = {"per_unit": (units_scored, 0), "forward_backward": (calibration_size, calibration_size),
+                         "forward": (calibration_size, 0), "none": (0, 0)}[entry.scoring_passes]
+    if entry.stage_passes is not None and masks_tuned:
+        more_forward, more_backward = entry.stage_passes(stages or {}, calibration_size, masks_tuned)
+        forward, backward = forward + more_forward, backward + more_backward
+    return forward, backward

@@ -163,7 +163,7 @@ def tf32_matmuls(enabled: bool):
 def autocast(device, precision: str):
     """The masked forwards' precision (config key ``scoring.precision``): ``float32`` (off), ``tf32``
     (CUDA matmuls with TF32 inputs and float32 accumulation; a CPU has none and runs float32), or
-    autocast to ``bfloat16`` / ``float16``. The losses always run in float32 (optin.scoring)."""
+    autocast to ``bfloat16`` / ``float16``. The losses always run in float32 (optin.engine.scoring)."""
     import torch
 
     if precision not in PRECISIONS:

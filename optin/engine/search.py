@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from optin import flops
-from optin.flops import network_macs
-from optin.masks import Kept
+from optin.engine import flops
+from optin.engine.flops import network_macs
+from optin.engine.masks import Kept
 
 
 def ranked(scores: pd.DataFrame, kind: str, by: str = "importance") -> pd.DataFrame:
@@ -140,7 +140,7 @@ def search_latency(scores: pd.DataFrame, *, budget: float, table, heads_per_laye
                    neurons_per_layer: list[int]) -> tuple[Kept, dict]:
     """Kwon et al.'s latency search (``--metric latency`` with their MHA/FFN lookup tables), on
     search_mac's structure: the top-k heads and top-m neurons of the global rankings, now priced by
-    ``table`` (optin.latency_table.LatencyTable): the j-th head kept in a layer costs attention(j) -
+    ``table`` (optin.engine.latency_table.LatencyTable): the j-th head kept in a layer costs attention(j) -
     attention(j - 1), and so for neurons. Keeps the most important (k, m) whose predicted latency
     is at most ``budget`` x the dense model's."""
     if not 0.0 < budget <= 1.0:
@@ -344,7 +344,7 @@ def search_channels(
 
 def relative_to_layer_mean(scores: pd.DataFrame) -> pd.DataFrame:
     """Each unit's importance divided by the mean of its kind in its layer (scores with no scale
-    shared across layers, as weight magnitude in optin.baselines)."""
+    shared across layers, as weight magnitude in optin.methods.baselines)."""
     out = scores.copy()
     means = out.groupby(["kind", "layer"])["importance"].transform("mean")
     out["importance"] = out["importance"] / means.where(means > 0, 1.0)

@@ -1,6 +1,6 @@
 """Estimated GPU time of the paper run's OPTIN scoring, scaled from one measurement.
 
-    python -m optin.paper_cost [--ms-per-unit 4.6]
+    python -m optin.tools.paper_cost [--ms-per-unit 4.6]
 
 The anchor: ``optin-bench --bert-base --calibration-size 128 --device cuda`` (shared/gpu-check) timed
 the float32 engine (TF32 off) on an H200 at 4.6 ms per unit on a paper-sized BERT-base, its
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import yaml
 
-from optin.methods import OptinMethod, method_kind
+from optin.engine.settings import OptinMethod
+from optin.methods.registry import METHODS, SHARDED, entry_of
 
 ANCHOR_MS_PER_UNIT = 4.6
 ANCHOR = {"examples": 128, "padded_tokens": 23, "real_tokens": 1912}  # optin-bench's fallback batch
@@ -95,7 +96,7 @@ def estimates(paper: dict, ms_per_unit: float = ANCHOR_MS_PER_UNIT) -> list[dict
         # OPTIN variants with the same per-layer (md, kl) shards share one scoring run (the workflow's
         # shards_method): OPTIN-tau differs from OPTIN-beta only in the search
         runs = len({json.dumps(OptinMethod.from_config(m).shard_settings(), sort_keys=True)
-                    for m in methods if method_kind(m) == "optin"})
+                    for m in methods if entry_of(m).sharded})
         if model.startswith("bert"):
             s = exp["mac_seq_len"]
             units, per_unit = BERT_BASE.units, BERT_BASE.unit_macs(int(n * s), n, int(round(s)))
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     from pathlib import Path
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "workflow/configs/paper.yaml"))
+    parser.add_argument("--config", default=str(Path(__file__).resolve().parents[2] / "workflow/configs/paper.yaml"))
     parser.add_argument("--ms-per-unit", type=float, default=ANCHOR_MS_PER_UNIT)
     args = parser.parse_args(argv)
     paper = yaml.safe_load(Path(args.config).read_text())
@@ -141,9 +142,9 @@ if __name__ == "__main__":
 
 def llm_ms_per_unit(info: dict, windows: int, context: int, ms_per_unit: float = ANCHOR_MS_PER_UNIT) -> float:
     """Estimated GPU milliseconds per OPTIN unit of a decoder LM (model_info of the LLM arm), scaled
-    from the anchor by executed MACs per unit (optin.flops.llm_scoring_macs)."""
-    from optin.flops import llm_scoring_macs
+    from the anchor by executed MACs per unit (optin.engine.flops.llm_scoring_macs)."""
+    from optin.engine.flops import llm_scoring_macs
 
     units = info["num_layers"] * (info["heads"] + info["intermediate_size"] // info["channel_group"])
     anchor = BERT_BASE.unit_macs(ANCHOR["real_tokens"], ANCHOR["examples"], ANCHOR["padded_tokens"])
-    return ms_per_unit * llm_scoring_macs("optin", info, windows, context) / units / anchor
+    return ms_per_unit * llm_scoring_macs(METHODS[SHARDED].scoring_passes, info, windows, context) / units / anchor

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from optin.config import calibration_n, experiment_seeds
+from optin.workflow.config import calibration_n, experiment_seeds
 
 DEFAULT_BUDGETS = (0.5, 0.7)
 

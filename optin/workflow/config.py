@@ -10,8 +10,9 @@ import re
 from pathlib import Path
 
 from optin.arch.registry import FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, TRAINING_KEYS
-from optin.llm_config import llm_errors
-from optin.methods import GRADIENT_KINDS, OptinMethod, method_kind, method_settings
+from optin.workflow.llm_config import llm_errors
+from optin.engine.settings import OptinMethod
+from optin.methods.registry import entry_of, resolved_settings
 from optin.models import PACKAGED_MODELS
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -142,7 +143,7 @@ def check(config: dict, base_dir: Path = Path(".")) -> None:
             errors.append(f"run.methods: unknown method {name!r}; defined: {sorted(config['methods'])}")
     for name, method in config["methods"].items():
         try:
-            method_settings(method)
+            resolved_settings(method)
         except ValueError as err:
             errors.append(f"methods.{name}: {err}")
     labels = [budget_label(b) for b in run["budgets"]]
@@ -269,21 +270,24 @@ def _method_fit_errors(where: str, family, method: str, entry: dict) -> list[str
     if family.staged_taps and _resolved(entry).md_fresh_subsets:
         errors.append(f"{where}: method {method!r} draws one MD row subset per unit for every tap, "
                       f"but {family.name} stages have taps of different sizes (set md_fresh_subsets: false)")
-    kind = entry.get("kind", "optin")
-    if kind in GRADIENT_KINDS and not family.kwon:
-        errors.append(f"{where}: method {method!r} ({kind}) needs head and neuron masks and a "
-                      f"labelled classifier (families {families_with('kwon')}), not a {family.name} model")
-    needs_table = entry.get("budget_metric", "macs") == "latency" or (kind == "nvit" and entry.get("latency_eta", 0))
+    try:
+        method_entry = entry_of(entry)
+    except ValueError:
+        return errors  # reported under methods.<name>
+    fit = method_entry.fit_error(family)
+    if fit:
+        errors.append(f"{where}: method {method!r}: {fit}")
+    needs_table = entry.get("budget_metric", "macs") == "latency" or entry.get("latency_eta", 0)
     if needs_table and family.cost_model != "encoder":
         errors.append(f"{where}: method {method!r} reads a latency lookup table, which is built for models of "
                       f"identical encoder layers (families {latency_table_families()}), not a {family.name} model")
     if entry.get("budget_metric", "macs") == "latency" and entry.get("prune_tokens"):
         errors.append(f"{where}: method {method!r} prunes tokens under a latency budget; token schedules are "
                       "searched under MACs only (set budget_metric: macs)")
-    if kind == "optin" and entry.get("tap", "default") != "default" and not family.movable_tap:
+    if method_entry.sharded and entry.get("tap", "default") != "default" and not family.movable_tap:
         errors.append(f"{where}: method {method!r} moves the tap, which is defined for "
                       f"{', '.join(families_with('movable_tap'))} models only")
-    if kind == "optin" and entry.get("prune_tokens") and not family.token_pruning:
+    if method_entry.sharded and entry.get("prune_tokens") and not family.token_pruning:
         errors.append(f"{where}: method {method!r} prunes tokens, which only vision models "
                       f"(families {families_with('token_pruning')}) have")
     return errors
@@ -299,7 +303,7 @@ def families_with(attribute: str) -> list[str]:
 
 def _resolved(method: dict) -> OptinMethod:
     try:
-        return OptinMethod.from_config(method) if method_kind(method) == "optin" else OptinMethod()
+        return OptinMethod.from_config(method) if entry_of(method).sharded else OptinMethod()
     except ValueError:
         return OptinMethod()  # reported under methods.<name>
 

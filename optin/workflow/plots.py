@@ -9,7 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from optin import tables  # noqa: E402
+from optin.methods import registry  # noqa: E402
+from optin.workflow import tables  # noqa: E402
 
 STYLE = Path(__file__).with_name("optin.mplstyle")
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
@@ -17,14 +18,6 @@ PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None, "Producer": None}}
 
 
-# One colour and marker per method name, in every figure that uses method_style.
-METHOD_STYLES = {
-    "optin": ("#0072B2", "o"), "flap": ("#E69F00", "s"), "flap_structure": ("#E69F00", "D"), "flap_full": ("#E69F00", "*"),
-    "wanda_sp": ("#009E73", "^"), "llm_pruner": ("#D55E00", "v"), "minitron": ("#CC79A7", "P"),
-    "magnitude": ("#56B4E9", "X"), "random": ("#000000", "x"), "kwon": ("#D55E00", "s"), "nvit": ("#8C564B", "D"),
-    "kwon_tuned": ("#D55E00", "h"), "optin_tau": ("#17BECF", "^"), "tome": ("#BCBD22", "v"), "optin_reference": ("#0072B2", "p"),
-    "optin_md_mean": ("#009E73", "s"),
-}
 # A method searched under a latency budget is named <method>_latency: its method's colour and marker,
 # a dashed line.
 LATENCY_SUFFIX = "_latency"
@@ -34,8 +27,8 @@ def method_style(name: str) -> tuple[str, str]:
     """(colour, marker) of a method: fixed for the known names, else drawn from the palette by a
     stable hash of the name (never by plotting order)."""
     name = name.removesuffix(LATENCY_SUFFIX)
-    if name in METHOD_STYLES:
-        return METHOD_STYLES[name]
+    if registry.style(name) is not None:
+        return registry.style(name)
     import zlib
 
     code = zlib.crc32(name.encode())
@@ -129,7 +122,7 @@ def paper_points(key: str) -> dict:
     """Published points (optin/reference/paper_points.json, with provenance)."""
     import json
 
-    data = json.loads(Path(__file__).with_name("reference").joinpath("paper_points.json").read_text())
+    data = json.loads(Path(__file__).parents[1].joinpath("reference").joinpath("paper_points.json").read_text())
     if key not in data:
         raise KeyError(f"no published reference points {key!r}; known: {sorted(k for k in data if not k.startswith('_'))}")
     return data[key]
@@ -378,7 +371,7 @@ def scoring_cost(cost: pd.DataFrame, stem: Path, title: str) -> list[Path]:
 
 
 def sweep(summary: pd.DataFrame, stem: Path, title: str, axis: str, unpruned: float) -> list[Path]:
-    """Accuracy against a swept value (optin.sweeps.summary): one line per (series, budget), in the
+    """Accuracy against a swept value (optin.workflow.sweeps.summary): one line per (series, budget), in the
     series' method style (a calibration sweep) or coloured by budget (a method sweep, whose x is the
     method), line style by budget, a band of ± one std over seeds."""
     values = list(dict.fromkeys(summary.sort_values("position")["value"]))
@@ -428,7 +421,7 @@ def llm_quality_vs_macs(table: pd.DataFrame, stem: Path, title: str) -> list[Pat
                 else:
                     y, yerr = curve["y"], err
                 ax.errorbar(curve["x"], y, yerr=yerr, marker=marker, color=colour, capsize=2,
-                            linestyle="--" if method.startswith("flap_") else "-", label=f"{method} (n={int(curve['n'].max())})")
+                            linestyle="--" if method in registry.variant_names() else "-", label=f"{method} (n={int(curve['n'].max())})")
             ax.axhline(table[f"dense_{metric}"].iloc[0], color="0.5", linestyle=":", linewidth=1, label="dense")
             if log_scale:
                 ax.set_yscale("log")

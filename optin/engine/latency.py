@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from optin.latency_table import LatencyTable, neuron_grid
-from optin.masks import Kept
+from optin.engine.latency_table import LatencyTable, neuron_grid
+from optin.engine.masks import Kept
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ def round_to_tf32(x: torch.Tensor) -> torch.Tensor:
 
 class tf32_emulation(TorchFunctionMode):  # noqa: N801 - used like torch's own context managers
     """Matmuls with TF32 inputs and float32 accumulation, on any device, wherever CUDA's TF32 flag
-    is on, as on a GPU: the losses switch it off (``optin.scoring._full_precision``)."""
+    is on, as on a GPU: the losses switch it off (``optin.engine.scoring._full_precision``)."""
 
     MATMULS = {F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.mm,
                torch.einsum, F.scaled_dot_product_attention, torch.nn.functional.conv2d}
@@ -55,8 +55,8 @@ class tf32_emulation(TorchFunctionMode):  # noqa: N801 - used like torch's own c
 
 @contextlib.contextmanager
 def scoring_precision(device: torch.device, precision: str):
-    """``optin.runtime.autocast`` for the run's device, with TF32 emulated where the device has none."""
-    from optin.runtime import autocast, tf32_matmuls
+    """``optin.workflow.runtime.autocast`` for the run's device, with TF32 emulated where the device has none."""
+    from optin.workflow.runtime import autocast, tf32_matmuls
 
     if precision == "tf32" and device.type != "cuda":
         with tf32_matmuls(True), tf32_emulation():
@@ -81,7 +81,7 @@ def load_vision(calibration_size: int, device, image_size: int = 56):
 
 
 def score_all(adapter, teacher, method, precision: str, device, chunk: int) -> tuple[pd.DataFrame, float]:
-    from optin.scoring import score_layer
+    from optin.engine.scoring import score_layer
 
     parts = []
     start = time.perf_counter()
@@ -95,9 +95,9 @@ def score_all(adapter, teacher, method, precision: str, device, chunk: int) -> t
 
 
 def kept_sets(adapter, teacher, scores: pd.DataFrame, method, budgets) -> dict[float, set]:
-    from optin import flops
-    from optin.methods import combine
-    from optin.search import search_mac
+    from optin.engine import flops
+    from optin.methods.optin import combine
+    from optin.engine.search import search_mac
 
     combined = combine(scores, method, adapter.num_layers)
     tokens = float(teacher.rows.sum()) / len(teacher.logits) if teacher.rows is not None else len(teacher.taps[0]) / len(teacher.logits)
@@ -136,15 +136,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     from optin.arch import adapter_for
-    from optin.methods import OptinMethod
-    from optin.runtime import select_device
-    from optin.scoring import run_teacher
+    from optin.engine.settings import OptinMethod
+    from optin.workflow.runtime import select_device
+    from optin.engine.scoring import run_teacher
 
     device = select_device(args.device)
     if args.model == "dinov2":
         model, batch, source = load_vision(args.calibration_size, device)
     else:
-        from optin.bench import text_calibration
+        from optin.tools.bench import text_calibration
 
         model, batch, source = text_calibration(args.model == "bert-base", Path("results/models/minilm_rt/checkpoint"),
                                                 Path("results/data/rt_polarity"), args.calibration_size, device)

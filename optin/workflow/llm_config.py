@@ -9,12 +9,10 @@ import importlib.util
 import json
 from pathlib import Path
 
-from optin.methods import OptinMethod
+from optin.arch.registry import family
+from optin.methods.registry import entry_of, resolved_settings
 
 SUPPORTED_ARCHITECTURES = ("llama",)   # optin.arch.llama.SUPPORTED_MODEL_TYPES (no torch here)
-ONE_PASS_KINDS = ("flap", "wanda_sp", "llm_pruner", "minitron", "magnitude", "random")
-# Peers whose scores estimate loss changes (optin.llm_peers): the common search reads them unweighted.
-LOSS_SCALED = ("llm_pruner",)
 
 
 def gguf_file(source: dict) -> Path:
@@ -89,15 +87,16 @@ def llm_errors(config: dict, base_dir: Path = Path(".")) -> list[str]:
         if name not in llm["experiments"]:
             errors.append(f"llm.run.experiments: unknown experiment {name!r}; defined: {sorted(llm['experiments'])}")
     for name, method in llm["methods"].items():
-        if method["kind"] == "optin":
-            try:
-                OptinMethod.from_config(dict(method))
-            except (TypeError, ValueError) as err:
-                errors.append(f"llm.methods.{name}: {err}")
-        elif set(method) - {"kind", "structure", "bias_compensation"} or (
-                set(method) & {"structure", "bias_compensation"} and method["kind"] != "flap"):
-            errors.append(f"llm.methods.{name}: a {method['kind']} method takes no settings "
-                          f"{sorted(set(method) - {'kind'})} (flap alone takes structure and bias_compensation)")
+        try:
+            settings = resolved_settings(method)
+            fit = entry_of(method).fit_error(family("llama"))
+            if settings.get("budget_metric", "macs") != "macs":
+                fit = "decoder LLMs are searched under MACs (budget_metric: macs)"
+        except (TypeError, ValueError) as err:
+            errors.append(f"llm.methods.{name}: {err}")
+            continue
+        if fit:
+            errors.append(f"llm.methods.{name}: {fit}")
     for method in llm["evaluation"].get("keep_slim", []):
         if method not in llm["methods"]:
             errors.append(f"llm.evaluation.keep_slim: unknown method {method!r}; defined: {sorted(llm['methods'])}")

@@ -8,7 +8,7 @@ variable under the task loss, with every mask at 1:
 Gradients are per sample (one backward each) by default, as the Fisher's definition asks; a batch
 gradient squared adds cross terms between samples. Their released code (``prune/fisher.py``) squares
 the gradient of each mini-batch's *mean* loss (batches of 32): ``fisher_batch_size`` selects that
-(1 = per sample, 32 = their code); the mask rearrangement's Fisher blocks use the same gradients. The search (``optin.search.search_mac``), slimming and
+(1 = per sample, 32 = their code); the mask rearrangement's Fisher blocks use the same gradients. The search (``optin.engine.search.search_mac``), slimming and
 evaluation are OPTIN's, so the two methods differ only in their scores.
 
 ``fisher_scores`` is their "mask search" stage. Their two later stages, for the ``kwon_tuned``
@@ -30,8 +30,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from optin.masks import Kept
-from optin.methods import check_fisher_batch_size
+from optin.arch.base import apply_unit_scales  # noqa: F401 - their tuned scales, folded into the weights
+from optin.engine.masks import Kept
+from optin.methods.registry import check_fisher_batch_size
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -140,7 +141,7 @@ def _ridge(gram: torch.Tensor, rhs: torch.Tensor, damping: float) -> torch.Tenso
 @torch.no_grad()
 def tune_scales(adapter, teacher, kept: Kept, damping: float = 1e-3, bound: float = 10.0) -> tuple[list[list[float]], list[list[float]]]:
     """Per layer, the least-squares scales of the kept heads and neurons (see the module docstring);
-    ``teacher`` is the unpruned run on the calibration batch (optin.scoring.Teacher, real tokens only)."""
+    ``teacher`` is the unpruned run on the calibration batch (optin.engine.scoring.Teacher, real tokens only)."""
     x, layout = adapter.embed(teacher.batch, teacher.rows)
     x = x.double()
     model_dtype = next(adapter.model.parameters()).dtype
@@ -184,17 +185,27 @@ def tune_scales(adapter, teacher, kept: Kept, damping: float = 1e-3, bound: floa
     return head_scales, neuron_scales
 
 
-@torch.no_grad()
-def apply_unit_scales(adapter, kept: Kept, head_scales, neuron_scales) -> None:
-    """Fold per-unit scales into the weights in place: head h's columns of the output projection,
-    neuron j's column of the down projection (what multiplying their mask values by the scale does)."""
-    names, dh = adapter.block_names, adapter.head_dim
-    for layer in range(adapter.num_layers):
-        prefix = adapter.layer_prefix(layer)
-        out = adapter.model.get_parameter(f"{prefix}{names.out}.weight") if kept["head"][layer] else None
-        for head, scale in zip(kept["head"][layer], head_scales[layer], strict=True):
-            out[:, head * dh : (head + 1) * dh] *= scale
-        down = adapter.model.get_parameter(f"{prefix}{names.down}.weight") if kept["neuron"][layer] else None
-        for neuron, scale in zip(kept["neuron"][layer], neuron_scales[layer], strict=True):
-            down[:, neuron] *= scale
-    adapter.weights_changed()
+
+
+def score(adapter, calibration, settings: dict, seed: int) -> pd.DataFrame:
+    """The registry's scorer: the Fisher of every head and neuron mask on the labelled batch."""
+    return fisher_scores(adapter, calibration.batch, calibration.labels, settings["fisher_batch_size"])
+
+
+def mask_stages(adapter, teacher, labels, kept: Kept, settings: dict) -> tuple[Kept, dict]:
+    """Their stages after the search, on one searched mask: the rearranged mask, and the fields the
+    mask file gains (the tuned unit scales, which stages ran)."""
+    extra = {}
+    if settings["rearrange"]:
+        rearranged = rearrange(adapter, teacher.batch, labels, kept, settings["fisher_batch_size"])
+        moved = sum(len(set(a) - set(b)) for a, b in zip(rearranged["head"] + rearranged["neuron"],
+                                                           kept["head"] + kept["neuron"], strict=True))
+        print(f"rearrangement moved {moved} units (counts per layer unchanged)")
+        kept = rearranged
+    if settings["tune"]:
+        heads, neurons = tune_scales(adapter, teacher, kept)
+        extra["unit_scales"] = {"head": heads, "neuron": neurons}
+        flat = [v for layer in heads + neurons for v in layer]
+        print(f"mask tuning: {len(flat)} scales in [{min(flat, default=1):.3f}, {max(flat, default=1):.3f}]")
+    extra["kwon_stages"] = {"rearrange": settings["rearrange"], "tune": settings["tune"]}
+    return kept, extra

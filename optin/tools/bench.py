@@ -118,13 +118,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from optin.runtime import autocast, select_device
+    from optin.workflow.runtime import autocast, select_device
 
     device = select_device(args.device)
 
     from optin.arch import adapter_for
-    from optin.methods import OptinMethod
-    from optin.scoring import run_teacher, score_layer, score_naive
+    from optin.engine.settings import OptinMethod
+    from optin.engine.scoring import run_teacher, score_layer, score_naive
 
     model, batch, source = text_calibration(args.bert_base, Path(args.checkpoint), Path(args.data), args.calibration_size, device)
     adapter = adapter_for(model, "bert")

@@ -1,7 +1,7 @@
 """Latency lookup tables (Kwon et al.'s --mha_lut / --ffn_lut, NViT's latency table), per model,
 device, batch size, sequence length and thread count: what the latency-budgeted search
-(optin.search.search_latency) and every evaluation's predicted speed-up read. Measured by
-optin.latency.measure_table; kept free of torch so that the mask search stays a light job."""
+(optin.engine.search.search_latency) and every evaluation's predicted speed-up read. Measured by
+optin.engine.latency.measure_table; kept free of torch so that the mask search stays a light job."""
 
 from __future__ import annotations
 

@@ -17,11 +17,11 @@ pruning iteratively while training; cross-entropy on the labels instead of their
 loss; heads and neurons only (no QK / V dimensions or embedding channels as units).
 
 ``fisher_batch_size`` is the mini-batch whose summed contribution is squared, as for Kwon et al.
-(``optin.kwon``), who square a per-sample gradient (1) by default: the two differ in the gradient
+(``optin.methods.kwon``), who square a per-sample gradient (1) by default: the two differ in the gradient
 (the mask's vs the group's weights') and in where the square is taken.
 
 ``latency_eta`` > 0 adds NViT's latency-aware term, importance - eta * (latency saved by removing
-the unit from the dense model, seconds, from optin.latency_table.LatencyTable); their default eta is 5e-4.
+the unit from the dense model, seconds, from optin.engine.latency_table.LatencyTable); their default eta is 5e-4.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from optin.kwon import rows, task_loss
-from optin.methods import check_fisher_batch_size
+from optin.methods.kwon import rows, task_loss
+from optin.methods.registry import check_fisher_batch_size
 
 # NViT's divisors per group type (their code, method 23), for the unit kinds slimmed here.
 GROUP_CONSTANTS = {"head": 12.0, "neuron": 1.0}
@@ -118,3 +118,9 @@ def nvit_scores(adapter, batch: dict[str, torch.Tensor], labels: torch.Tensor, f
                 records.append({"layer": layer, "kind": kind, "index": index, "saliency": value, "latency_saved_s": saved,
                                 "importance": value - latency_eta * saved})
     return pd.DataFrame(records, columns=["layer", "kind", "index", "saliency", "latency_saved_s", "importance"])
+
+
+def score(adapter, calibration, settings: dict, seed: int) -> pd.DataFrame:
+    """The registry's scorer (the model's own forward: the gradients are the real weights')."""
+    return nvit_scores(adapter, calibration.batch, calibration.labels, settings["fisher_batch_size"],
+                       settings["latency_eta"], calibration.latency_table)

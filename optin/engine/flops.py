@@ -143,17 +143,17 @@ def llm_forward_macs(info: dict, windows: int, context: int, lm_head: bool = Tru
     return float(windows * (context * per_token + attention + head))
 
 
-def llm_scoring_macs(kind: str, info: dict, windows: int, context: int) -> float:
-    """MACs a method spends scoring one calibration batch. OPTIN: each unit of layer l reruns layers
-    l..L-1 and the LM head on the batch (the prefix cache skips layers 0..l-1); FLAP, Wanda-sp,
-    Minitron: one forward without the LM head; LLM-Pruner: a forward and a backward (~2x the
-    forward); magnitude and random: none."""
-    if kind in ("magnitude", "random"):
+def llm_scoring_macs(passes: str, info: dict, windows: int, context: int) -> float:
+    """MACs a method spends scoring one calibration batch, by its ``scoring_passes`` (optin.methods.registry):
+    per unit (OPTIN: each unit of layer l reruns layers l..L-1 and the LM head on the batch, the
+    prefix cache skipping layers 0..l-1); a forward and a backward (~2x the forward, LLM-Pruner);
+    one forward without the LM head (FLAP, Wanda-sp, Minitron); none (magnitude, random)."""
+    if passes == "none":
         return 0.0
     full = llm_forward_macs(info, windows, context)
-    if kind == "llm_pruner":
+    if passes == "forward_backward":
         return 3.0 * full
-    if kind != "optin":
+    if passes == "forward":
         return llm_forward_macs(info, windows, context, lm_head=False)
     layers = info["num_layers"]
     per_layer = llm_forward_macs(info, windows, context, lm_head=False) / layers

@@ -24,7 +24,7 @@ MLP channel groups ("neuron"). Formulas follow each method's released code:
 
 FLAP, Wanda-sp and Minitron scores carry no loss scale shared by heads and channels (like weight
 magnitude), so the common search divides each by its kind's mean in its layer and weighs it by the
-unit's MACs (optin.search.cost_weighted); LLM-Pruner's Taylor terms estimate loss changes and enter
+unit's MACs (optin.engine.search.cost_weighted); LLM-Pruner's Taylor terms estimate loss changes and enter
 the search as they are, as OPTIN's and Kwon's do.
 """
 
@@ -182,11 +182,12 @@ def llm_pruner_scores(adapter, batch) -> pd.DataFrame:
     return _table(heads, neurons)
 
 
-SCORERS = {"flap": flap_scores, "wanda_sp": wanda_sp_scores, "minitron": minitron_scores, "llm_pruner": llm_pruner_scores}
+def _peer(scores):
+    def scorer(adapter, calibration, settings: dict, seed: int) -> pd.DataFrame:
+        return scores(adapter, calibration.batch)
+
+    scorer.__doc__ = f"The registry's scorer: {scores.__name__} on the calibration windows."
+    return scorer
 
 
-def peer_scores(kind: str, adapter, batch) -> pd.DataFrame:
-    if kind not in SCORERS:
-        raise ValueError(f"an LLM peer method's kind must be one of {sorted(SCORERS)}, got {kind!r}")
-    return SCORERS[kind](adapter, batch)
-
+flap, wanda_sp, minitron, llm_pruner = (_peer(f) for f in (flap_scores, wanda_sp_scores, minitron_scores, llm_pruner_scores))

@@ -1,4 +1,5 @@
-"""OPTIN method settings: the paper's text and the authors' released code ("reference").
+"""The scoring engine's settings, OPTIN's method settings: the paper's text and the authors' released
+code ("reference").
 
 optin-method.md §4 lists where the code departs from the paper; each departure is a field here so
 that an ablation can switch one alone. ``OptinMethod.from_config`` starts from the semantics' defaults
@@ -8,11 +9,7 @@ and applies overrides; unknown keys are an error naming the key.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
-
-import numpy as np
-import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -64,10 +61,10 @@ class OptinMethod:
     # Tokens leave by OPTIN-tau's token scores ("importance") or r per layer as in ToMe ("uniform";
     # with a share of 0 this is ToMe alone at equal MACs, the token baseline).
     token_schedule: str = "importance"
-    # CNN channels: rank by importance per MAC (default) or by importance alone (optin.search.search_channels).
+    # CNN channels: rank by importance per MAC (default) or by importance alone (optin.engine.search.search_channels).
     channel_ranking: str = "per_mac"
     # What ``budget`` is a fraction of: the dense MACs, or the dense latency predicted by the model's
-    # latency lookup table (optin.latency, optin.search.search_latency).
+    # latency lookup table (optin.engine.latency, optin.engine.search.search_latency).
     budget_metric: str = "macs"
 
     # Fields that only change the mask search: methods that differ only here share one scoring run.
@@ -82,6 +79,9 @@ class OptinMethod:
         """Every resolved field: what a rule passes as params, so a changed default reruns it."""
         return dataclasses.asdict(self)
 
+    def solver_settings(self) -> dict:
+        return {k: v for k, v in self.settings().items() if k in self.SOLVER_FIELDS}
+
     def scoring_settings(self) -> dict:
         return {k: v for k, v in self.settings().items() if k not in self.SOLVER_FIELDS}
 
@@ -92,9 +92,7 @@ class OptinMethod:
     @classmethod
     def from_config(cls, config: dict) -> OptinMethod:
         config = dict(config)
-        kind = config.pop("kind", "optin")
-        if kind != "optin":
-            raise ValueError(f"a method of kind {kind!r} has no OPTIN settings")
+        config.pop("kind", None)   # the registry dispatched on it (optin.methods.registry)
         semantics = config.pop("semantics", "paper")
         if semantics not in SEMANTICS:
             raise ValueError(f"method key 'semantics' must be one of {sorted(SEMANTICS)}, got {semantics!r}")
@@ -157,12 +155,6 @@ class OptinMethod:
         return {"all": None, "next": 1}.get(self.trajectory_horizon, self.trajectory_horizon)
 
 
-# A method entry's ``kind``: OPTIN (the default), Kwon et al.'s Fisher scores (optin.kwon), NViT's
-# Hessian-aware saliency (optin.nvit), or a baseline scored without calibration (optin.baselines).
-# Every kind goes through the same search.
-METHOD_KINDS = ("optin", "kwon", "nvit", "magnitude", "random")
-# Kinds scored from task-loss gradients on the labelled calibration batch.
-GRADIENT_KINDS = ("kwon", "nvit")
 BUDGET_METRICS = ("macs", "latency")
 
 
@@ -170,68 +162,6 @@ def check_budget_metric(value) -> str:
     if value not in BUDGET_METRICS:
         raise ValueError(f"budget_metric must be one of {list(BUDGET_METRICS)}, got {value!r}")
     return value
-
-
-def budget_metric(config: dict) -> str:
-    return check_budget_metric(config.get("budget_metric", "macs"))
-
-
-def method_kind(config: dict) -> str:
-    kind = config.get("kind", "optin")
-    if kind not in METHOD_KINDS:
-        raise ValueError(f"method key 'kind' must be one of {list(METHOD_KINDS)}, got {kind!r}")
-    return kind
-
-
-# Kwon et al.'s stages after the Fisher scores (optin.kwon), per searched mask: they change neither
-# the scores nor the MACs, so a tuned method shares the plain one's scoring run.
-KWON_STAGES = {"rearrange": False, "tune": False}
-# Samples per gradient in the Fisher (optin.kwon.mask_gradients): 1 = per sample (the paper's
-# definition), 32 = their released code. It changes the scores, so it is part of the scoring settings.
-KWON_SETTINGS = {"fisher_batch_size": 1, **KWON_STAGES}
-# NViT squares the summed contribution of each mini-batch (32 samples, as Kwon et al.'s code; one
-# mini-batch when the calibration batch is smaller); latency_eta > 0 adds their latency term (their 5e-4).
-NVIT_SETTINGS = {"fisher_batch_size": 32, "latency_eta": 0.0}
-# Settings every kind takes, that change only the search.
-SEARCH_SETTINGS = {"budget_metric": "macs"}
-
-
-def check_fisher_batch_size(value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"fisher_batch_size must be a positive integer (1 = per sample, 32 = Kwon et al.'s code), got {value!r}")
-    return value
-
-
-def method_settings(config: dict) -> dict:
-    """What a rule passes as params for a method entry: every resolved OPTIN field, or a baseline's entry."""
-    kind = method_kind(config)
-    if kind == "optin":
-        return OptinMethod.from_config(config).settings()
-    own = {"kwon": KWON_SETTINGS, "nvit": NVIT_SETTINGS}.get(kind, {})
-    defaults = {**own, **SEARCH_SETTINGS}
-    extra = sorted(set(config) - {"kind"} - set(defaults))
-    if extra:
-        raise ValueError(f"a {kind} method takes no settings {extra}; it takes {sorted(defaults)}")
-    for key in set(KWON_STAGES) & set(defaults) & set(config):
-        if not isinstance(config[key], bool):
-            raise ValueError(f"{key} must be true or false, got {config[key]!r}")
-    if "fisher_batch_size" in defaults:
-        check_fisher_batch_size(config.get("fisher_batch_size", defaults["fisher_batch_size"]))
-    eta = config.get("latency_eta", 0.0)
-    if "latency_eta" in defaults and (isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta < 0):
-        raise ValueError(f"latency_eta must be a number >= 0 (NViT's default 5e-4; 0 = no latency term), got {eta!r}")
-    check_budget_metric(config.get("budget_metric", "macs"))
-    return {"kind": kind, **{k: config.get(k, v) for k, v in defaults.items()}}
-
-
-def baseline_scoring_settings(config: dict) -> dict:
-    """What a non-OPTIN method's scores depend on: methods equal here share one scoring run."""
-    settings = method_settings(config)
-    return {k: v for k, v in settings.items() if k not in KWON_STAGES and k not in SEARCH_SETTINGS}
-
-
-def is_tuned_kwon(config: dict) -> bool:
-    return method_kind(config) == "kwon" and any(config.get(k, False) for k in KWON_STAGES)
 
 
 SEMANTICS = {
@@ -253,64 +183,3 @@ SEMANTICS = {
         same_batch=False,
     ),
 }
-
-
-def dynamic_kl_scaling(md: np.ndarray, kl: np.ndarray, lambda_contribution: float) -> np.ndarray:
-    """§4.2: the authors' per-unit power-of-ten KL scaling, in scoring order.
-
-    The running list of scales is shared across the units of one pass, so the result depends on
-    the order of ``md``/``kl`` (layer-major, unit-minor).
-    """
-    scales: list[float] = []
-    scaled = np.empty_like(kl, dtype=np.float64)
-    for i, (m, k) in enumerate(zip(md, kl, strict=True)):
-        mean_scale = float(np.mean(scales)) if scales else 1.0
-        if m > k:
-            if k == 0.0:
-                scale = mean_scale
-            else:
-                scale = 10.0 ** int(math.log10(m) - math.log10(k) - math.log10(lambda_contribution))
-                scales.append(scale)
-        else:
-            scale = mean_scale
-        scaled[i] = scale * k
-    return scaled
-
-
-def combine(raw: pd.DataFrame, method: OptinMethod, num_layers: int) -> pd.DataFrame:
-    """Turn per-unit (md, kl) into ``importance`` (larger = more important)."""
-    parts = []
-    # The reference code's decays and positional weights exist for heads and neurons only.
-    kinds = (("head", method.head_metric_decay), ("neuron", method.neuron_metric_decay), ("token", 1.0), ("channel", 1.0))
-    for kind, decay in kinds:
-        part = raw[raw["kind"] == kind].sort_values(["layer", "index"], kind="stable").copy()
-        md = part["md"].to_numpy(dtype=np.float64)
-        kl = part["kl"].to_numpy(dtype=np.float64)
-        if method.dynamic_lambda and method.md_weight == 0.0:
-            kl_term = kl  # KL only in the authors' code (loss_type KL) ranks by plain KL, not KL scaled by MD
-        elif method.dynamic_lambda and method.lambda_c == 0.0:
-            kl_term = np.zeros_like(kl)  # MD only: no KL term at all, scaled or not
-        elif method.dynamic_lambda:
-            kl_term = dynamic_kl_scaling(md, kl, method.lambda_contribution)
-        else:
-            kl_term = method.lambda_c * kl
-        weight = np.full(len(part), decay, dtype=np.float64)
-        if method.positional_weighting and kind in ("head", "neuron"):
-            index = part["index"].to_numpy()
-            width = int(index.max()) + 1 if len(index) else 0
-            stop = 10.0 if kind == "head" else 100.0
-            weight *= np.geomspace(1.0, stop, width)[::-1][index]
-        if kind in ("head", "neuron"):
-            weight[part["layer"].to_numpy() == num_layers - 1] *= method.final_layer_decay(kind)
-        part["kl_term"] = kl_term
-        part["importance"] = (method.md_weight * md + kl_term) * weight
-        parts.append(part)
-    return pd.concat(parts, ignore_index=True)
-
-
-def write_scores(scores: pd.DataFrame, path, *, model: str, dataset: str, method: str, seed: int) -> pd.DataFrame:
-    """Prefix a scores table with the run it belongs to and write it (every scoring rule's output)."""
-    for position, (key, value) in enumerate((("model", model), ("dataset", dataset), ("method", method), ("seed", int(seed)))):
-        scores.insert(position, key, value)
-    scores.to_parquet(path, index=False)
-    return scores

@@ -24,9 +24,9 @@ import torch
 from tqdm import tqdm
 
 from optin.arch.base import EncoderAdapter, TokenLayout
-from optin.losses import kl_divergence, manifold_distance, manifold_distance_direct, teacher_gram_dd
-from optin.methods import OptinMethod
-from optin.runtime import tf32_matmuls
+from optin.engine.losses import kl_divergence, manifold_distance, manifold_distance_direct, teacher_gram_dd
+from optin.engine.settings import OptinMethod
+from optin.workflow.runtime import tf32_matmuls
 
 
 @dataclass
