@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q --no-compi
 # is installed system-wide).
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: install data-deps run resume prefetch test test-paper test-gpu test-slurm report bench precision-study profile-imports rule-times readme-figures dry-run lint clean
+.PHONY: install data-deps run resume prefetch test test-fast test-paper test-gpu test-slurm report bench precision-study profile-imports rule-times readme-figures dry-run lint clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ report: install
 # the slowest tests listed at the end (docs/performance.md).
 test: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+
+# The inner loop: every test whose module starts no Snakemake run or dry run (tests/conftest.py marks
+# the others `snakemake`), about two minutes on two cores.
+test-fast: install
+	$(BIN)/python -m pytest -q -n 2 -m "not snakemake and not gpu" --durations=5
 
 # The paper tier: workflow/configs/paper.yaml's whole DAG on stand-ins of its inputs in their real
 # formats (tests/standins.py): prefetch, then the compute part with the network refused; and the

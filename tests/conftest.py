@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -57,6 +58,18 @@ def batch():
 # runs the paper configuration's whole DAG on stand-ins (about 7 minutes on 2 cores).
 OPT_IN_TIERS = {"slurm": "a real single-node Slurm: run with -m slurm (make test-slurm)",
                 "paper": "paper.yaml on stand-ins: run with -m paper (make test-paper)"}
+
+
+# Test modules that start Snakemake (a run or a dry run): `make test-fast` leaves them out (-m "not
+# snakemake"), everything else runs in about two minutes.
+SNAKEMAKE_CALLS = ("snakemake(", "SNAKEMAKE", "dry_run(", "doc_examples")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_itemcollected(item):
+    source = getattr(item.module, "__file__", None) if hasattr(item, "module") else None
+    if source and any(call in Path(source).read_text() for call in SNAKEMAKE_CALLS):
+        item.add_marker(pytest.mark.snakemake)
 
 
 def pytest_collection_modifyitems(config, items):

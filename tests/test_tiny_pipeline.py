@@ -197,26 +197,42 @@ def test_rerun_does_nothing_and_a_new_budget_reruns_only_its_jobs(tiny_runs):
     snakemake(run, config, "-n")  # leave the config as the fixture wrote it
 
 
-@pytest.mark.parametrize("model,dataset,n,method", [
-    ("tinybert", "synthetic", 4, "optin"), ("tinybert", "synthetic", 4, "optin_reference"), ("tinyvit", "fmnist", 3, "optin"),
-    ("tinyseg", "canvases", 3, "optin"), ("tinyresnet", "fmnist28", 4, "optin_md_mean"), ("ccexam", "mnist", 4, "optin")])
+def tiny_method_runs() -> list[tuple[str, str, int, str]]:
+    """(model, dataset, calibration size, method) of every method of the tiny run that optin.prune
+    runs (token schedules run in the workflow only)."""
+    from optin.methods.registry import resolved_settings
+    from optin.workflow.config import calibration_n, experiment_methods
+
+    config = tiny_config(Path("sentences.csv"))
+    return [(config["experiments"][e]["model"], config["experiments"][e]["dataset"], calibration_n(config, e), method)
+            for e in config["run"]["experiments"] for method in experiment_methods(config, e)
+            if not resolved_settings(config["methods"][method]).get("prune_tokens")]
+
+
+@pytest.mark.parametrize("model,dataset,n,method", tiny_method_runs())
 def test_optin_prune_gives_the_workflows_mask_on_the_same_inputs(tiny_runs, model, dataset, n, method):
     """optin.prune on the prepared checkpoint as its usual loader returns it and on the calibration
-    batches the workflow saved: the same scores and the same kept units as the solve rule's mask."""
+    batches the workflow saved: for every method of the tiny run, the same scores and the same kept
+    units as the workflow's mask (after the method's per-mask stages, where it has them)."""
     import torch
 
     import optin
+    from optin.methods.registry import has_mask_stages, scoring_settings
     from optin.models import load_checkpoint
 
     config, (run, _), _ = tiny_runs
     family = config["models"][model]["family"]
-    calibration = run / f"results/calibration/{model}/{dataset}/calib{n}-seed0/teacher.pt"
-    batches = [draw[True]["batch"] for draw in torch.load(calibration, weights_only=False)["teachers"]]
-    mask = json.loads((run / f"results/masks/{model}/{dataset}/{method}/calib{n}-seed0/budget0.500.json").read_text())
+    calibration = torch.load(run / f"results/calibration/{model}/{dataset}/calib{n}-seed0/teacher.pt", weights_only=False)
+    batches = [draw[True]["batch"] for draw in calibration["teachers"]]
+    labels = calibration["labels"][0] if calibration.get("labels") else None
+    suffix = ".tuned.json" if has_mask_stages(config["methods"][method]) else ".json"
+    mask = json.loads((run / f"results/masks/{model}/{dataset}/{method}/calib{n}-seed0/budget0.500{suffix}").read_text())
     dense = load_checkpoint(family, run / f"results/models/{model}/checkpoint")
     pruned = optin.prune(dense, batches, budget=0.5, method=config["methods"][method], family=family, seed=0,
-                         mac_seq_len=mask.get("mac_seq_len"))
-    workflow_scores = pd.read_parquet(run / f"results/scores/{model}/{dataset}/{method}/calib{n}-seed0/scores.parquet")
+                         labels=labels, mac_seq_len=mask.get("mac_seq_len"))
+    # the configured method whose scores the workflow reuses (rules/common.smk scores_method)
+    scored = next(m for m, e in config["methods"].items() if scoring_settings(e) == scoring_settings(config["methods"][method]))
+    workflow_scores = pd.read_parquet(run / f"results/scores/{model}/{dataset}/{scored}/calib{n}-seed0/scores.parquet")
     workflow_scores = workflow_scores[workflow_scores["kind"] != "token"].sort_values(["kind", "layer", "index"])
     scores = pruned.scores.sort_values(["kind", "layer", "index"])
     assert list(zip(scores["kind"], scores["layer"], scores["index"])) == \
@@ -226,6 +242,9 @@ def test_optin_prune_gives_the_workflows_mask_on_the_same_inputs(tiny_runs, mode
     assert scores["importance"].to_numpy() == pytest.approx(expected, rel=1e-4, abs=1e-6 * abs(expected).max())
     assert pruned.kept.to_json() == mask["kept"]
     assert pruned.macs == {"dense": mask["base_macs"], "kept": mask["achieved_macs"], "ratio": mask["achieved_ratio"]}
+    if "unit_scales" in mask:
+        flat = lambda scales: [v for layer in scales["head"] + scales["neuron"] for v in layer]  # noqa: E731
+        assert flat(pruned.search["unit_scales"]) == pytest.approx(flat(mask["unit_scales"]), rel=1e-4, abs=1e-6)
     assert sum(p.numel() for p in pruned.model.parameters()) < sum(p.numel() for p in dense.parameters())
 
 

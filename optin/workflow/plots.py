@@ -148,8 +148,8 @@ def delta_vs_flops(metrics: pd.DataFrame, stem: Path, references: dict[str, str 
             reference = references[experiment]
             if reference:
                 points = paper_points(reference)
-                if points["optin"]:
-                    xs, ys = zip(*points["optin"])
+                if points["paper_optin"]:
+                    xs, ys = zip(*points["paper_optin"])
                     ax.plot(xs, ys, color="0.3", linestyle="--", marker="o", markerfacecolor="none", label="OPTIN (paper)")
                 for marker, (name, values) in zip(MARKERS, sorted(points["baselines"].items())):
                     bx, by = zip(*values)
