@@ -3,7 +3,7 @@ import json
 from pathlib import Path
 
 from optin.data.text import GLUE_REPO, fetch_glue, fetch_rt_polarity, glue_dataset, make_split, read_local_csv, write_dataset
-from optin.workflow.hub import NotInCache
+from optin.data.hub import NotInCache
 from optin.workflow.runtime import start_job
 
 start_job(snakemake.log[0], threads=1, offline=False)

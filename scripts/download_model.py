@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from optin.workflow.hub import NotInCache
+from optin.data.hub import NotInCache
 from optin.models.text import download_hub_model
 from optin.workflow.runtime import start_job
 

@@ -95,7 +95,7 @@ def test_fetch_glue_reads_the_pinned_revision_and_the_papers_dev_split_from_the_
 def test_a_glue_revision_missing_from_the_cache_names_the_prefetch(tmp_path, monkeypatch):
     import huggingface_hub.constants
 
-    from optin.workflow.hub import NotInCache
+    from optin.data.hub import NotInCache
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(NotInCache, match=r"dataset nyu-mll/glue@main is not in the Hugging Face cache .*make prefetch"):

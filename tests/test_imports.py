@@ -127,3 +127,32 @@ def test_the_cycle_check_finds_a_lazy_cycle_through_a_package(tmp_path):
     (package / "c.py").write_text("from pkg import a\ng = 1\n")
     (package / "d.py").write_text("from pkg import c\n")
     assert import_cycles(import_graph(package)) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
+
+
+# The library's layers, bottom up (docs/architecture.md, "Layout"): the engine, the families (their
+# adapters, loading and data), the methods, and what uses them all (the front door, the workflow
+# support, the tools).
+LAYERS = {"engine": 0, "arch": 1, "models": 1, "data": 1, "reference": 1, "methods": 2,
+          "pruning": 3, "cli": 3, "workflow": 3, "tools": 3}
+# The one import from a lower layer to a higher one: the engine runs every family through the
+# adapter protocol (optin/arch/base.py).
+UPWARD_ALLOWED = {("optin.engine.scoring", "optin.arch.base")}
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS[parts[1]] if len(parts) > 1 else LAYERS["pruning"]
+
+
+def test_the_library_imports_downward_but_for_one_named_exception():
+    graph = import_graph(Path(__file__).resolve().parents[1] / "optin")
+    upward = {(module, other) for module, imported in graph.items() for other in imported
+              if layer_of(other) > layer_of(module)}
+    assert upward == UPWARD_ALLOWED
+
+
+def test_no_library_module_grows_past_about_500_lines():
+    sizes = {path.relative_to(SCRIPTS.parent).as_posix(): len(path.read_text().splitlines())
+             for path in (SCRIPTS.parent / "optin").rglob("*.py")}
+    assert len(sizes) > 50
+    assert {path: n for path, n in sizes.items() if n > 550} == {}

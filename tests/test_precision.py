@@ -103,7 +103,7 @@ def test_tf32_rounding_keeps_ten_mantissa_bits_and_rounds_ties_away_from_zero():
 
 def test_tf32_emulation_rounds_the_inputs_of_every_matmul():
     from optin.tools.precision import round_to_tf32, tf32_emulation
-    from optin.workflow.runtime import tf32_matmuls
+    from optin.engine.device import tf32_matmuls
 
     g = torch.Generator().manual_seed(0)
     a, b, w = torch.randn(8, 16, generator=g), torch.randn(16, 4, generator=g), torch.randn(4, 16, generator=g)

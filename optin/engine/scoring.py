@@ -26,7 +26,7 @@ from tqdm import tqdm
 from optin.arch.base import EncoderAdapter, TokenLayout
 from optin.engine.losses import kl_divergence, manifold_distance, manifold_distance_direct, teacher_gram_dd
 from optin.engine.settings import OptinMethod
-from optin.workflow.runtime import tf32_matmuls
+from optin.engine.device import tf32_matmuls
 
 
 @dataclass
@@ -533,28 +533,3 @@ def auto_chunk(score, device, n_units: int, jobs_per_gpu: int = 1) -> int:
     if device.type != "cuda":
         return CPU_AUTO_CHUNK
     return probe_chunk(score, n_units, lambda run: _cuda_peak_bytes(run, device), gpu_memory_budget(device, jobs_per_gpu))
-
-
-def labelled_image_calibration(adapter, job):
-    """image_calibration on the dataset's pool of labelled images (the ViT and CNN families)."""
-    from optin.data.images import open_split
-
-    split_file, source_file = job.data
-    pool = open_split(split_file, source_file, "calib_pool", job.image_size, job.checkpoint, pixels=job.pixels)
-    return image_calibration(adapter, pool, job, labelled=True)
-
-
-def image_calibration(adapter: EncoderAdapter, pool, job, labelled: bool):
-    """Teachers of ``job.draws`` disjoint seeded batches of a calibration pool of images."""
-    from optin.data import disjoint_draws
-    from optin.models import Calibration
-
-    draws = disjoint_draws(len(pool), job.n, job.seed, job.draws)
-    teachers, labels = [], []
-    for positions in draws:
-        teacher = run_teacher(adapter, {"pixel_values": pool.pixels(positions).to(job.device)}).to_dict()
-        teachers.append({True: teacher, False: teacher})  # images have no padding
-        if labelled:
-            labels.append(torch.as_tensor(pool.labels[positions]))
-        print(f"calibration batch of {len(positions)} images of {tuple(pool.pixels(positions[:1]).shape[-2:])} px")
-    return Calibration(teachers, labels, draws)

@@ -126,3 +126,30 @@ class Evaluation:
     recount: Callable[[Any], float]             # MACs counted from a model's weight shapes
     latency_batch: dict
     extra: dict = field(default_factory=dict)   # family-specific result fields
+
+
+def labelled_image_calibration(adapter, job):
+    """image_calibration on the dataset's pool of labelled images (the ViT and CNN families)."""
+    from optin.data.images import open_split
+
+    split_file, source_file = job.data
+    pool = open_split(split_file, source_file, "calib_pool", job.image_size, job.checkpoint, pixels=job.pixels)
+    return image_calibration(adapter, pool, job, labelled=True)
+
+
+def image_calibration(adapter, pool, job, labelled: bool):
+    """Teachers of ``job.draws`` disjoint seeded batches of a calibration pool of images."""
+    import torch
+
+    from optin.data import disjoint_draws
+    from optin.engine.scoring import run_teacher
+
+    draws = disjoint_draws(len(pool), job.n, job.seed, job.draws)
+    teachers, labels = [], []
+    for positions in draws:
+        teacher = run_teacher(adapter, {"pixel_values": pool.pixels(positions).to(job.device)}).to_dict()
+        teachers.append({True: teacher, False: teacher})  # images have no padding
+        if labelled:
+            labels.append(torch.as_tensor(pool.labels[positions]))
+        print(f"calibration batch of {len(positions)} images of {tuple(pool.pixels(positions[:1]).shape[-2:])} px")
+    return Calibration(teachers, labels, draws)

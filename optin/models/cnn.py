@@ -357,6 +357,6 @@ def prepare(job):
 
 
 def calibration(adapter, job):
-    from optin.engine.scoring import labelled_image_calibration
+    from optin.models import labelled_image_calibration
 
     return labelled_image_calibration(adapter, job)

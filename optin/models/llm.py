@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from optin.arch.llama import channel_group_error, unsupported_reason
-from optin.workflow.llm_config import gguf_file, gguf_metadata
+from optin.models.gguf import gguf_file, gguf_metadata
 
 # The zero-shot prompt (sentiment of one sentence) and the label words compared at its end. Chosen
 # among four prompts by the dense model's accuracy on 200 of the held-out sentences (docs/llm.md): a
@@ -212,7 +212,7 @@ def decode_seconds(model, prompt: torch.Tensor, steps: int) -> float:
 @torch.no_grad()
 def latency(models: dict, prompt: torch.Tensor, decode_steps: int, repeats: int, warmup: int) -> dict:
     """Prefill and decode throughput (tokens/s) of each model, runs interleaved, medians of ``repeats``."""
-    from optin import latency as timing
+    from optin.engine import latency as timing
 
     prefill = timing.compare(models, {"input_ids": prompt}, repeats, warmup)
     decode = {name: [] for name in models}

@@ -132,7 +132,7 @@ def prepare(job):
 def calibration(adapter, job):
     """Canvases from the pool; no labels (Kwon et al.'s method is not defined for this family)."""
     from optin.data.segmentation import open_segmentation_split
-    from optin.engine.scoring import image_calibration
+    from optin.models import image_calibration
 
     split_file, source_file = job.data
     pool = open_segmentation_split(split_file, source_file, "calib_pool", job.checkpoint)

@@ -33,7 +33,7 @@ def download_hub_model(repo_id: str, revision: str, destination: Path) -> str:
     """The snapshot of ``repo_id`` at ``revision`` (through the hub cache) under ``destination``;
     the commit it resolved to is written to ``RESOLVED_REVISION`` so that results stay traceable
     when the config names a branch. Returns the commit."""
-    from optin.workflow.hub import materialize, snapshot
+    from optin.data.hub import materialize, snapshot
 
     path, commit = snapshot(repo_id, revision, ignore_patterns=OTHER_FRAMEWORKS)
     materialize(path, destination)

@@ -56,7 +56,8 @@ class tf32_emulation(TorchFunctionMode):  # noqa: N801 - used like torch's own c
 @contextlib.contextmanager
 def scoring_precision(device: torch.device, precision: str):
     """``optin.workflow.runtime.autocast`` for the run's device, with TF32 emulated where the device has none."""
-    from optin.workflow.runtime import autocast, tf32_matmuls
+    from optin.engine.device import tf32_matmuls
+    from optin.workflow.runtime import autocast
 
     if precision == "tf32" and device.type != "cuda":
         with tf32_matmuls(True), tf32_emulation():

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from optin.data.network import forbid_network, network_forbidden
+
 
 def start_job(log_path: str | None, threads: int, offline: bool = True, light: bool = False,
               family: str | None = None) -> None:
@@ -36,56 +38,6 @@ def start_job(log_path: str | None, threads: int, offline: bool = True, light: b
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
-
-
-# Set on compute nodes without internet (docs/cluster-gpu.md, "Cluster"): every job then fails at its first
-# outbound connection with a message naming the prefetch, instead of waiting for a network timeout.
-NO_NETWORK_ENV = "OPTIN_OFFLINE"
-LOOPBACK = ("localhost", "127.0.0.1", "::1")
-
-
-class NetworkForbidden(ConnectionRefusedError):
-    pass
-
-
-def network_forbidden() -> bool:
-    return os.environ.get(NO_NETWORK_ENV, "0") not in ("0", "")
-
-
-def forbid_network() -> None:
-    """Make every outbound (non-loopback) connection and name lookup of this process raise at once."""
-    import socket
-
-    if getattr(socket.socket.connect, "optin_guard", False):
-        return
-
-    def refuse(host) -> None:
-        raise NetworkForbidden(f"outbound connection to {host} refused: {NO_NETWORK_ENV}=1 (a job that must not use the "
-                               "network); fetch models, datasets and weights first with the prefetch "
-                               "(make prefetch CONFIG=<your config>) on a machine that reaches them")
-
-    def is_loopback(host) -> bool:
-        return isinstance(host, str) and (host in LOOPBACK or host.startswith("127."))
-
-    def guard(method):
-        def guarded(self, address, *args):
-            if self.family in (socket.AF_INET, socket.AF_INET6) and not is_loopback(address[0]):
-                refuse(f"{address[0]}:{address[1]}")
-            return method(self, address, *args)
-
-        guarded.optin_guard = True
-        return guarded
-
-    lookup = socket.getaddrinfo
-
-    def guarded_lookup(host, *args, **kwargs):
-        if host is not None and not is_loopback(host.decode() if isinstance(host, bytes) else host):
-            refuse(host)
-        return lookup(host, *args, **kwargs)
-
-    socket.socket.connect = guard(socket.socket.connect)
-    socket.socket.connect_ex = guard(socket.socket.connect_ex)
-    socket.getaddrinfo = guarded_lookup
 
 
 def hide_packages(names) -> None:
@@ -147,19 +99,6 @@ def select_device(requested: str = "cpu"):
 PRECISIONS = ("float32", "tf32", "bfloat16", "float16")
 
 
-@contextlib.contextmanager
-def tf32_matmuls(enabled: bool):
-    """TensorFloat-32 for CUDA matmuls and convolutions inside the block (restored after)."""
-    import torch
-
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
-
-
 def autocast(device, precision: str):
     """The masked forwards' precision (config key ``scoring.precision``): ``float32`` (off), ``tf32``
     (CUDA matmuls with TF32 inputs and float32 accumulation; a CPU has none and runs float32), or
@@ -169,6 +108,8 @@ def autocast(device, precision: str):
     if precision not in PRECISIONS:
         raise ValueError(f"scoring.precision must be one of {list(PRECISIONS)}, got {precision!r}")
     if precision == "tf32":
+        from optin.engine.device import tf32_matmuls
+
         return tf32_matmuls(True) if device.type == "cuda" else contextlib.nullcontext()
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
