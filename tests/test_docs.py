@@ -161,6 +161,13 @@ def test_the_library_page_prunes_the_packaged_minilm_as_written(tmp_path, monkey
     expected = adapter_for(masked.eval(), "bert").masked_logits(calibration, pruned.kept)
     assert (slim(**calibration).logits - expected).abs().max() < 1e-4
     assert "'ratio': 0.49" in capsys.readouterr().out
+    # the page's peer example runs on the same model and batch: Kwon et al. with their stages
+    peer = next(b for b in code_blocks(ROOT / "docs/library.md") if "method=\"kwon_tuned\"" in b.text)
+    exec(compile(peer.text, peer.where, "exec"), namespace)
+    tuned = namespace["pruned"]
+    assert tuned.method["kind"] == "kwon" and tuned.method["tune"] and 0.45 < tuned.macs["ratio"] <= 0.5
+    assert len(tuned.search["unit_scales"]["neuron"]) == 6
+    assert (tuned.model(**calibration).logits - tuned.adapter.masked_logits(calibration, tuned.kept)).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize("block", [b for b in shell_blocks() if "results/" in b.text], ids=lambda b: b.where)

@@ -10,6 +10,7 @@ import yaml
 from families import FAMILIES as TINY
 from optin.arch import adapter_classes, adapter_for, family
 from optin.arch.registry import FAMILIES
+from optin.engine.cost import COST_MODELS
 from test_workflow import ROOT
 
 # What a family's model module must provide (docs/architecture.md, "Adding a model family").
@@ -36,7 +37,7 @@ def test_every_family_module_provides_the_protocol(name):
     assert inspect.signature(models.prepare).parameters.keys() == {"job"}
     assert importlib.import_module(entry.adapter_module).ADAPTER_CLASSES
     assert set(entry.unit_kinds) <= {"head", "neuron", "token", "channel"}
-    assert entry.cost_model in ("encoder", "per_layer", "channels", "gqa")
+    assert entry.cost_model in COST_MODELS   # optin.engine.cost: solve and optin.prune build it
     assert callable(entry.scoring_load_function()), entry.scoring_loader
 
 
@@ -58,3 +59,10 @@ def test_each_tiny_family_goes_through_the_registry(tiny):
 def test_an_unknown_family_is_named_with_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown model family 'gpt2'; known: \['bert'"):
         family("gpt2")
+
+
+def test_every_registered_family_has_a_tiny_model_that_every_family_test_runs():
+    # tests/families.py feeds the engine, slimming, device and optin.prune tests of every family: a
+    # family registered without a tiny model there would pass them untested
+    assert set(TINY) == set(TINY_FAMILY)
+    assert set(TINY_FAMILY.values()) == set(FAMILIES)
