@@ -30,7 +30,7 @@ if entry.needs_calibration:
         raise ValueError(f"{inputs.teacher} holds no labels; method kind {entry.name!r} needs the task loss")
     calibration = Calibration(batch=Teacher.from_dict(saved["teachers"][0][False]).batch,
                               labels=saved["labels"][0] if saved.get("labels") else None,
-                              latency_table=LatencyTable.read(inputs.latency_table[0]) if inputs.get("latency_table") else None)
+                              latency_table=LatencyTable.read(inputs.latency_table[0]) if inputs.latency_table else None)
 start = time.perf_counter()
 scores = entry.function()(adapter, calibration, params.method, params.seed)
 print(f"{entry.name}: {len(scores)} units scored in {time.perf_counter() - start:.1f} s")
