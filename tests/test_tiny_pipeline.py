@@ -230,8 +230,10 @@ def test_optin_prune_gives_the_workflows_mask_on_the_same_inputs(tiny_runs, mode
     dense = load_checkpoint(family, run / f"results/models/{model}/checkpoint")
     pruned = optin.prune(dense, batches, budget=0.5, method=config["methods"][method], family=family, seed=0,
                          labels=labels, mac_seq_len=mask.get("mac_seq_len"))
-    # the configured method whose scores the workflow reuses (rules/common.smk scores_method)
-    scored = next(m for m, e in config["methods"].items() if scoring_settings(e) == scoring_settings(config["methods"][method]))
+    # the configured method whose scores the workflow reuses (rules/common.smk scores_method: the
+    # first alike in the order of the config file the run read)
+    methods = yaml.safe_load((run / "config.yaml").read_text())["methods"]
+    scored = next(m for m, e in methods.items() if scoring_settings(e) == scoring_settings(methods[method]))
     workflow_scores = pd.read_parquet(run / f"results/scores/{model}/{dataset}/{scored}/calib{n}-seed0/scores.parquet")
     workflow_scores = workflow_scores[workflow_scores["kind"] != "token"].sort_values(["kind", "layer", "index"])
     scores = pruned.scores.sort_values(["kind", "layer", "index"])
