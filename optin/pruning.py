@@ -138,7 +138,8 @@ def prune(model, calibration, *, budget: float, method=DEFAULT, family: str | No
         from optin.arch.base import pruned_encoder
         from optin.engine.scoring import run_teacher
 
-        teacher = run_teacher(adapter, batches[0])
+        # real tokens only, as the workflow's tune_mask reads its calibration teacher
+        teacher = run_teacher(adapter, batches[0], include_padding=False)
         kept, extra = entry.function(entry.mask_stages)(adapter, teacher, labels, kept, resolved)
         search.update(extra)
         slim_adapter, _ = pruned_encoder(adapter.model, {"kept": kept.to_json(), **extra}, fam.name)
