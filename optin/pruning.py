@@ -65,14 +65,15 @@ def _batches(calibration) -> list[dict]:
 
 def _sequence_length(adapter, batch: dict) -> float:
     """Tokens per sample that the encoder MAC model prices: the real (unpadded) tokens of a text
-    batch, every token of an image batch."""
+    batch, every token of an image batch (the rows of its embedding: patches and prefix tokens)."""
     mask = batch.get("attention_mask")
     if mask is not None:
         return float(mask.sum()) / mask.shape[0]
-    from optin.engine.scoring import run_teacher
+    import torch
 
-    teacher = run_teacher(adapter, batch)
-    return teacher.layer_inputs[0].shape[0] / teacher.logits.shape[0]
+    with torch.no_grad():
+        rows, layout = adapter.embed(batch)
+    return rows.shape[0] / layout.n
 
 
 def prune(model, calibration, *, budget: float, method=DEFAULT, family: str | None = None, seed: int = 0,
@@ -114,8 +115,9 @@ def prune(model, calibration, *, budget: float, method=DEFAULT, family: str | No
         raise ValueError("same_batch: false scores neurons on a second calibration batch: pass a list of two batches")
     adapter = adapter_for(model.eval(), family)
     fam = family_entry(family or _registered_family(adapter))
-    if entry.fit_error(fam):
-        raise ValueError(entry.fit_error(fam))
+    unfit = entry.fit_error(fam)
+    if unfit:
+        raise ValueError(unfit)
     if entry.needs_labels and labels is None:
         raise ValueError(f"method kind {entry.name!r} scores by the task loss: pass labels= (one per calibration sample)")
     table = _latency_table(latency_table, resolved)

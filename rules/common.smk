@@ -4,7 +4,7 @@ from pathlib import Path
 from optin.arch.registry import FAMILIES, IMAGE_SOURCES, SEGMENTATION_SOURCES, TEXT_SOURCES, training_of
 from optin.workflow.config import CALIBRATION_DRAWS, in_repository, slim_kept, experiment_budgets, budget_label, calibration_n, check, experiment_methods, experiment_seeds, validate_schema
 from optin.engine.settings import OptinMethod
-from optin.methods.registry import METHODS, entry_of, has_mask_stages, resolved_settings
+from optin.methods.registry import entry_of, has_mask_stages, resolved_settings
 from optin.methods.registry import scoring_settings as resolved_scoring_settings
 from optin.workflow.sweeps import as_dicts, sweep_runs
 

@@ -39,8 +39,7 @@ def llm_runs():
 def llm_scores_of(method):
     """The first configured method with the same scoring settings, whose scores it reuses (FLAP's
     structures and bias compensation only change the search)."""
-    target = llm_scoring_settings(LLM["methods"][method])
-    return next(m for m, e in LLM["methods"].items() if llm_scoring_settings(e) == target)
+    return first_alike(method, lambda m: llm_scoring_settings(LLM["methods"][m]), list(LLM["methods"]))
 
 
 def llm_model_file(name):

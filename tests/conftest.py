@@ -1,3 +1,4 @@
+import functools
 import os
 from pathlib import Path
 
@@ -65,10 +66,15 @@ OPT_IN_TIERS = {"slurm": "a real single-node Slurm: run with -m slurm (make test
 SNAKEMAKE_CALLS = ("snakemake(", "SNAKEMAKE", "dry_run(", "doc_examples")
 
 
+@functools.cache
+def starts_snakemake(source: str) -> bool:
+    return any(call in Path(source).read_text() for call in SNAKEMAKE_CALLS)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_itemcollected(item):
     source = getattr(item.module, "__file__", None) if hasattr(item, "module") else None
-    if source and any(call in Path(source).read_text() for call in SNAKEMAKE_CALLS):
+    if source and starts_snakemake(source):
         item.add_marker(pytest.mark.snakemake)
 
 

@@ -179,7 +179,8 @@ def test_rearrangement_keeps_the_count_and_ends_where_no_swap_helps():
 
 def test_mask_tuning_is_exact_when_nothing_is_pruned_and_helps_when_something_is():
     from optin.arch import Kept
-    from optin.methods.kwon import apply_unit_scales, tune_scales
+    from optin.arch.base import apply_unit_scales
+    from optin.methods.kwon import tune_scales
     from optin.engine.scoring import run_teacher
 
     model = tiny_bert(layers=2, heads=4, hidden=16, ffn=8)

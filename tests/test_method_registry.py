@@ -3,7 +3,6 @@ tables, plots, config checks and optin.prune read it, and no method is named any
 
 import ast
 import re
-from pathlib import Path
 
 import pytest
 import yaml

@@ -44,13 +44,12 @@ class EncoderCost:
     def from_info(cls, info: dict, *, mac_seq_len="auto", image_size=None, latency_table=None) -> EncoderCost:
         """``mac_seq_len`` "auto": a text model's mean tokenized test length, an image model's real
         token count at the dataset's image size."""
-        image = "patch_size" in info
+        patches = (image_size // info["patch_size"]) ** 2 if "patch_size" in info else None
         seq_len = mac_seq_len
         if seq_len == "auto":
-            seq_len = (image_size // info["patch_size"]) ** 2 + info["prefix_tokens"] if image else info["mean_test_tokens"]
+            seq_len = info["mean_test_tokens"] if patches is None else patches + info["prefix_tokens"]
         return cls(info["heads_per_layer"], info["neurons_per_layer"], float(seq_len), info["hidden_size"], info["head_dim"],
-                   max_tokens_removed=(image_size // info["patch_size"]) ** 2 - 1 if image else None,
-                   latency_table=latency_table)
+                   max_tokens_removed=None if patches is None else patches - 1, latency_table=latency_table)
 
     @classmethod
     def from_adapter(cls, adapter, batch: dict, *, seq_len: float, latency_table=None) -> EncoderCost:
@@ -172,11 +171,9 @@ class GQACost:
 
     @classmethod
     def from_adapter(cls, adapter, batch: dict, **_) -> GQACost:
-        config, group, context = adapter.config, adapter.neuron_group, batch["input_ids"].shape[1]
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        return cls(adapter.num_layers, config.num_attention_heads, config.num_key_value_heads,
-                   config.intermediate_size // group, head_dim, group, context,
-                   flops.llm_unit_macs(config.hidden_size, head_dim, context, group))
+        group, context = adapter.neuron_group, batch["input_ids"].shape[1]
+        return cls(adapter.num_layers, adapter.heads, adapter.kv_heads, adapter.intermediate_size // group, adapter.head_dim,
+                   group, context, flops.llm_unit_macs(adapter.hidden_size, adapter.head_dim, context, group))
 
     def search(self, scores: pd.DataFrame, budget: float, settings: dict, *, score_scale: str, seed: int = 0) -> tuple[Kept, dict]:
         head, kv, neuron = self.costs["head"], self.costs["kv"], self.costs["neuron"]

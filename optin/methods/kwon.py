@@ -20,7 +20,7 @@ method, act on a searched mask per budget:
 - ``tune_scales``: layer by layer, least-squares mask values for the kept units so that the pruned
   layer's residual sums (before LayerNorm) match the unpruned model's on the calibration batch, the
   pruned model's own input flowing in (ridge-regularised toward 1, as their damped LSMR). The scales
-  fold into the output-projection / down-projection columns (``apply_unit_scales``), so the slim
+  fold into the output-projection / down-projection columns (``optin.arch.base.apply_unit_scales``), so the slim
   model stays a plain smaller model.
 """
 
@@ -30,7 +30,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from optin.arch.base import apply_unit_scales  # noqa: F401 - their tuned scales, folded into the weights
 from optin.engine.masks import Kept
 from optin.methods.registry import check_fisher_batch_size
 

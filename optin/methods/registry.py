@@ -193,7 +193,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            scorer="optin.methods.llm_peers:minitron", style=("#CC79A7", "P"), native_resolution="single MLP channels",
            score_scale="per_kind", families=LLM_ONLY, unit_kinds=("head", "neuron")),
 )}
-SHARDED = "optin"
+SHARDED = next(m.name for m in METHODS.values() if m.sharded)   # the engine's method (score_shard, merge_scores)
 DEFAULT = SHARDED    # the method of a config entry without a kind, and of optin.prune
 
 
@@ -275,13 +275,6 @@ def has_mask_stages(config_entry: Mapping) -> bool:
     """Whether searched masks of this entry go through its method's per-mask stages (tune_mask)."""
     entry = entry_of(config_entry)
     return any(config_entry.get(key, False) for key in entry.stage_settings)
-
-
-def one_pass_kinds(family: str) -> list[str]:
-    """Method kinds scored in one job (not per layer shard) that apply to ``family``'s models."""
-    from optin.arch.registry import family as family_entry
-
-    return [m.name for m in METHODS.values() if not m.sharded and m.applies_to(family_entry(family))]
 
 
 def cost_reference() -> str:
